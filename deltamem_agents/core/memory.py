@@ -1,0 +1,262 @@
+"""`DeltaMemoryLayer`: the δ-mem parameters of one attention layer and what they compute.
+
+From the attention input ``h`` (``[B, T, hidden]``) it projects memory queries, keys, values
+and gates, reads the layer's state before writing, writes with the gated delta rule (token by
+token, or once per segment for SSW), and turns the reads into corrections for the attention's
+q/k/v/o projections. It knows nothing about Hugging Face: ``deltamem_agents.model`` feeds it.
+
+Weights are packed so one token costs two small matmuls:
+
+* ``memory_in_proj`` ``[3*D + G (+ G), hidden]``: rows ``[0, D)`` memory q, ``[D, 2D)`` memory
+  k, ``[2D, 3D)`` memory v, then ``G`` beta-gate rows and (uncoupled lambda only) ``G`` lambda
+  rows. ``D = H * r`` (H state heads of rank r), ``G = H * r`` rank-wise or ``H`` scalar gates.
+* ``gate_bias`` ``[G (+ G)]``: beta then lambda biases (the memory q/k/v have no bias).
+* ``delta_out_proj`` ``[sum(out features of the active heads), D]``: delta heads stacked in
+  q, k, v, o order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
+from deltamem_agents.ops import delta_scan, delta_step
+
+QK_NORM_EPS = 1e-6
+
+
+@dataclass
+class MemoryInputs:
+    """Projected memory inputs in scan layout ``[B, H, T, r]``, float32 or wider."""
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    keep: Tensor
+    erase: Tensor
+    write: Tensor
+    beta: Tensor  # [B, H, T, r], kept for gate statistics
+
+
+class DeltaMemoryLayer(nn.Module):
+    """δ-mem for one attention layer: projections, gates, the scan and the delta heads."""
+
+    def __init__(
+        self,
+        config: DeltaMemConfig,
+        hidden_size: int,
+        out_features: Mapping[str, int],
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        base_weights: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        missing = [h for h in config.delta_heads if h not in out_features]
+        if missing:
+            raise ValueError(f"no output width given for delta heads {missing}")
+        self.config = config
+        self.hidden_size = hidden_size
+        self.heads = config.ordered_delta_heads()
+        self.out_features = {h: int(out_features[h]) for h in self.heads}
+        d, g = config.read_dim, config.gates_per_head * config.num_state_heads
+        self.read_dim, self.gate_dim = d, g
+        n_gate_groups = 1 if config.couple_lambda else 2
+        factory = {"device": device, "dtype": dtype}
+        self.memory_in_proj = nn.Parameter(torch.empty(3 * d + n_gate_groups * g, hidden_size, **factory))
+        self.gate_bias = nn.Parameter(torch.empty(n_gate_groups * g, **factory))
+        self.delta_out_proj = nn.Parameter(torch.empty(sum(self.out_features.values()), d, **factory))
+        if config.trainable_delta_scale:
+            n_scales = len(ALL_DELTA_HEADS) if config.delta_scale_granularity == "head" else 1
+            self.delta_scale_raw = nn.Parameter(torch.empty(n_scales, **factory))
+        else:
+            self.delta_scale_raw = None
+        if config.delta_o_rmsnorm and "o" in self.heads:
+            self.delta_o_norm_weight = nn.Parameter(torch.empty(self.out_features["o"], **factory))
+        else:
+            self.delta_o_norm_weight = None
+        if self.memory_in_proj.device.type != "meta":
+            self.reset_parameters(base_weights)
+
+    # -- initialisation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_parameters(self, base_weights: Mapping[str, Tensor] | None = None) -> None:
+        """Reference initial values: kaiming-uniform memory q/k/v, zero gate weights, beta bias
+        ``beta_bias_init`` (lambda bias its negative), zero delta heads unless ``base_slice``."""
+        d, g, cfg = self.read_dim, self.gate_dim, self.config
+        for block in range(3):
+            nn.init.kaiming_uniform_(self.memory_in_proj[block * d : (block + 1) * d], a=math.sqrt(5))
+        self.memory_in_proj[3 * d :].zero_()
+        self.gate_bias[:g].fill_(cfg.beta_bias_init)
+        self.gate_bias[g:].fill_(-cfg.beta_bias_init)
+        self.delta_out_proj.zero_()
+        if cfg.delta_init == "base_slice":
+            if base_weights is None:
+                raise ValueError("delta_init='base_slice' needs the base projection weights")
+            for head, block in self.delta_blocks().items():
+                base = base_weights[head]
+                width = min(cfg.rank, base.shape[1])
+                sliced = F.normalize(base[:, :width].detach().float(), dim=0, eps=1e-6)
+                block[:, :width].copy_(sliced * cfg.base_slice_gain)
+        if self.delta_scale_raw is not None:
+            self.delta_scale_raw.fill_(cfg.delta_scale_raw_init)
+        if self.delta_o_norm_weight is not None:
+            self.delta_o_norm_weight.fill_(1.0)
+
+    def delta_blocks(self) -> dict[str, Tensor]:
+        """Views of ``delta_out_proj``, one ``[out, D]`` block per active head."""
+        return dict(zip(self.heads, torch.split(self.delta_out_proj, list(self.out_features.values())), strict=True))
+
+    # -- projections ----------------------------------------------------------------------------
+    def memory_inputs(self, hidden: Tensor) -> MemoryInputs:
+        """Project ``[B, T, hidden]`` into scan inputs ``[B, H, T, r]`` (float32 or wider)."""
+        cfg, d, g = self.config, self.read_dim, self.gate_dim
+        batch, steps, _ = hidden.shape
+        heads, rank = cfg.num_state_heads, cfg.rank
+        packed = F.linear(hidden.to(self.memory_in_proj.dtype), self.memory_in_proj)
+        compute_dtype = torch.promote_types(packed.dtype, torch.float32)
+        packed = packed.to(compute_dtype)
+        q, k, v = (packed[..., i * d : (i + 1) * d].reshape(batch, steps, heads, rank) for i in range(3))
+        if cfg.normalize_qk:
+            q = F.normalize(torch.tanh(q), dim=-1, eps=QK_NORM_EPS)
+            k = F.normalize(torch.tanh(k), dim=-1, eps=QK_NORM_EPS)
+        bias = self.gate_bias.to(compute_dtype)
+        beta = torch.sigmoid(packed[..., 3 * d : 3 * d + g] + bias[:g])
+        beta = self._rows(beta, batch, steps)
+        if cfg.state_update_mode == "no_lambda":
+            keep = torch.ones_like(beta)
+            erase, write = beta, beta
+        else:
+            if cfg.couple_lambda:
+                lam = 1.0 - beta
+            else:
+                lam = self._rows(torch.sigmoid(packed[..., 3 * d + g :] + bias[g:]), batch, steps)
+            keep = lam
+            erase = lam * beta if cfg.state_update_mode == "lambda_outside" else beta
+            write = beta
+
+        def scan_layout(x: Tensor) -> Tensor:
+            return x.transpose(1, 2)
+
+        return MemoryInputs(*(scan_layout(x) for x in (q, k, v, keep, erase, write, beta)))
+
+    def _rows(self, gate: Tensor, batch: int, steps: int) -> Tensor:
+        """Gate logits ``[B, T, G]`` -> one value per state row ``[B, T, H, r]``."""
+        cfg = self.config
+        gate = gate.reshape(batch, steps, cfg.num_state_heads, cfg.gates_per_head)
+        return gate.expand(-1, -1, -1, cfg.rank)
+
+    # -- read and write ---------------------------------------------------------------------------
+    def read_write(
+        self,
+        hidden: Tensor,
+        state: Tensor,
+        *,
+        token_mask: Tensor | None = None,
+        segment_ids: Tensor | None = None,
+        write: bool = True,
+    ) -> tuple[Tensor, Tensor, MemoryInputs | None]:
+        """Read this pass's tokens from ``state`` and (if ``write``) return the updated state.
+
+        ``hidden`` ``[B, T, hidden]``; ``state`` ``[B, H, r, r]``; ``token_mask`` ``[B, T]`` bool
+        (False = padding: reads zero, no write); ``segment_ids`` ``[B, T]`` (SSW only; -1 = not
+        part of any segment). Returns ``(reads [B, T, D], new_state, write_inputs)``.
+        """
+        batch, steps, _ = hidden.shape
+        use_segments = write and self.config.write_strategy == "ssw" and segment_ids is not None
+        if not write or use_segments:
+            inputs = self.memory_inputs(hidden)
+            reads = self._frozen_reads(state, inputs.q, token_mask)
+            if not write:
+                return reads, state, None
+            assert segment_ids is not None
+            new_state, seg_inputs = self._segment_write(hidden, state, segment_ids, token_mask)
+            return reads, new_state, seg_inputs
+        inputs = self.memory_inputs(hidden)
+        if steps == 1:
+            mask = None if token_mask is None else token_mask[:, 0]
+            read, new_state = delta_step(
+                inputs.q[:, :, 0], inputs.k[:, :, 0], inputs.v[:, :, 0],
+                inputs.keep[:, :, 0], inputs.erase[:, :, 0], inputs.write[:, :, 0],
+                state, mask=mask,
+            )
+            reads = read.unsqueeze(2)
+        else:
+            reads, new_state = delta_scan(
+                inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write,
+                mask=token_mask, initial_state=state, impl=self.config.scan_impl,
+            )
+        return self._flatten_reads(reads), new_state, inputs
+
+    def _frozen_reads(self, state: Tensor, q: Tensor, token_mask: Tensor | None) -> Tensor:
+        reads = torch.einsum("bhij,bhtj->bhti", state.to(q.dtype), q)
+        if token_mask is not None:
+            reads = reads * token_mask[:, None, :, None].to(reads.dtype)
+        return self._flatten_reads(reads)
+
+    @staticmethod
+    def _flatten_reads(reads: Tensor) -> Tensor:
+        """``[B, H, T, r]`` -> ``[B, T, H*r]``: the H head reads concatenated, no mixing."""
+        batch, heads, steps, rank = reads.shape
+        return reads.transpose(1, 2).reshape(batch, steps, heads * rank)
+
+    def _segment_write(
+        self, hidden: Tensor, state: Tensor, segment_ids: Tensor, token_mask: Tensor | None
+    ) -> tuple[Tensor, MemoryInputs | None]:
+        """SSW: mean-pool each segment's hidden states, then scan the segments like tokens."""
+        batch, steps, width = hidden.shape
+        if segment_ids.shape != (batch, steps):
+            raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}, expected {(batch, steps)}")
+        segment_ids = segment_ids.to(hidden.device)
+        valid = segment_ids >= 0
+        if token_mask is not None:
+            valid = valid & token_mask
+        if not bool(valid.any()):
+            return state, None
+        order = torch.unique(segment_ids[valid])  # sorted: segments are written in id order
+        slot = torch.searchsorted(order, segment_ids.clamp_min(0))
+        slot = torch.where(valid, slot, torch.full_like(slot, len(order)))  # extra slot = ignored
+        sums = hidden.new_zeros(batch, len(order) + 1, width, dtype=torch.float32)
+        sums.scatter_add_(1, slot.unsqueeze(-1).expand(-1, -1, width), hidden.float())
+        counts = torch.zeros(batch, len(order) + 1, device=hidden.device, dtype=torch.float32)
+        counts.scatter_add_(1, slot, torch.ones_like(slot, dtype=torch.float32))
+        sums, counts = sums[:, :-1], counts[:, :-1]
+        means = (sums / counts.clamp_min(1.0).unsqueeze(-1)).to(hidden.dtype)
+        seg_inputs = self.memory_inputs(means)
+        _, new_state = delta_scan(
+            seg_inputs.q, seg_inputs.k, seg_inputs.v, seg_inputs.keep, seg_inputs.erase, seg_inputs.write,
+            mask=counts > 0, initial_state=state, impl=self.config.scan_impl,
+        )
+        return new_state, seg_inputs
+
+    # -- corrections --------------------------------------------------------------------------------
+    def corrections(self, reads: Tensor) -> dict[str, Tensor]:
+        """Turn reads ``[B, T, D]`` into per-head corrections ``[B, T, out]`` (one matmul)."""
+        cfg = self.config
+        packed = F.linear(reads.to(self.delta_out_proj.dtype), self.delta_out_proj)
+        parts = torch.split(packed, list(self.out_features.values()), dim=-1)
+        out: dict[str, Tensor] = {}
+        for head, part in zip(self.heads, parts, strict=True):
+            part = part * (cfg.scaling * self._scale(head))
+            if head == "o" and self.delta_o_norm_weight is not None:
+                part = F.rms_norm(part.float(), (part.shape[-1],), self.delta_o_norm_weight.float(), cfg.delta_o_rmsnorm_eps)
+            out[head] = part
+        return out
+
+    def _scale(self, head: str) -> Tensor | float:
+        if self.delta_scale_raw is None:
+            return 1.0
+        index = ALL_DELTA_HEADS.index(head) if self.delta_scale_raw.numel() > 1 else 0
+        return torch.sigmoid(self.delta_scale_raw[index]) * self.config.delta_scale_max
+
+    def new_state(self, batch_size: int, device: torch.device | str | None = None) -> Tensor:
+        """An empty state ``[batch, H, r, r]`` (float32 or wider, like the scan)."""
+        cfg = self.config
+        dtype = torch.promote_types(self.memory_in_proj.dtype, torch.float32)
+        return torch.zeros(batch_size, cfg.num_state_heads, cfg.rank, cfg.rank, device=device, dtype=dtype)

@@ -1,0 +1,1 @@
+"""Attaching δ-mem to Hugging Face causal LMs (wrappers, hooks, handle, adapter files)."""

@@ -1,0 +1,352 @@
+"""`attach_delta_mem`: give a frozen Hugging Face causal LM an online associative memory.
+
+Per attention layer we add a `DeltaMemoryLayer` (registered as ``<attention>.delta_memory``,
+so ``model.to()`` moves it and optimisers find it), wrap the q/k/v/o projections that receive
+corrections in `DeltaLinear`, and register two hooks: one on the decoder stack that remembers
+which tokens of this forward are padding, and one on each attention module that reads and
+writes the memory from the attention input and hands the corrections to the wrappers. The
+attention forward itself is never copied, so any architecture in
+``deltamem_agents.model.targets`` works, with ``generate()`` and the KV cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from deltamem_agents.core.config import DeltaMemConfig
+from deltamem_agents.core.memory import DeltaMemoryLayer
+from deltamem_agents.core.state import DeltaMemState
+from deltamem_agents.model.targets import MatchedAttention, find_attention_modules
+from deltamem_agents.model.wrappers import DeltaLinear
+
+MEMORY_ATTR = "delta_memory"
+
+
+@dataclass
+class AttachedLayer:
+    """Everything attach changed in one attention module, so detach can undo it."""
+
+    matched: MatchedAttention
+    memory: DeltaMemoryLayer
+    wrappers: dict[str, DeltaLinear]
+    last_beta_mean: float | None = None
+
+
+@dataclass
+class _ForwardContext:
+    """What the decoder-level hook learned about the current forward."""
+
+    attention_mask: Tensor | None = None
+    active: bool = False
+
+
+@dataclass
+class _Settings:
+    write: bool = True
+    segment_ids: Tensor | None = None
+    record_stats: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DeltaMemHandle:
+    """The attached memory: its parameters, its state, and how to undo the attachment."""
+
+    def __init__(self, model: nn.Module, config: DeltaMemConfig, layers: dict[int, AttachedLayer]) -> None:
+        self.model = model
+        self.config = config
+        self.layers = layers
+        self._states: dict[int, Tensor | None] = dict.fromkeys(layers)
+        self._settings = _Settings()
+        self._context = _ForwardContext()
+        self._hooks: list[RemovableHandle] = []
+        self._requires_grad_before: dict[str, bool] = {}
+        self._attached = True
+
+    # -- what was attached -----------------------------------------------------------------------
+    @property
+    def matched_modules(self) -> list[str]:
+        return [layer.matched.name for layer in self.layers.values()]
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The trainable δ-mem parameters (the backbone stays frozen)."""
+        for layer in self.layers.values():
+            yield from layer.memory.parameters()
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for index, layer in self.layers.items():
+            for name, param in layer.memory.named_parameters():
+                yield f"layers.{index}.{name}", param
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def backbone_parameters(self) -> int:
+        ours = {id(p) for p in self.parameters()}
+        return sum(p.numel() for p in self.model.parameters() if id(p) not in ours)
+
+    @property
+    def parameter_share(self) -> float:
+        """δ-mem parameters as a fraction of the backbone's."""
+        return self.num_parameters / max(self.backbone_parameters, 1)
+
+    def summary(self) -> str:
+        return (
+            f"δ-mem {self.config.write_strategy.upper()} rank {self.config.rank} x "
+            f"{self.config.num_state_heads} head(s) on {len(self.layers)} layers, heads "
+            f"{'/'.join(self.config.ordered_delta_heads())}: {self.num_parameters:,} parameters "
+            f"({100 * self.parameter_share:.3f}% of the backbone)"
+        )
+
+    def __repr__(self) -> str:
+        return f"DeltaMemHandle({self.summary()})"
+
+    # -- state ----------------------------------------------------------------------------------------
+    def get_state(self) -> DeltaMemState:
+        """The current state of every layer. Tensors are shared, not copied: the engine never
+        writes in place, so the object stays a snapshot; use ``.clone()`` to cut the autograd
+        graph during training."""
+        layers = {i: s for i, s in self._states.items() if s is not None}
+        return DeltaMemState(layers, {"rank": str(self.config.rank), "heads": str(self.config.num_state_heads)})
+
+    def set_state(self, state: DeltaMemState) -> None:
+        """Replace the state (e.g. one loaded from disk); shapes are checked against the config."""
+        expected = set(self.layers)
+        if set(state.layers) != expected:
+            raise ValueError(
+                f"state covers layers {sorted(state.layers)} but δ-mem is attached to {sorted(expected)}"
+            )
+        if state.num_heads != self.config.num_state_heads or state.rank != self.config.rank:
+            raise ValueError(
+                f"state has {state.num_heads} head(s) of rank {state.rank}; this adapter uses "
+                f"{self.config.num_state_heads} head(s) of rank {self.config.rank}"
+            )
+        for index, tensor in state.layers.items():
+            memory = self.layers[index].memory
+            dtype = torch.promote_types(memory.memory_in_proj.dtype, torch.float32)
+            self._states[index] = tensor.to(device=memory.memory_in_proj.device, dtype=dtype)
+
+    def reset_state(self) -> None:
+        """Forget everything: the next forward starts from zero states of its batch size."""
+        self._states = dict.fromkeys(self.layers)
+
+    @contextlib.contextmanager
+    def writing(self, enabled: bool) -> Iterator[None]:
+        """``with handle.writing(False):`` reads use the current state and nothing is written
+        (e.g. a probe that must not change memory); the previous setting is restored after."""
+        previous = self._settings.write
+        self._settings.write = bool(enabled)
+        try:
+            yield
+        finally:
+            self._settings.write = previous
+
+    @contextlib.contextmanager
+    def segments(self, segment_ids: Tensor | None) -> Iterator[None]:
+        """SSW segment ids ``[batch, seq]`` (-1 = not written) for forwards of that shape.
+
+        One-token forwards (decode steps) fall back to token writes, as in the reference."""
+        previous = self._settings.segment_ids
+        self._settings.segment_ids = segment_ids
+        try:
+            yield
+        finally:
+            self._settings.segment_ids = previous
+
+    @contextlib.contextmanager
+    def recording_stats(self) -> Iterator[None]:
+        """Record the mean write gate of each layer (``AttachedLayer.last_beta_mean``)."""
+        previous = self._settings.record_stats
+        self._settings.record_stats = True
+        try:
+            yield
+        finally:
+            self._settings.record_stats = previous
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def _capture_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask")
+        if mask is None and len(args) > 1 and isinstance(args[1], Tensor):
+            mask = args[1]
+        self._context = _ForwardContext(attention_mask=mask, active=True)
+
+    def _release_mask(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        self._context = _ForwardContext()
+
+    def _token_mask(self, batch: int, steps: int) -> Tensor | None:
+        mask = self._context.attention_mask
+        if mask is None:
+            return None
+        if mask.dim() == 2:
+            if mask.shape[0] != batch or mask.shape[1] < steps:
+                raise ValueError(
+                    f"attention_mask of shape {tuple(mask.shape)} does not cover a forward of "
+                    f"{batch} x {steps} tokens"
+                )
+            return mask[:, -steps:].bool()
+        if mask.dim() == 4:  # a prepared mask: a token is real if it may attend to itself
+            diagonal = mask[:, 0, -steps:, -steps:].diagonal(dim1=-2, dim2=-1)
+            return diagonal if diagonal.dtype == torch.bool else diagonal == 0
+        raise ValueError(f"unsupported attention_mask shape {tuple(mask.shape)} for δ-mem")
+
+    def _before_attention(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if not isinstance(hidden, Tensor) or hidden.dim() != 3:
+            raise RuntimeError(f"δ-mem expected [batch, seq, hidden] attention input in layer {index}")
+        layer = self.layers[index]
+        batch, steps, _ = hidden.shape
+        state = self._states[index]
+        if state is None:
+            state = layer.memory.new_state(batch, hidden.device)
+        elif state.shape[0] != batch:
+            raise ValueError(
+                f"the δ-mem state holds {state.shape[0]} batch row(s) but this forward has {batch}; "
+                "call reset_state() or set_state() with a state of the right batch size"
+            )
+        segment_ids = self._settings.segment_ids
+        if segment_ids is not None and tuple(segment_ids.shape) != (batch, steps):
+            if steps > 1:
+                raise ValueError(
+                    f"segment_ids of shape {tuple(segment_ids.shape)} do not match this forward "
+                    f"({batch} x {steps} tokens)"
+                )
+            segment_ids = None
+        reads, new_state, inputs = layer.memory.read_write(
+            hidden,
+            state,
+            token_mask=self._token_mask(batch, steps),
+            segment_ids=segment_ids,
+            write=self._settings.write,
+        )
+        self._states[index] = new_state
+        if self._settings.record_stats and inputs is not None:
+            layer.last_beta_mean = float(inputs.beta.detach().float().mean())
+        for head, correction in layer.memory.corrections(reads).items():
+            layer.wrappers[head].pending = correction
+
+    def _after_attention(self, index: int, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        for wrapper in self.layers[index].wrappers.values():
+            wrapper.pending = None
+
+    # -- undo ----------------------------------------------------------------------------------------------
+    def detach(self) -> nn.Module:
+        """Remove every hook, wrapper and δ-mem parameter; the bare model is restored exactly."""
+        if not self._attached:
+            return self.model
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+        for layer in self.layers.values():
+            attention = layer.matched.module
+            for head, wrapper in layer.wrappers.items():
+                setattr(attention, _attr_name(layer.matched, head), wrapper.base_layer)
+            delattr(attention, MEMORY_ATTR)
+        for name, param in self.model.named_parameters():
+            if name in self._requires_grad_before:
+                param.requires_grad_(self._requires_grad_before[name])
+        self._attached = False
+        self._states = dict.fromkeys(self.layers)
+        return self.model
+
+    # -- adapters --------------------------------------------------------------------------------------------
+    def save_adapter(self, path: str, *, backbone_name: str | None = None) -> None:
+        """Write ``deltamem_config.json`` + ``adapter.safetensors`` (adapter weights only)."""
+        from deltamem_agents.model.adapters import save_adapter
+
+        save_adapter(self, path, backbone_name=backbone_name)
+
+
+def _attr_name(matched: MatchedAttention, head: str) -> str:
+    for name, module in matched.module.named_children():
+        if module is matched.projections[head] or (
+            isinstance(module, DeltaLinear) and module.base_layer is matched.projections[head]
+        ):
+            return name
+    raise RuntimeError(f"lost track of the {head} projection of {matched.name}")
+
+
+def _decoder_stack(model: nn.Module) -> nn.Module:
+    """The module that receives the 2D attention mask before the layers (e.g. LlamaModel)."""
+    get_decoder = getattr(model, "get_decoder", None)
+    if callable(get_decoder):
+        decoder = get_decoder()
+        if isinstance(decoder, nn.Module):
+            return decoder
+    return model
+
+
+def attach_delta_mem(model: nn.Module, config: DeltaMemConfig | None = None) -> DeltaMemHandle:
+    """Attach δ-mem to ``model`` in place and return its handle.
+
+    The backbone is frozen (``requires_grad=False``); only δ-mem parameters train. Works on any
+    architecture listed in ``deltamem_agents.model.targets`` (and any other whose attention has
+    q/k/v/o ``nn.Linear`` projections), on the model's own device, meta device included.
+    """
+    config = config or DeltaMemConfig()
+    if any(isinstance(m, DeltaMemoryLayer) for m in model.modules()):
+        raise ValueError("δ-mem is already attached to this model; detach() the old handle first")
+    matched = find_attention_modules(model)
+    if config.target_layers is not None:
+        wanted = set(config.target_layers)
+        unknown = wanted - {m.layer_index for m in matched}
+        if unknown:
+            raise ValueError(
+                f"target_layers {sorted(unknown)} do not exist; this model has layers "
+                f"0..{max(m.layer_index for m in matched)}"
+            )
+        matched = [m for m in matched if m.layer_index in wanted]
+
+    requires_grad_before = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.requires_grad_(False)
+    layers: dict[int, AttachedLayer] = {}
+    for match in matched:
+        q_proj = match.projections["q"]
+        device = q_proj.weight.device
+        memory = DeltaMemoryLayer(
+            config,
+            q_proj.in_features,
+            {head: proj.out_features for head, proj in match.projections.items()},
+            device=device,
+            base_weights={h: p.weight for h, p in match.projections.items()},
+        )
+        match.module.add_module(MEMORY_ATTR, memory)
+        wrappers: dict[str, DeltaLinear] = {}
+        for head in config.ordered_delta_heads():
+            wrapper = DeltaLinear(match.projections[head], head)
+            setattr(match.module, _attr_name(match, head), wrapper)
+            wrappers[head] = wrapper
+        layers[match.layer_index] = AttachedLayer(match, memory, wrappers)
+
+    handle = DeltaMemHandle(model, config, layers)
+    handle._requires_grad_before = requires_grad_before
+    decoder = _decoder_stack(model)
+    handle._hooks.append(decoder.register_forward_pre_hook(handle._capture_mask, with_kwargs=True))
+    handle._hooks.append(
+        decoder.register_forward_hook(handle._release_mask, with_kwargs=True, always_call=True)
+    )
+    for index, layer in layers.items():
+        attention = layer.matched.module
+        handle._hooks.append(
+            attention.register_forward_pre_hook(_bind(handle._before_attention, index), with_kwargs=True)
+        )
+        handle._hooks.append(
+            attention.register_forward_hook(
+                _bind(handle._after_attention, index), with_kwargs=True, always_call=True
+            )
+        )
+    return handle
+
+
+def _bind(method: Any, index: int) -> Any:
+    def hook(*args: Any) -> Any:
+        return method(index, *args)
+
+    return hook

@@ -1,0 +1,68 @@
+"""Single-token decode step of the gated delta rule (O(1) per token)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .naive import check_devices, check_mask_and_state, compute_dtype
+
+__all__ = ["delta_step"]
+
+
+def delta_step(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    keep: Tensor,
+    erase: Tensor,
+    write: Tensor,
+    state: Tensor,
+    *,
+    mask: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """Advance the state by one token; the read happens before the write.
+
+    Args:
+        q, k: ``[B, H, dk]``; v, keep, erase, write: ``[B, H, dv]``.
+        state: ``[B, H, dv, dk]`` (required: decoding always carries a state).
+        mask: ``[B]`` bool, True = real token; False rows read 0 and keep their state.
+
+    Returns:
+        ``(read [B, H, dv], new_state [B, H, dv, dk])`` in float32 (float64 if
+        any input is float64).
+    """
+    named = {"q": q, "k": k, "v": v, "keep": keep, "erase": erase, "write": write}
+    for name, x in named.items():
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 3:
+            raise ValueError(f"{name} must have shape [B, H, D] (3 dims), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    B, H, dk = q.shape
+    dv = v.shape[-1]
+    if tuple(k.shape) != (B, H, dk):
+        raise ValueError(f"k must have the same shape as q {(B, H, dk)}, got shape {tuple(k.shape)}")
+    if tuple(v.shape)[:2] != (B, H):
+        raise ValueError(f"v must have shape [B, H, dv] = [{B}, {H}, dv], got shape {tuple(v.shape)}")
+    for name in ("keep", "erase", "write"):
+        if tuple(named[name].shape) != (B, H, dv):
+            raise ValueError(f"{name} must have shape [B, H, dv] = {(B, H, dv)}, got shape {tuple(named[name].shape)}")
+    if state is None:
+        raise ValueError("state is required for delta_step (use zeros for a fresh sequence)")
+    check_mask_and_state(q, mask, state, (B,), B, H, dv, dk, "[B]", state_name="state")
+    check_devices(q, k=k, v=v, keep=keep, erase=erase, write=write)
+
+    dtype = compute_dtype(q, k, v, keep, erase, write, state)
+    q, k, v, keep, erase, write, state = (x.to(dtype) for x in (q, k, v, keep, erase, write, state))
+    read = (state @ q.unsqueeze(-1)).squeeze(-1)
+    u = write * v - erase * (state @ k.unsqueeze(-1)).squeeze(-1)
+    new_state = keep.unsqueeze(-1) * state + u.unsqueeze(-1) * k.unsqueeze(-2)
+    if mask is not None:
+        m = mask.view(B, 1, 1)
+        read = torch.where(m, read, read.new_zeros(()))
+        new_state = torch.where(m.unsqueeze(-1), new_state, state)
+    return read, new_state

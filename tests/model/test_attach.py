@@ -1,0 +1,234 @@
+"""Attaching δ-mem to tiny random models of every supported architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+
+from deltamem_agents import DeltaMemConfig, DeltaMemState, attach_delta_mem
+from deltamem_agents.model.wrappers import DeltaLinear
+from tests.tiny_models import ARCHITECTURES, randomize_memory, tiny_model
+
+STRATEGIES = [
+    pytest.param(DeltaMemConfig(), id="tsw"),
+    pytest.param(DeltaMemConfig(write_strategy="msw", rank=4), id="msw-h4"),
+]
+
+
+def _ids(batch: int = 2, steps: int = 24, seed: int = 1) -> torch.Tensor:
+    return torch.randint(3, 128, (batch, steps), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_zero_initialised_heads_leave_logits_bit_identical(arch):
+    model = tiny_model(arch)
+    ids = _ids()
+    with torch.no_grad():
+        bare = model(ids).logits
+        handle = attach_delta_mem(model, DeltaMemConfig())
+        attached = model(ids).logits
+    assert torch.equal(bare, attached)
+    assert handle.get_state().norms()[0] > 0, "the memory must still be written"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_detach_restores_the_bare_model_exactly(arch):
+    model = tiny_model(arch)
+    ids = _ids()
+    bare_keys = set(model.state_dict())
+    with torch.no_grad():
+        bare = model(ids).logits
+        handle = attach_delta_mem(model, DeltaMemConfig(write_strategy="msw"))
+        randomize_memory(handle)
+        assert not torch.allclose(model(ids).logits, bare, atol=1e-3), "random memory must matter"
+        handle.detach()
+        restored = model(ids).logits
+    assert torch.equal(bare, restored)
+    assert set(model.state_dict()) == bare_keys
+    assert not any(isinstance(m, DeltaLinear) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters()), "detach restores requires_grad"
+
+
+def test_handle_reports_matches_and_freezes_the_backbone():
+    model = tiny_model("qwen3")
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_heads=("q", "o")))
+    assert handle.matched_modules == ["model.layers.0.self_attn", "model.layers.1.self_attn"]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".delta_memory." in n for n in trainable)
+    assert handle.num_parameters == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < handle.parameter_share < 1
+    with pytest.raises(ValueError, match="already attached"):
+        attach_delta_mem(model, DeltaMemConfig())
+
+
+def test_target_layers_and_unknown_layers():
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig(target_layers=(1,)))
+    assert list(handle.layers) == [1]
+    handle.detach()
+    with pytest.raises(ValueError, match=r"target_layers \[5\] do not exist"):
+        attach_delta_mem(model, DeltaMemConfig(target_layers=(5,)))
+
+
+def test_unsupported_model_names_the_fix():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="ATTENTION_TARGETS"):
+        attach_delta_mem(model, DeltaMemConfig())
+
+
+def test_qwen3_4b_parameter_count_on_meta_device():
+    """The paper's size: Qwen3-4B, q and o heads, rank 8 = 135,176 x 36 layers."""
+    config = AutoConfig.for_model(
+        "qwen3", vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+    )
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_heads=("q", "o"), rank=8))
+    assert handle.num_parameters == 4_866_336
+    assert handle.parameter_share == pytest.approx(0.0012, abs=0.0001)
+
+
+@pytest.mark.parametrize("config", STRATEGIES)
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_prefill_then_decode_equals_one_long_prefill(arch, config):
+    model = tiny_model(arch)
+    handle = attach_delta_mem(model, config)
+    randomize_memory(handle)
+    ids = _ids(steps=20)
+    with torch.no_grad():
+        full = model(ids).logits
+        full_state = handle.get_state()
+        handle.reset_state()
+        cache = DynamicCache(config=model.config)
+        out = model(ids[:, :13], past_key_values=cache, use_cache=True)
+        pieces = [out.logits]
+        for t in range(13, 20):
+            out = model(ids[:, t : t + 1], past_key_values=out.past_key_values, use_cache=True)
+            pieces.append(out.logits)
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=2e-5, rtol=1e-4)
+    for index, tensor in handle.get_state().layers.items():
+        torch.testing.assert_close(tensor, full_state.layers[index], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("config", STRATEGIES)
+def test_generate_uses_the_cache_and_updates_the_state_each_step(config):
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, config)
+    randomize_memory(handle)
+    prompt = _ids(batch=1, steps=10)
+    with torch.no_grad():
+        generated = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        after_generate = handle.get_state()
+        handle.reset_state()
+        # The last generated token is sampled but never fed back, so it is never written.
+        model(generated[:, :-1])
+    for index, tensor in handle.get_state().layers.items():
+        torch.testing.assert_close(after_generate.layers[index], tensor, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral"])
+def test_left_padded_batch_equals_each_row_alone(arch):
+    model = tiny_model(arch)
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    rows = [_ids(batch=1, steps=16, seed=2)[0], _ids(batch=1, steps=11, seed=3)[0]]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(2, width, dtype=torch.long)
+    mask = torch.zeros(2, width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = row
+        mask[i, width - len(row) :] = 1
+    with torch.no_grad():
+        batched = model(ids, attention_mask=mask).logits
+        batched_state = handle.get_state()
+        for i, row in enumerate(rows):
+            handle.reset_state()
+            alone = model(row[None]).logits
+            torch.testing.assert_close(batched[i, width - len(row) :], alone[0], atol=1e-5, rtol=1e-4)
+            for index, tensor in handle.get_state().layers.items():
+                torch.testing.assert_close(batched_state.layers[index][i], tensor[0], atol=1e-5, rtol=1e-4)
+
+
+def test_writing_disabled_reads_but_never_changes_the_state():
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    with torch.no_grad():
+        model(_ids(batch=1))
+        before = handle.get_state().clone()
+        with handle.writing(False):
+            probed = model(_ids(batch=1, seed=5)).logits
+        assert handle.get_state().equal(before)
+        # The probe did read the memory: an empty state gives other logits.
+        handle.reset_state()
+        with handle.writing(False):
+            empty = model(_ids(batch=1, seed=5)).logits
+    assert not torch.allclose(probed, empty, atol=1e-4)
+
+
+def test_state_save_and_restore_gives_identical_next_token_logits(tmp_path):
+    model = tiny_model("qwen3")
+    handle = attach_delta_mem(model, DeltaMemConfig(write_strategy="msw"))
+    randomize_memory(handle)
+    history, probe = _ids(batch=1, steps=30), _ids(batch=1, steps=5, seed=9)
+    with torch.no_grad():
+        model(history)
+        path = handle.get_state().save(tmp_path / "state.safetensors")
+        with handle.writing(False):
+            expected = model(probe).logits[:, -1]
+        handle.reset_state()
+        handle.set_state(DeltaMemState.load(path))
+        with handle.writing(False):
+            restored = model(probe).logits[:, -1]
+    assert torch.equal(expected, restored)
+
+
+def test_set_state_rejects_a_state_of_other_shape():
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig(rank=4))
+    wrong = DeltaMemState({0: torch.zeros(1, 1, 8, 8), 1: torch.zeros(1, 1, 8, 8)})
+    with pytest.raises(ValueError, match="rank 8"):
+        handle.set_state(wrong)
+    with pytest.raises(ValueError, match="covers layers"):
+        handle.set_state(DeltaMemState({0: torch.zeros(1, 1, 4, 4)}))
+
+
+def test_batch_size_change_needs_a_reset():
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    with torch.no_grad():
+        model(_ids(batch=2))
+        with pytest.raises(ValueError, match="reset_state"):
+            model(_ids(batch=3))
+        handle.reset_state()
+        model(_ids(batch=3))
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_bfloat16_backbone_runs_and_stays_close_to_float32(arch):
+    ids = _ids(batch=1)
+    results = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = tiny_model(arch, dtype=dtype)
+        handle = attach_delta_mem(model, DeltaMemConfig())
+        randomize_memory(handle)
+        with torch.no_grad():
+            results[dtype] = model(ids).logits.float()
+        assert handle.get_state().layers[0].dtype == torch.float32, "states are kept in float32"
+    assert (results[torch.float32] - results[torch.bfloat16]).abs().max() < 0.1
+
+
+def test_only_memory_parameters_receive_gradients_and_state_carries_the_graph():
+    """The training objective writes history, then supervises with it out of the context."""
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+    history, question = _ids(batch=2, steps=12), _ids(batch=2, steps=6, seed=4)
+    model(history)  # written into the state; its KV cache is not kept
+    loss = model(question, labels=question).loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(".delta_memory." in n for n in grads)
+    # gradient reached the write path of the history pass through the state
+    assert all(g.abs().sum() > 0 for n, g in grads.items() if n.endswith("memory_in_proj"))
