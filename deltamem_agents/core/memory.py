@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
-from deltamem_agents.ops import delta_scan, delta_step
+from deltamem_agents.ops import delta_scan
+from deltamem_agents.ops.recurrent import delta_step_unchecked
 
 QK_NORM_EPS = 1e-6
 
@@ -81,6 +82,7 @@ class DeltaMemoryLayer(nn.Module):
             self.delta_o_norm_weight = nn.Parameter(torch.empty(self.out_features["o"], **factory))
         else:
             self.delta_o_norm_weight = None
+        self._record_inputs = False  # set by the handle while gate statistics are recorded
         if self.memory_in_proj.device.type != "meta":
             self.reset_parameters(base_weights)
 
@@ -178,21 +180,39 @@ class DeltaMemoryLayer(nn.Module):
             assert segment_ids is not None
             new_state, seg_inputs = self._segment_write(hidden, state, segment_ids, token_mask)
             return reads, new_state, seg_inputs
+        if steps == 1 and not self._record_inputs:
+            return self._decode_step(hidden, state, token_mask)
         inputs = self.memory_inputs(hidden)
-        if steps == 1:
-            mask = None if token_mask is None else token_mask[:, 0]
-            read, new_state = delta_step(
-                inputs.q[:, :, 0], inputs.k[:, :, 0], inputs.v[:, :, 0],
-                inputs.keep[:, :, 0], inputs.erase[:, :, 0], inputs.write[:, :, 0],
-                state, mask=mask,
-            )
-            reads = read.unsqueeze(2)
-        else:
-            reads, new_state = delta_scan(
-                inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write,
-                mask=token_mask, initial_state=state, impl=self.config.scan_impl,
-            )
+        reads, new_state = delta_scan(
+            inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write,
+            mask=token_mask, initial_state=state, impl=self.config.scan_impl,
+        )
         return self._flatten_reads(reads), new_state, inputs
+
+    def _decode_step(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> tuple[Tensor, Tensor, None]:
+        """One token per row: the same math as `memory_inputs` + the scan, in as few small
+        ops as possible, because it runs once per layer for every generated token."""
+        cfg, d = self.config, self.read_dim
+        batch = hidden.shape[0]
+        heads, rank = cfg.num_state_heads, cfg.rank
+        packed = F.linear(hidden[:, 0].to(self.memory_in_proj.dtype), self.memory_in_proj)
+        packed = packed.to(torch.promote_types(packed.dtype, torch.float32))
+        qk = packed[:, : 2 * d].view(batch, 2, heads, rank)
+        if cfg.normalize_qk:
+            qk = F.normalize(torch.tanh(qk), dim=-1, eps=QK_NORM_EPS)
+        q, k = qk.unbind(1)
+        v = packed[:, 2 * d : 3 * d].view(batch, heads, rank)
+        gates = torch.sigmoid(packed[:, 3 * d :] + self.gate_bias.to(packed.dtype))
+        gates = gates.view(batch, -1, heads, cfg.gates_per_head)  # [B, 1 or 2, H, r or 1]
+        beta = gates[:, 0]
+        if cfg.state_update_mode == "no_lambda":
+            keep, erase = torch.ones_like(beta), beta
+        else:
+            lam = 1.0 - beta if cfg.couple_lambda else gates[:, 1]
+            keep, erase = lam, (lam * beta if cfg.state_update_mode == "lambda_outside" else beta)
+        mask = None if token_mask is None else token_mask[:, 0]
+        read, new_state = delta_step_unchecked(q, k, v, keep, erase, beta, state.to(packed.dtype), mask=mask)
+        return read.reshape(batch, 1, d), new_state, None
 
     def _frozen_reads(self, state: Tensor, q: Tensor, token_mask: Tensor | None) -> Tensor:
         reads = torch.einsum("bhij,bhtj->bhti", state.to(q.dtype), q)
@@ -239,11 +259,12 @@ class DeltaMemoryLayer(nn.Module):
     def corrections(self, reads: Tensor) -> dict[str, Tensor]:
         """Turn reads ``[B, T, D]`` into per-head corrections ``[B, T, out]`` (one matmul)."""
         cfg = self.config
-        packed = F.linear(reads.to(self.delta_out_proj.dtype), self.delta_out_proj)
+        packed = F.linear(reads.to(self.delta_out_proj.dtype) * cfg.scaling, self.delta_out_proj)
         parts = torch.split(packed, list(self.out_features.values()), dim=-1)
         out: dict[str, Tensor] = {}
         for head, part in zip(self.heads, parts, strict=True):
-            part = part * (cfg.scaling * self._scale(head))
+            if self.delta_scale_raw is not None:
+                part = part * self._scale(head)
             if head == "o" and self.delta_o_norm_weight is not None:
                 part = F.rms_norm(part.float(), (part.shape[-1],), self.delta_o_norm_weight.float(), cfg.delta_o_rmsnorm_eps)
             out[head] = part

@@ -165,11 +165,16 @@ class DeltaMemHandle:
     def recording_stats(self) -> Iterator[None]:
         """Record the mean write gate of each layer (``AttachedLayer.last_beta_mean``)."""
         previous = self._settings.record_stats
-        self._settings.record_stats = True
+        self._set_record_stats(True)
         try:
             yield
         finally:
-            self._settings.record_stats = previous
+            self._set_record_stats(previous)
+
+    def _set_record_stats(self, enabled: bool) -> None:
+        self._settings.record_stats = enabled
+        for layer in self.layers.values():
+            layer.memory._record_inputs = enabled
 
     # -- hooks ------------------------------------------------------------------------------------------
     def _capture_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -231,10 +236,6 @@ class DeltaMemHandle:
             layer.last_beta_mean = float(inputs.beta.detach().float().mean())
         for head, correction in layer.memory.corrections(reads).items():
             layer.wrappers[head].pending = correction
-
-    def _after_attention(self, index: int, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        for wrapper in self.layers[index].wrappers.values():
-            wrapper.pending = None
 
     # -- undo ----------------------------------------------------------------------------------------------
     def detach(self) -> nn.Module:
@@ -336,11 +337,6 @@ def attach_delta_mem(model: nn.Module, config: DeltaMemConfig | None = None) -> 
         attention = layer.matched.module
         handle._hooks.append(
             attention.register_forward_pre_hook(_bind(handle._before_attention, index), with_kwargs=True)
-        )
-        handle._hooks.append(
-            attention.register_forward_hook(
-                _bind(handle._after_attention, index), with_kwargs=True, always_call=True
-            )
         )
     return handle
 

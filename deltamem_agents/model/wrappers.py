@@ -38,7 +38,7 @@ class DeltaLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.base_layer(x)
-        correction = self.pending
+        correction, self.pending = self.pending, None  # consumed: one correction per forward
         if correction is None:
             return out
         if correction.shape != out.shape:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .naive import check_devices, check_mask_and_state, compute_dtype
 
-__all__ = ["delta_step"]
+__all__ = ["delta_step", "delta_step_unchecked"]
 
 
 def delta_step(
@@ -58,11 +58,31 @@ def delta_step(
 
     dtype = compute_dtype(q, k, v, keep, erase, write, state)
     q, k, v, keep, erase, write, state = (x.to(dtype) for x in (q, k, v, keep, erase, write, state))
-    read = (state @ q.unsqueeze(-1)).squeeze(-1)
-    u = write * v - erase * (state @ k.unsqueeze(-1)).squeeze(-1)
-    new_state = keep.unsqueeze(-1) * state + u.unsqueeze(-1) * k.unsqueeze(-2)
+    return delta_step_unchecked(q, k, v, keep, erase, write, state, mask=mask)
+
+
+def delta_step_unchecked(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    keep: Tensor,
+    erase: Tensor,
+    write: Tensor,
+    state: Tensor,
+    *,
+    mask: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """`delta_step` without validation or casting, for callers that build the inputs
+    themselves (the decode hot path, where checks would cost more than the math).
+
+    Gates may also be ``[B, H, 1]`` (one scalar per head), broadcast over the rows.
+    """
+    read_and_predict = state @ torch.stack((q, k), dim=-1)  # [B, H, dv, 2]: S q and S k at once
+    read, predicted = read_and_predict.unbind(-1)
+    u = write * v - erase * predicted
+    new_state = torch.addcmul(keep.unsqueeze(-1) * state, u.unsqueeze(-1), k.unsqueeze(-2))
     if mask is not None:
-        m = mask.view(B, 1, 1)
+        m = mask.view(-1, 1, 1)
         read = torch.where(m, read, read.new_zeros(()))
         new_state = torch.where(m.unsqueeze(-1), new_state, state)
     return read, new_state

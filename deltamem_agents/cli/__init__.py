@@ -1,0 +1,26 @@
+"""`deltamem`: the command line, a thin face over the library.
+
+One module per command group; errors the user can fix are printed as one line (no
+traceback) and exit with status 2 (see `_common.user_errors`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from deltamem_agents.cli.adapter import adapter_app
+from deltamem_agents.cli.bench import bench_app
+
+app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+app.add_typer(adapter_app, name="adapter")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+__all__ = ["app", "main"]

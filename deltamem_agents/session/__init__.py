@@ -1,0 +1,72 @@
+"""Sessions: chats over a δ-mem model whose memory persists across turns and restarts."""
+
+# Persistence (records.py, store.py). Other session modules (chat, session, ...) add their
+# own exports below; keep this list limited to what each module owns.
+from deltamem_agents.session.records import (
+    SESSION_SCHEMA_VERSION,
+    ChatMessage,
+    Fingerprint,
+    InvalidSessionIdError,
+    SessionKey,
+    SessionMetadata,
+    SessionRecord,
+    validate_id,
+)
+from deltamem_agents.session.store import (
+    DirectorySessionStore,
+    SessionConflictError,
+    SessionCorruptError,
+    SessionExistsError,
+    SessionLockTimeout,
+    SessionMismatchError,
+    SessionNotFoundError,
+    SessionStore,
+    SessionStoreError,
+    default_store_root,
+)
+
+# Conversations (chat.py, session.py, runtime.py).
+from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
+from deltamem_agents.session.runtime import DeltaMemRuntime, UntrainedMemoryWarning, find_shipped_adapter
+from deltamem_agents.session.session import (
+    GenerationOptions,
+    MemorySession,
+    Reply,
+    SessionConfig,
+    SessionError,
+    TurnStats,
+)
+
+__all__ = [
+    # conversations (chat.py, session.py, runtime.py)
+    "ChatEncoder",
+    "ChatTemplateError",
+    "DeltaMemRuntime",
+    "GenerationOptions",
+    "MemorySession",
+    "Reply",
+    "SessionConfig",
+    "SessionError",
+    "TurnStats",
+    "UntrainedMemoryWarning",
+    "find_shipped_adapter",
+    # persistence (records.py, store.py)
+    "SESSION_SCHEMA_VERSION",
+    "ChatMessage",
+    "DirectorySessionStore",
+    "Fingerprint",
+    "InvalidSessionIdError",
+    "SessionConflictError",
+    "SessionCorruptError",
+    "SessionExistsError",
+    "SessionKey",
+    "SessionLockTimeout",
+    "SessionMetadata",
+    "SessionMismatchError",
+    "SessionNotFoundError",
+    "SessionRecord",
+    "SessionStore",
+    "SessionStoreError",
+    "default_store_root",
+    "validate_id",
+]

@@ -1,0 +1,173 @@
+"""`DeltaMemRuntime`: one loaded backbone + adapter, many persistent sessions.
+
+It loads the backbone and the adapter once, opens sessions from a `SessionStore` (checking
+that their saved state was written by this very backbone, adapter and config), keeps open
+sessions in memory so their KV cache is reused between turns, and commits each turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from deltamem_agents.core.config import DeltaMemConfig
+from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprint, read_adapter
+from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
+from deltamem_agents.session.records import Fingerprint, SessionKey, SessionMetadata
+from deltamem_agents.session.session import MemorySession, SessionConfig
+from deltamem_agents.session.store import DirectorySessionStore, SessionStore
+
+logger = logging.getLogger(__name__)
+
+#: Shipped adapters live here, one folder per backbone (``deltamem_config.json`` names it).
+SHIPPED_ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+#: Seed of the projections of an untrained δ-mem, so its states stay valid across processes.
+UNTRAINED_SEED = 0
+
+
+class UntrainedMemoryWarning(UserWarning):
+    """No trained adapter matches the backbone: the memory is written but changes nothing."""
+
+
+_warned_untrained: set[str] = set()
+
+
+def find_shipped_adapter(backbone_name: str) -> Path | None:
+    """The adapter shipped in the package for ``backbone_name``, if any."""
+    if not SHIPPED_ADAPTERS.is_dir():
+        return None
+    for folder in sorted(p for p in SHIPPED_ADAPTERS.iterdir() if p.is_dir()):
+        try:
+            meta, _ = read_adapter(folder)
+        except ValueError:
+            continue
+        if meta.backbone.name == backbone_name:
+            return folder
+    return None
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class DeltaMemRuntime:
+    """Backbone + δ-mem + session store; the entry point of applications and the CLI.
+
+    ``adapter``: ``"auto"`` (the adapter shipped for this backbone, else an untrained one, with a
+    warning), a folder of either adapter format, or ``None`` (untrained, ``config`` applies).
+    """
+
+    def __init__(
+        self,
+        backbone: str | None = None,
+        *,
+        adapter: str | Path | Literal["auto"] | None = "auto",
+        config: DeltaMemConfig | None = None,
+        store: SessionStore | str | Path | None = None,
+        session_config: SessionConfig | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        model: torch.nn.Module | None = None,
+        tokenizer: Any = None,
+        progress: bool = True,
+    ) -> None:
+        from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+
+        if model is None:
+            model, tokenizer = load_backbone(backbone, device=device, dtype=dtype, progress=progress)
+            self.backbone_name = backbone or DEFAULT_BACKBONE
+        elif tokenizer is None:
+            raise ValueError("a model given to DeltaMemRuntime needs its tokenizer too")
+        else:
+            self.backbone_name = backbone or getattr(model.config, "_name_or_path", None) or "unnamed"
+        self.model, self.tokenizer = model, tokenizer
+        if adapter == "auto":
+            adapter = find_shipped_adapter(self.backbone_name)
+        self.adapter_path = Path(adapter) if adapter is not None else None
+        self.handle = self._attach(config)
+        self.store = store if isinstance(store, SessionStore) else DirectorySessionStore(store)
+        self.session_config = session_config or SessionConfig()
+        self.lock = threading.RLock()
+        self.fingerprint = Fingerprint(
+            backbone=self.backbone_name,
+            backbone_signature=_sha(BackboneSignature.of(model).model_dump_json(exclude={"name"})),
+            adapter=adapter_fingerprint(self.adapter_path) if self.adapter_path else f"untrained-seed{UNTRAINED_SEED}",
+            config=_sha(self.handle.config.model_dump_json(exclude={"target_layers"})),
+        )
+        self._open: dict[SessionKey, tuple[MemorySession, Any]] = {}
+
+    def _attach(self, config: DeltaMemConfig | None) -> DeltaMemHandle:
+        from deltamem_agents.model.adapters import load_adapter
+
+        if self.adapter_path is not None:
+            handle = load_adapter(self.model, self.adapter_path)
+            logger.info("δ-mem adapter %s: %s", self.adapter_path, handle.summary())
+            return handle
+        if self.backbone_name not in _warned_untrained:
+            _warned_untrained.add(self.backbone_name)
+            warnings.warn(
+                f"no trained δ-mem adapter matches backbone {self.backbone_name!r}: the memory is "
+                "written and saved, but an untrained δ-mem does not change the model's answers. "
+                "Train one with `deltamem train` or pass adapter=PATH.",
+                UntrainedMemoryWarning,
+                stacklevel=3,
+            )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            return attach_delta_mem(self.model, config or DeltaMemConfig())
+
+    # -- sessions ---------------------------------------------------------------------------------
+    def session(self, session_id: str, *, user_id: str = "default", config: SessionConfig | None = None) -> MemorySession:
+        """Open (or create) a session; an already open one is returned with its KV cache."""
+        key = SessionKey(user_id=user_id, session_id=session_id)
+        with self.lock:
+            if key in self._open:
+                session, record = self._open[key]
+                latest = self.store.load(key, expect=self.fingerprint)
+                if latest is not None and latest.metadata.turn_count == record.metadata.turn_count:
+                    return session
+                # Another process committed meanwhile: reopen from the store.
+            record = self.store.load_or_create(key, self.fingerprint)
+            session = MemorySession(
+                self.model, self.tokenizer, self.handle,
+                config=config or self.session_config, state=record.state, messages=record.messages, lock=self.lock,
+            )
+            self._open[key] = (session, record)
+            return session
+
+    def save(self, session: MemorySession) -> SessionMetadata:
+        """Commit what the session did since it was opened or last saved (atomically)."""
+        with self.lock:
+            for key, (open_session, record) in self._open.items():
+                if open_session is session:
+                    break
+            else:
+                raise ValueError("this session was not opened by this runtime")
+            committed = len(record.messages)
+            new_messages = session.messages[committed:]
+            record = self.store.commit(
+                record, new_messages=new_messages, state=session.state, tokens_written=session.tokens_written
+            )
+            session.tokens_written = 0
+            self._open[key] = (session, record)
+            return record.metadata
+
+    def close(self, session_id: str, *, user_id: str = "default") -> None:
+        """Forget an open session's KV cache (its committed turns stay in the store)."""
+        with self.lock:
+            self._open.pop(SessionKey(user_id=user_id, session_id=session_id), None)
+
+    def delete(self, session_id: str, *, user_id: str = "default") -> bool:
+        with self.lock:
+            key = SessionKey(user_id=user_id, session_id=session_id)
+            self._open.pop(key, None)
+            return self.store.delete(key)
+
+    def sessions(self, user_id: str | None = None) -> list[SessionMetadata]:
+        return self.store.list(user_id)

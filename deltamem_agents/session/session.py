@@ -1,0 +1,413 @@
+"""`MemorySession`: a chat over a δ-mem model whose memory outlives the attention context.
+
+The session keeps only the most recent ``context_window`` tokens of the conversation in the
+KV cache; every token fed with writing on also goes into the OSAM state, so what leaves the
+window is still (lossily) remembered. A new turn prefills only its new tokens. When the window
+overflows, it is rebuilt from its most recent part, re-prefilled with writing off (those
+tokens are already in the state). Several sessions can share one model: each operation
+installs the session's state into the model's handle and takes it back afterwards, under a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from transformers import DynamicCache
+
+from deltamem_agents.core.state import DeltaMemState
+from deltamem_agents.model.attach import DeltaMemHandle
+from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError, Encoded
+from deltamem_agents.session.records import ChatMessage
+
+MessageLike = ChatMessage | dict[str, Any]
+
+
+class GenerationOptions(BaseModel):
+    """How replies are decoded. ``temperature == 0`` is greedy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+class SessionConfig(BaseModel):
+    """The context-window policy of a session and its default generation options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    context_window: int = Field(1024, ge=16, description="tokens of recent conversation kept in attention")
+    rebuild_keep: float = Field(
+        0.5, gt=0.0, lt=1.0, description="share of the window kept when it overflows and is rebuilt"
+    )
+    prefill_chunk: int = Field(512, ge=1, description="tokens per forward when ingesting")
+    system_prompt: str | None = Field(None, description="a system message put first in a new session")
+    generation: GenerationOptions = Field(default_factory=GenerationOptions)
+
+
+class TurnStats(BaseModel):
+    """What one call cost and did."""
+
+    tokens_written: int = 0
+    context_tokens: int = 0
+    prefill_tokens: int = 0
+    prefill_ms: float = 0.0
+    decode_tokens: int = 0
+    decode_ms: float = 0.0
+    window_rebuilt: bool = False
+    wrote: bool = True
+
+
+class Reply(BaseModel):
+    text: str
+    finish_reason: Literal["stop", "length"]
+    stats: TurnStats
+
+
+class SessionError(ValueError):
+    """Bad input to a session (empty message, unknown role...)."""
+
+
+def as_message(message: MessageLike) -> ChatMessage:
+    if isinstance(message, ChatMessage):
+        return message
+    if isinstance(message, dict):
+        return ChatMessage.model_validate(message)
+    raise SessionError(f"a message must be a ChatMessage or a dict, got {type(message).__name__}")
+
+
+def template_view(message: ChatMessage) -> dict[str, Any]:
+    """What the chat template sees of a message."""
+    view: dict[str, Any] = {"role": message.role, "content": message.content}
+    for key in ("name", "tool_call_id", "tool_calls"):
+        value = getattr(message, key, None)
+        if value:
+            view[key] = value
+    return view
+
+
+class MemorySession:
+    """One conversation with a δ-mem model. Not thread-safe on its own; the shared ``lock``
+    serialises sessions that share a model."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        handle: DeltaMemHandle,
+        *,
+        config: SessionConfig | None = None,
+        state: DeltaMemState | None = None,
+        messages: Iterable[MessageLike] = (),
+        lock: threading.RLock | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.handle = handle
+        self.config = config or SessionConfig()
+        self.encoder = ChatEncoder(tokenizer, handle.config.segment_granularity)
+        self.lock = lock or threading.RLock()
+        self.messages: list[ChatMessage] = [as_message(m) for m in messages]
+        self._state = state
+        # Everything in ``messages[:_written]`` is in the state. ``_rendered`` is the template
+        # text fed so far (None: must be rebuilt from the messages), ``_window`` the token ids
+        # in the KV cache ``_cache``.
+        self._written = len(self.messages)
+        self._next_segment = sum(m.role != "system" for m in self.messages)
+        self._rendered: str | None = "" if not self.messages else None  # None: rebuild on first use
+        self._window: list[int] = []
+        self._cache: DynamicCache | None = None
+        self.tokens_written = 0
+        self.last_stats: TurnStats | None = None
+        if not self.messages and self.config.system_prompt:
+            self.messages.append(ChatMessage(role="system", content=self.config.system_prompt))
+
+    # -- public API -------------------------------------------------------------------------------
+    @property
+    def state(self) -> DeltaMemState | None:
+        return self._state
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def ingest(self, messages: MessageLike | Sequence[MessageLike] | str, *, write: bool = True) -> TurnStats:
+        """Add messages to the conversation and feed them (writing them into memory)."""
+        new = self._coerce(messages)
+        with self._turn(write) as stats:
+            start = len(self.messages)
+            self.messages.extend(new)
+            try:
+                self._feed_messages(stats, write=write, generation_prompt=False)
+            except BaseException:
+                del self.messages[start:]
+                raise
+        return stats
+
+    def reply(self, user_text: str | MessageLike | None = None, *, write: bool = True, **options: Any) -> Reply:
+        """Answer the conversation (after adding ``user_text`` as a user message, if given)."""
+        pieces = list(self.stream(user_text, write=write, **options))
+        assert self.last_stats is not None
+        return Reply(text="".join(pieces), finish_reason=self._finish_reason, stats=self.last_stats)
+
+    def stream(self, user_text: str | MessageLike | None = None, *, write: bool = True, **options: Any) -> Iterator[str]:
+        """Like `reply`, yielding the text as it is decoded. ``write=False`` is a probe: the
+        state, the context and the message list are as before once the stream ends."""
+        gen = self.config.generation.model_copy(update=options) if options else self.config.generation
+        if options:
+            gen = GenerationOptions.model_validate(gen.model_dump())
+        new = self._coerce(user_text) if user_text is not None else []
+        if not new and (not self.messages or self.messages[-1].role == "assistant"):
+            raise SessionError("nothing to answer: give a user message")
+        with self._turn(write) as stats:
+            snapshot = self._snapshot() if not write else None
+            start = len(self.messages)
+            self.messages.extend(new)
+            try:
+                logits = self._feed_messages(stats, write=write, generation_prompt=True)
+                pieces: list[str] = []
+                for piece in self._decode(logits, gen, stats, write=write):
+                    pieces.append(piece)
+                    yield piece
+                text = "".join(pieces)
+                self.messages.append(ChatMessage(role="assistant", content=text))
+                self._written = len(self.messages)
+                self._next_segment += 1
+            except BaseException:
+                del self.messages[start:]
+                raise
+            finally:
+                if snapshot is not None:
+                    self._restore(snapshot)
+
+    # -- turn bookkeeping ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _turn(self, write: bool) -> Iterator[TurnStats]:
+        stats = TurnStats(wrote=write)
+        with self.lock, torch.inference_mode():
+            if self._state is None:
+                self.handle.reset_state()
+            else:
+                self.handle.set_state(self._state)
+            try:
+                with self.handle.writing(write):
+                    yield stats
+            except BaseException:
+                # An aborted turn (error, Ctrl-C, a stream closed early) keeps none of its writes;
+                # its tokens may be in the KV cache, so the context is rebuilt next time.
+                self._cache, self._window, self._rendered = None, [], None
+                raise
+            else:
+                if write:
+                    self._state = self.handle.get_state()
+                    self.tokens_written += stats.tokens_written
+            finally:
+                self.handle.reset_state()
+                stats.context_tokens = len(self._window)
+                self.last_stats = stats
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (len(self.messages), self._written, self._next_segment, self._rendered, list(self._window))
+
+    def _restore(self, snapshot: tuple[Any, ...]) -> None:
+        count, self._written, self._next_segment, rendered, window = snapshot
+        del self.messages[count:]
+        if self._cache is not None and len(self._window) >= len(window) and self._window[: len(window)] == window:
+            surplus = len(self._window) - len(window)
+            if surplus:
+                self._cache.crop(-surplus)  # a negative n removes n tokens (transformers 4.56 and 5.x alike)
+            self._window, self._rendered = window, rendered
+        else:  # the window was rebuilt during the probe
+            self._cache, self._window, self._rendered = None, [], None
+
+    def _coerce(self, messages: MessageLike | Sequence[MessageLike] | str) -> list[ChatMessage]:
+        if isinstance(messages, str):
+            messages = [ChatMessage(role="user", content=messages)]
+        elif isinstance(messages, ChatMessage | dict):
+            messages = [messages]
+        out = [as_message(m) for m in messages]
+        if not out:
+            raise SessionError("no messages given")
+        for message in out:
+            if not message.content.strip() and not getattr(message, "tool_calls", None):
+                raise SessionError(f"empty {message.role} message")
+        return out
+
+    # -- feeding tokens -----------------------------------------------------------------------------------
+    def _feed_messages(self, stats: TurnStats, *, write: bool, generation_prompt: bool) -> torch.Tensor:
+        """Feed the messages not yet written (and the generation prompt); returns the last logits."""
+        views = [template_view(m) for m in self.messages]
+        start = self._written
+        if self._rendered is None:
+            self._resync(views[:start], stats)
+        assert self._rendered is not None
+        try:
+            encoded, next_segment = self.encoder.encode_delta(
+                self._rendered, views, start, next_segment=self._next_segment, add_generation_prompt=generation_prompt
+            )
+        except ChatTemplateError:
+            self._resync(views[:start], stats)
+            encoded, next_segment = self.encoder.encode_delta(
+                self._rendered, views, start, next_segment=self._next_segment, add_generation_prompt=generation_prompt
+            )
+        if not encoded.ids:
+            raise SessionError("the chat template rendered these messages as no tokens")
+        logits = self._feed(encoded, stats, write=write)
+        self._rendered += encoded.text
+        self._written = len(self.messages)
+        self._next_segment = next_segment
+        return logits
+
+    def _resync(self, views: list[dict[str, Any]], stats: TurnStats) -> None:
+        """Rebuild the attention context from the messages already in the state (writing off)."""
+        encoded, _ = self.encoder.encode_delta("", views, 0, next_segment=0)
+        keep = encoded.ids[-self._keep_tokens() :] if encoded.ids else []
+        self._cache, self._window = None, []
+        if keep:
+            with self.handle.writing(False):
+                self._forward_window(keep, None, stats)
+            stats.window_rebuilt = True
+        self._rendered = encoded.text
+
+    def _keep_tokens(self) -> int:
+        return max(1, int(self.config.context_window * self.config.rebuild_keep))
+
+    def _feed(self, encoded: Encoded, stats: TurnStats, *, write: bool) -> torch.Tensor:
+        ids, segments = encoded.ids, encoded.segment_ids
+        started = time.perf_counter()
+        logits = None
+        position = 0
+        while position < len(ids):
+            if len(self._window) >= self.config.context_window:
+                self._shrink_window(stats)
+            room = self.config.context_window - len(self._window)
+            n = min(room, self.config.prefill_chunk, len(ids) - position)
+            chunk = ids[position : position + n]
+            segment_chunk = segments[position : position + n]
+            logits = self._forward_window(chunk, segment_chunk, stats)
+            if write:
+                stats.tokens_written += n
+            position += n
+        stats.prefill_tokens += len(ids)
+        stats.prefill_ms += (time.perf_counter() - started) * 1e3
+        assert logits is not None
+        return logits
+
+    def _shrink_window(self, stats: TurnStats) -> None:
+        keep = self._window[-self._keep_tokens() :]
+        self._cache, self._window = None, []
+        with self.handle.writing(False):
+            self._forward_window(keep, None, stats)
+        stats.window_rebuilt = True
+
+    def _forward_window(self, ids: list[int], segments: list[int] | None, stats: TurnStats) -> torch.Tensor:
+        """One forward of ``ids`` on top of the KV cache; returns the last position's logits."""
+        if self._cache is None:
+            self._cache = DynamicCache(config=self.model.config)
+        input_ids = torch.tensor([ids], device=self.device)
+        segment_ids = None
+        if segments is not None and self.handle.config.write_strategy == "ssw":
+            segment_ids = torch.tensor([segments], device=self.device)
+        with self.handle.segments(segment_ids):
+            out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
+        self._cache = out.past_key_values
+        self._window.extend(ids)
+        return out.logits[:, -1, :].float()
+
+    # -- decoding -----------------------------------------------------------------------------------------
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.tokenizer.eos_token_id, getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(i) for i in source)
+        end_of_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end_of_turn, int) and end_of_turn != self.tokenizer.unk_token_id:
+            ids.add(end_of_turn)
+        return ids
+
+    def _decode(self, logits: torch.Tensor, gen: GenerationOptions, stats: TurnStats, *, write: bool) -> Iterator[str]:
+        stop_ids = self._stop_ids()
+        generator = None
+        if gen.temperature > 0:
+            generator = torch.Generator(device=logits.device)
+            generator.manual_seed(gen.seed if gen.seed is not None else int(time.time_ns() % 2**63))
+        generated: list[int] = []
+        emitted = ""
+        self._finish_reason: Literal["stop", "length"] = "length"
+        started = time.perf_counter()
+        try:
+            for _ in range(gen.max_new_tokens):
+                token = _sample(logits, gen, generator)
+                if token in stop_ids:
+                    self._finish_reason = "stop"
+                    break
+                generated.append(token)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                stop_at = _find_stop(text, gen.stop)
+                if stop_at is not None:
+                    self._finish_reason = "stop"
+                    if stop_at > len(emitted):
+                        yield text[len(emitted) : stop_at]
+                    emitted = text[:stop_at]
+                    break
+                if not text.endswith("\ufffd") and len(text) > len(emitted):  # wait for whole characters
+                    held = _longest_stop_prefix(text, gen.stop)
+                    if len(text) - held > len(emitted):
+                        yield text[len(emitted) : len(text) - held]
+                        emitted = text[: len(text) - held]
+                if len(self._window) >= self.config.context_window:
+                    self._shrink_window(stats)
+                logits = self._forward_window([token], None, stats)
+                if write:
+                    stats.tokens_written += 1
+            else:
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if len(text) > len(emitted):
+                    yield text[len(emitted) :]
+                    emitted = text
+        finally:
+            stats.decode_tokens = len(generated)
+            stats.decode_ms = (time.perf_counter() - started) * 1e3
+        # What the context holds of this reply: the text up to a stop string (the rest, if any,
+        # makes the next turn's template delta fail and triggers a context rebuild).
+        if self._rendered is not None:
+            self._rendered += emitted
+
+
+def _sample(logits: torch.Tensor, gen: GenerationOptions, generator: torch.Generator | None) -> int:
+    if gen.temperature == 0:
+        return int(logits.argmax(-1).item())
+    probs = torch.softmax(logits / gen.temperature, dim=-1)
+    if gen.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(-1)
+        sorted_probs[(cumulative - sorted_probs) > gen.top_p] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return int(torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=generator).item())
+
+
+def _find_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def _longest_stop_prefix(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters might still become a stop string (held back while streaming)."""
+    best = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                best = max(best, size)
+                break
+    return best

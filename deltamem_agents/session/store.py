@@ -1,0 +1,560 @@
+"""Persistence of sessions: the `SessionStore` interface and its directory implementation.
+
+One entry per (user_id, session_id) holds the session's OSAM state, its message log and its
+metadata. A turn is committed atomically with :meth:`SessionStore.commit`; a caller that
+serves a session from several threads or processes holds :meth:`SessionStore.lock` for the
+whole turn (load -> compute -> commit). See ``docs/persistence.md`` for the on-disk layout,
+the commit protocol and how to write another backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from deltamem_agents.core.state import DeltaMemState, StateFileError, atomic_write_bytes
+from deltamem_agents.session.records import (
+    SESSION_SCHEMA_VERSION,
+    ChatMessage,
+    Fingerprint,
+    InvalidSessionIdError,
+    SessionKey,
+    SessionMetadata,
+    SessionRecord,
+    chain_next,
+    utc_now,
+    validate_id,
+)
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+LOG_FILE = "messages.jsonl"
+LOCK_FILE = ".lock"
+STATE_PREFIX = "state-"
+STATE_SUFFIX = ".safetensors"
+
+
+# -- errors -----------------------------------------------------------------------------------
+class SessionStoreError(Exception):
+    """Base class of every session-store error."""
+
+
+class SessionNotFoundError(SessionStoreError):
+    """The session does not exist (never created, or deleted)."""
+
+
+class SessionExistsError(SessionStoreError):
+    """``create`` was asked for a session that already exists."""
+
+
+class SessionCorruptError(SessionStoreError):
+    """A stored session failed verification; nothing was dropped or repaired silently."""
+
+
+class SessionMismatchError(SessionStoreError):
+    """The session's state was saved for another backbone, adapter or δ-mem config."""
+
+    def __init__(self, key: SessionKey, saved: Fingerprint, expected: Fingerprint) -> None:
+        self.key, self.saved, self.expected = key, saved, expected
+        self.differences = saved.mismatch(expected)
+        super().__init__(
+            f"session {key} was saved for another model and its memory cannot be used with this one: "
+            f"{'; '.join(self.differences)}.\n"
+            f"  saved:    {saved.describe()}\n"
+            f"  expected: {expected.describe()}\n"
+            "To proceed, load it with the backbone, adapter and config it was saved with, or start a "
+            f"new session (another session_id), or delete this one with `deltamem sessions delete {key}`."
+        )
+
+
+class SessionLockTimeout(SessionStoreError, TimeoutError):
+    """Another process or thread held the session's lock for longer than the timeout."""
+
+
+class SessionConflictError(SessionStoreError):
+    """``commit`` got a record older than the stored session (a concurrent writer committed first)."""
+
+
+def default_store_root() -> Path:
+    """Where sessions live by default.
+
+    ``$DELTAMEM_HOME/sessions``, else ``$XDG_DATA_HOME/deltamem/sessions``, else
+    ``~/.local/share/deltamem/sessions``.
+    """
+    home = os.environ.get("DELTAMEM_HOME")
+    if home:
+        return Path(home).expanduser() / "sessions"
+    data = os.environ.get("XDG_DATA_HOME")
+    base = Path(data).expanduser() if data else Path.home() / ".local" / "share"
+    return base / "deltamem" / "sessions"
+
+
+def _key(key: SessionKey | str) -> SessionKey:
+    return SessionKey.parse(key)
+
+
+# -- interface --------------------------------------------------------------------------------
+class SessionStore(ABC):
+    """Where sessions live. Implementations must make ``commit`` atomic and ``lock`` exclusive
+    across every process and thread that uses the same storage."""
+
+    @abstractmethod
+    def load(self, key: SessionKey, *, expect: Fingerprint | None = None) -> SessionRecord | None:
+        """The last committed turn of ``key``, verified; ``None`` if the session does not exist.
+
+        Raises `SessionCorruptError` if verification fails and `SessionMismatchError` if
+        ``expect`` is given and differs from the stored fingerprint.
+        """
+
+    @abstractmethod
+    def create(
+        self, key: SessionKey, fingerprint: Fingerprint, *, extra: Mapping[str, Any] | None = None
+    ) -> SessionRecord:
+        """A new empty session (no state, no messages); `SessionExistsError` if it exists."""
+
+    @abstractmethod
+    def commit(
+        self,
+        record: SessionRecord,
+        *,
+        new_messages: Sequence[ChatMessage],
+        state: DeltaMemState | None,
+        tokens_written: int = 0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Commit one turn atomically: append ``new_messages``, replace the state with ``state``
+        (``None`` stores no state), add ``tokens_written``, bump ``turn_count``/``updated_at``, and
+        replace ``extra`` if given. ``record`` must be the latest committed turn (else
+        `SessionConflictError`). Returns the new record; ``record`` is left untouched."""
+
+    @abstractmethod
+    def list(self, user_id: str | None = None) -> list[SessionMetadata]:
+        """Metadata of the sessions of ``user_id`` (all users if ``None``), sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: SessionKey) -> bool:
+        """Delete a session; ``False`` if it did not exist."""
+
+    @abstractmethod
+    def exists(self, key: SessionKey) -> bool:
+        """Whether ``key`` has a committed session."""
+
+    @abstractmethod
+    def lock(self, key: SessionKey, timeout: float | None = None) -> contextlib.AbstractContextManager[SessionKey]:
+        """Exclusive access to one session across processes and threads, reentrant in the
+        holding thread. ``timeout=None`` uses the store's default; on expiry `SessionLockTimeout`."""
+
+    # -- conveniences built on the interface -----------------------------------------------------
+    def load_or_create(self, key: SessionKey, fingerprint: Fingerprint) -> SessionRecord:
+        """Resume ``key`` if it exists (checking ``fingerprint``), else create it."""
+        with self.lock(key):
+            record = self.load(key, expect=fingerprint)
+            return record if record is not None else self.create(key, fingerprint)
+
+    def require(self, key: SessionKey, *, expect: Fingerprint | None = None) -> SessionRecord:
+        """Like `load`, but a missing session raises `SessionNotFoundError`."""
+        record = self.load(key, expect=expect)
+        if record is None:
+            raise SessionNotFoundError(f"no session {key}: create it first (store.create or load_or_create)")
+        return record
+
+
+# -- directory implementation -----------------------------------------------------------------
+# One FileLock object per lock path for the whole process: filelock is reentrant per object
+# (and per thread), while two objects on one path would block each other in the same thread.
+_LOCKS: weakref.WeakValueDictionary[str, FileLock] = weakref.WeakValueDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: Path) -> FileLock:
+    name = os.path.abspath(path)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(name)
+        if lock is None:
+            lock = FileLock(name)
+            _LOCKS[name] = lock
+        return lock
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames and unlinks in ``path`` durable (best effort: not every OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class DirectorySessionStore(SessionStore):
+    """Sessions as directories ``<root>/<user_id>/<session_id>/``.
+
+    Each holds ``messages.jsonl`` (append-only, hash-chained), ``state-<turn>.safetensors`` (the
+    committed state) and ``meta.json`` (the commit record, replaced atomically last), plus
+    ``.lock``. See ``docs/persistence.md``.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_root()
+        self.lock_timeout = lock_timeout  # None: wait forever
+
+    def __repr__(self) -> str:
+        return f"DirectorySessionStore({str(self.root)!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+    def session_dir(self, key: SessionKey | str) -> Path:
+        key = _key(key)
+        return self.root / key.user_id / key.session_id
+
+    # -- locking -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, key: SessionKey | str, timeout: float | None = None) -> Iterator[SessionKey]:
+        key = _key(key)
+        directory = self.session_dir(key)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = _file_lock(directory / LOCK_FILE)
+        wait = timeout if timeout is not None else self.lock_timeout
+        try:
+            lock.acquire(timeout=-1 if wait is None else wait)
+        except Timeout as exc:
+            raise SessionLockTimeout(
+                f"session {key} is locked by another process or thread (waited {wait}s for {lock.lock_file}); "
+                "retry later, or pass a longer timeout to lock()"
+            ) from exc
+        try:
+            yield key
+        finally:
+            lock.release()
+
+    # -- queries -----------------------------------------------------------------------------
+    def exists(self, key: SessionKey | str) -> bool:
+        return (self.session_dir(key) / META_FILE).is_file()
+
+    def list(self, user_id: str | None = None) -> list[SessionMetadata]:
+        if user_id is not None:
+            validate_id("user_id", user_id)
+            users = [self.root / user_id]
+        else:
+            users = sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        out: list[SessionMetadata] = []
+        for user in users:
+            if not user.is_dir():
+                continue
+            for directory in sorted(user.iterdir()):
+                meta_path = directory / META_FILE
+                if not meta_path.is_file():
+                    continue
+                try:
+                    key = SessionKey(user_id=user.name, session_id=directory.name)
+                    out.append(self._parse_meta(key, meta_path.read_bytes(), meta_path))
+                except (InvalidSessionIdError, SessionCorruptError, OSError) as exc:
+                    logger.warning("skipping %s in the session list: %s", directory, exc)
+        return out
+
+    # -- load --------------------------------------------------------------------------------
+    def load(
+        self, key: SessionKey | str, *, expect: Fingerprint | None = None, device: str = "cpu"
+    ) -> SessionRecord | None:
+        key = _key(key)
+        meta_path = self.session_dir(key) / META_FILE
+        # Lock-free read: a commit running concurrently can replace meta.json and delete the state
+        # file we are about to read. If verification fails and meta.json changed meanwhile, retry;
+        # after a few tries, read under the lock. A failure with meta.json unchanged is real.
+        for _ in range(3):
+            raw = self._read_meta_bytes(meta_path)
+            if raw is None:
+                return None
+            try:
+                return self._load(key, raw, expect, device)
+            except SessionCorruptError:
+                if self._read_meta_bytes(meta_path) == raw:
+                    raise
+        with self.lock(key):
+            raw = self._read_meta_bytes(meta_path)
+            return None if raw is None else self._load(key, raw, expect, device)
+
+    @staticmethod
+    def _read_meta_bytes(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _parse_meta(self, key: SessionKey, raw: bytes, path: Path) -> SessionMetadata:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SessionCorruptError(
+                f"session {key}: {path} is not valid JSON ({exc}); restore it from a backup or delete the session"
+            ) from exc
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SESSION_SCHEMA_VERSION:
+            hint = (
+                "it was written by a newer deltamem-agents: upgrade to read it"
+                if isinstance(version, int) and version > SESSION_SCHEMA_VERSION
+                else "restore it from a backup or delete the session"
+            )
+            raise SessionCorruptError(
+                f"session {key}: {path} has schema_version {version!r}, this version reads "
+                f"{SESSION_SCHEMA_VERSION}; {hint}"
+            )
+        try:
+            meta = SessionMetadata.model_validate(data)
+        except ValidationError as exc:
+            raise SessionCorruptError(
+                f"session {key}: {path} is not valid session metadata ({exc}); "
+                "restore it from a backup or delete the session"
+            ) from exc
+        if meta.key != key:
+            raise SessionCorruptError(
+                f"session {key}: {path} describes session {meta.key}; a session directory cannot be "
+                "renamed or copied under another id"
+            )
+        return meta
+
+    def _load(self, key: SessionKey, raw: bytes, expect: Fingerprint | None, device: str) -> SessionRecord:
+        directory = self.session_dir(key)
+        meta = self._parse_meta(key, raw, directory / META_FILE)
+        if expect is not None and meta.fingerprint != expect:
+            raise SessionMismatchError(key, meta.fingerprint, expect)
+        state = self._read_state(key, meta, device)
+        messages = self._read_log(key, meta)
+        return SessionRecord(metadata=meta, state=state, messages=messages)
+
+    def _read_state(self, key: SessionKey, meta: SessionMetadata, device: str) -> DeltaMemState | None:
+        if meta.state_file is None:
+            return None
+        name = meta.state_file
+        if Path(name).name != name or not (name.startswith(STATE_PREFIX) and name.endswith(STATE_SUFFIX)):
+            raise SessionCorruptError(f"session {key}: meta.json names an invalid state file {name!r}")
+        path = self.session_dir(key) / name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise SessionCorruptError(
+                f"session {key}: the committed state file {path} is missing; its memory cannot be restored "
+                "(restore the file from a backup, or delete the session)"
+            ) from exc
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta.state_sha256:
+            raise SessionCorruptError(
+                f"session {key}: state file {path} fails its checksum (sha256 {digest}, meta.json "
+                f"records {meta.state_sha256}); the file was modified or damaged"
+            )
+        try:
+            return DeltaMemState.from_bytes(data, device=device)
+        except StateFileError as exc:
+            raise SessionCorruptError(f"session {key}: state file {path} is unreadable: {exc}") from exc
+
+    def _read_log(self, key: SessionKey, meta: SessionMetadata) -> list[ChatMessage]:
+        path = self.session_dir(key) / LOG_FILE
+        if meta.message_count == 0:
+            return []
+
+        def corrupt(what: str) -> SessionCorruptError:
+            return SessionCorruptError(
+                f"session {key}: message log {path} {what}; the log was modified or damaged "
+                "(restore it from a backup, or delete the session)"
+            )
+
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(meta.log_bytes)
+        except FileNotFoundError as exc:
+            raise corrupt("is missing") from exc
+        if len(data) < meta.log_bytes:
+            raise corrupt(f"is truncated ({len(data)} bytes, {meta.log_bytes} committed)")
+        if not data.endswith(b"\n"):
+            raise corrupt(f"does not end a line at the committed length ({meta.log_bytes} bytes)")
+        lines = data[:-1].split(b"\n")
+        if len(lines) != meta.message_count:
+            raise corrupt(f"has {len(lines)} committed lines, meta.json records {meta.message_count} messages")
+        chain = ""
+        messages: list[ChatMessage] = []
+        for index, line in enumerate(lines):
+            try:
+                entry = json.loads(line)
+                ok = isinstance(entry, dict) and set(entry) == {"i", "chain", "message"}
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+            if not ok:
+                raise corrupt(f"line {index + 1} is not a log entry")
+            if entry["i"] != index:
+                raise corrupt(f"line {index + 1} has index {entry['i']!r}, expected {index}")
+            chain = chain_next(chain, entry["message"])
+            if entry["chain"] != chain:
+                raise corrupt(f"line {index + 1} fails the hash chain")
+            try:
+                messages.append(ChatMessage.model_validate(entry["message"]))
+            except ValidationError as exc:
+                raise corrupt(f"line {index + 1} is not a valid message ({exc})") from exc
+        if chain != meta.log_chain:
+            raise corrupt("does not end with the chain recorded in meta.json")
+        return messages
+
+    # -- writes ------------------------------------------------------------------------------
+    def create(
+        self, key: SessionKey | str, fingerprint: Fingerprint, *, extra: Mapping[str, Any] | None = None
+    ) -> SessionRecord:
+        key = _key(key)
+        with self.lock(key):
+            directory = self.session_dir(key)
+            if (directory / META_FILE).exists():
+                raise SessionExistsError(
+                    f"session {key} already exists: load it (store.load / load_or_create), pick another "
+                    f"session_id, or delete it first (`deltamem sessions delete {key}`)"
+                )
+            self._remove_contents(directory)  # leftovers of an interrupted create or delete
+            now = utc_now()
+            meta = SessionMetadata(
+                key=key, fingerprint=fingerprint, created_at=now, updated_at=now, extra=dict(extra or {})
+            )
+            (directory / LOG_FILE).touch()
+            self._write_meta(directory, meta)
+            return SessionRecord(metadata=meta, state=None, messages=[])
+
+    def commit(
+        self,
+        record: SessionRecord,
+        *,
+        new_messages: Sequence[ChatMessage],
+        state: DeltaMemState | None,
+        tokens_written: int = 0,
+        extra: Mapping[str, Any] | None = None,
+    ) -> SessionRecord:
+        key = record.metadata.key
+        if tokens_written < 0:
+            raise ValueError(f"tokens_written must be >= 0, got {tokens_written}")
+        messages = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in new_messages]
+        with self.lock(key):
+            directory = self.session_dir(key)
+            meta_path = directory / META_FILE
+            raw = self._read_meta_bytes(meta_path)
+            if raw is None:
+                raise SessionNotFoundError(
+                    f"cannot commit to session {key}: it does not exist (deleted?); create it again first"
+                )
+            current = self._parse_meta(key, raw, meta_path)
+            if (current.turn_count, current.log_chain, current.state_sha256) != (
+                record.metadata.turn_count,
+                record.metadata.log_chain,
+                record.metadata.state_sha256,
+            ):
+                raise SessionConflictError(
+                    f"cannot commit to session {key}: it is at turn {current.turn_count} but this record is "
+                    f"from turn {record.metadata.turn_count} (another writer committed in between); hold "
+                    "store.lock(key) for the whole turn (load -> compute -> commit) and load again"
+                )
+
+            # 1. append the new log lines after the committed part, dropping an uncommitted tail.
+            chain = current.log_chain
+            lines = []
+            for offset, message in enumerate(messages):
+                body = message.model_dump(mode="json")
+                chain = chain_next(chain, body)
+                entry = {"i": current.message_count + offset, "chain": chain, "message": body}
+                lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+            payload = "".join(lines).encode("utf-8")
+            log_path = directory / LOG_FILE
+            with open(log_path, "a+b") as handle:
+                size = handle.seek(0, os.SEEK_END)
+                if size < current.log_bytes:
+                    raise SessionCorruptError(
+                        f"session {key}: message log {log_path} is shorter ({size} bytes) than its committed "
+                        f"length ({current.log_bytes}); restore it from a backup, or delete the session"
+                    )
+                if size > current.log_bytes:
+                    handle.truncate(current.log_bytes)  # the tail of an interrupted commit
+                if payload:
+                    handle.write(payload)  # "a" mode: lands at the (new) end of file
+                handle.flush()
+                os.fsync(handle.fileno())
+
+            # 2. the new state file.
+            turn = current.turn_count + 1
+            state_file = state_sha = None
+            if state is not None:
+                data = state.to_bytes()
+                state_file = f"{STATE_PREFIX}{turn:06d}{STATE_SUFFIX}"
+                state_sha = hashlib.sha256(data).hexdigest()
+                atomic_write_bytes(directory / state_file, data)
+
+            # 3. the commit point: meta.json, replaced atomically.
+            meta = current.model_copy(
+                update={
+                    "updated_at": utc_now(),
+                    "turn_count": turn,
+                    "message_count": current.message_count + len(messages),
+                    "tokens_written": current.tokens_written + tokens_written,
+                    "state_file": state_file,
+                    "state_sha256": state_sha,
+                    "log_chain": chain,
+                    "log_bytes": current.log_bytes + len(payload),
+                    "extra": dict(extra) if extra is not None else current.extra,
+                }
+            )
+            self._write_meta(directory, meta)
+
+            # 4. drop the previous state file and any orphan of an interrupted commit.
+            self._clean_orphans(directory, keep=state_file)
+        return SessionRecord(metadata=meta, state=state, messages=[*record.messages, *messages])
+
+    def delete(self, key: SessionKey | str) -> bool:
+        key = _key(key)
+        directory = self.session_dir(key)
+        if not directory.is_dir():
+            return False
+        with self.lock(key):
+            meta_path = directory / META_FILE
+            existed = meta_path.exists()
+            if existed:
+                meta_path.unlink()  # the deletion's commit point
+                _fsync_dir(directory)
+            self._remove_contents(directory)
+        # The directory and its .lock stay: removing a lock file another process may be waiting
+        # on would let two processes hold "the" lock at once.
+        return existed
+
+    # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _write_meta(directory: Path, meta: SessionMetadata) -> None:
+        atomic_write_bytes(directory / META_FILE, meta.model_dump_json(indent=2).encode("utf-8"))
+        _fsync_dir(directory)
+
+    @staticmethod
+    def _clean_orphans(directory: Path, keep: str | None) -> None:
+        for path in directory.iterdir():
+            name = path.name
+            stale_state = name.startswith(STATE_PREFIX) and name.endswith(STATE_SUFFIX) and name != keep
+            stale_tmp = name.startswith(".") and name.endswith(".tmp")  # atomic_write_bytes leftovers
+            if stale_state or stale_tmp:
+                path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _remove_contents(directory: Path) -> None:
+        """Remove every file of a session directory except its lock file."""
+        for path in directory.iterdir():
+            if path.name == LOCK_FILE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
