@@ -38,3 +38,15 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert "Traceback" not in result.output
     result = runner.invoke(app, ["adapter", "convert", str(tmp_path / "missing"), str(tmp_path / "out")])
     assert result.exit_code == 2 and "is not a folder" in result.output
+
+
+def test_benchmarks_page_is_generated_from_reports(tmp_path):
+    result = runner.invoke(app, ["bench", "scan", "--out", str(tmp_path), "--lengths", "64", "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    page = tmp_path / "benchmarks.md"
+    result = runner.invoke(app, ["bench", "page", "--out", str(tmp_path), "--page", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    report = json.loads((tmp_path / "scan.json").read_text())
+    assert "## scan" in text and str(report["rows"][0]["chunk_ms"]) in text.replace("|", " ")
+    assert "_not measured yet: run `deltamem bench overhead`_" in text

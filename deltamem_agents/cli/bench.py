@@ -58,3 +58,39 @@ def bench_overhead(
     )
     print_rows(rows, "δ-mem overhead")
     console.print(f"wrote {out / 'overhead.json'} and {out / 'overhead.md'}")
+
+
+@bench_app.command("all")
+@user_errors
+def bench_all(
+    out: OutDir = Path("docs/benchmarks"),
+    page: Annotated[Path, typer.Option(help="the Markdown page generated from the reports")] = Path("docs/benchmarks.md"),
+    device: Device = None,
+    skip: Annotated[str, typer.Option(help="comma-separated benchmarks not to re-run (their old reports stay)")] = "",
+) -> None:
+    """Run every benchmark into --out and regenerate the benchmarks page from the reports."""
+    import torch
+
+    from deltamem_agents.bench.overhead import run_overhead_bench
+    from deltamem_agents.bench.page import write_benchmarks_page
+    from deltamem_agents.bench.scan import run_scan_bench
+
+    skipped = {name.strip() for name in skip.split(",") if name.strip()}
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if "scan" not in skipped:
+        print_rows(run_scan_bench(out, device=device, threads=1), "scan")
+    if "overhead" not in skipped:
+        print_rows(run_overhead_bench(out, device=device, repeats=7), "overhead")
+    console.print(f"wrote {write_benchmarks_page(out, page)}")
+
+
+@bench_app.command("page")
+@user_errors
+def bench_page(
+    out: OutDir = Path("docs/benchmarks"),
+    page: Annotated[Path, typer.Option(help="the Markdown page to write")] = Path("docs/benchmarks.md"),
+) -> None:
+    """Regenerate the benchmarks page from existing reports (no measuring)."""
+    from deltamem_agents.bench.page import write_benchmarks_page
+
+    console.print(f"wrote {write_benchmarks_page(out, page)}")

@@ -44,6 +44,19 @@ def _shape(x: Tensor) -> tuple[int, ...]:
     return tuple(x.shape)
 
 
+def check_float_tensors(named: dict[str, Tensor], layout: str) -> dict[str, Tensor]:
+    """Every value is a floating-point tensor with as many dims as ``layout`` names."""
+    ndim = layout.count(",") + 1
+    for name, x in named.items():
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != ndim:
+            raise ValueError(f"{name} must have shape {layout} ({ndim} dims), got shape {_shape(x)}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    return named
+
+
 def validate_scan_inputs(
     q: Tensor,
     k: Tensor,
@@ -58,14 +71,9 @@ def validate_scan_inputs(
 
     Raises ``ValueError`` naming the offending argument and its shape.
     """
-    named = {"q": q, "k": k, "v": v, "keep": keep, "erase": erase, "write": write}
-    for name, x in named.items():
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"{name} must have shape [B, H, T, D] (4 dims), got shape {_shape(x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    named = check_float_tensors(
+        {"q": q, "k": k, "v": v, "keep": keep, "erase": erase, "write": write}, "[B, H, T, D]"
+    )
     B, H, T, dk = q.shape
     if T < 1:
         raise ValueError(f"q must have at least one time step, got shape {_shape(q)}")

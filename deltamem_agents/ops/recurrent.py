@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .naive import check_devices, check_mask_and_state, compute_dtype
+from .naive import check_devices, check_float_tensors, check_mask_and_state, compute_dtype
 
 __all__ = ["delta_step", "delta_step_unchecked"]
 
@@ -34,14 +34,7 @@ def delta_step(
         ``(read [B, H, dv], new_state [B, H, dv, dk])`` in float32 (float64 if
         any input is float64).
     """
-    named = {"q": q, "k": k, "v": v, "keep": keep, "erase": erase, "write": write}
-    for name, x in named.items():
-        if not isinstance(x, Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 3:
-            raise ValueError(f"{name} must have shape [B, H, D] (3 dims), got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    named = check_float_tensors({"q": q, "k": k, "v": v, "keep": keep, "erase": erase, "write": write}, "[B, H, D]")
     B, H, dk = q.shape
     dv = v.shape[-1]
     if tuple(k.shape) != (B, H, dk):
