@@ -12,10 +12,19 @@ import typer
 
 from deltamem_agents.cli.adapter import adapter_app
 from deltamem_agents.cli.bench import bench_app
+from deltamem_agents.cli.demo import demo
+from deltamem_agents.cli.inspect import inspect_session
+from deltamem_agents.cli.sessions import ask, chat, ingest, sessions_app
 
 app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(adapter_app, name="adapter")
+app.command("chat")(chat)
+app.command("ingest")(ingest)
+app.command("ask")(ask)
+app.add_typer(sessions_app, name="sessions")
+app.command("inspect")(inspect_session)
+app.command("demo")(demo)
 
 
 def main() -> None:  # pragma: no cover - console entry point

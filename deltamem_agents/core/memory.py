@@ -176,7 +176,7 @@ class DeltaMemoryLayer(nn.Module):
             inputs = self.memory_inputs(hidden)
             reads = self._frozen_reads(state, inputs.q, token_mask)
             if not write:
-                return reads, state, None
+                return reads, state, inputs
             assert segment_ids is not None
             new_state, seg_inputs = self._segment_write(hidden, state, segment_ids, token_mask)
             return reads, new_state, seg_inputs

@@ -207,6 +207,13 @@ class DeltaMemHandle:
         if not isinstance(hidden, Tensor) or hidden.dim() != 3:
             raise RuntimeError(f"δ-mem expected [batch, seq, hidden] attention input in layer {index}")
         layer = self.layers[index]
+        if torch.is_grad_enabled() and getattr(self.model, "is_gradient_checkpointing", False):
+            # Recomputation in backward would re-run this hook against the state after the
+            # forward, giving silently wrong gradients.
+            raise RuntimeError(
+                "gradient checkpointing re-runs attention in the backward pass, which δ-mem's "
+                "stateful hooks do not support yet; call model.gradient_checkpointing_disable()"
+            )
         batch, steps, _ = hidden.shape
         state = self._states[index]
         if state is None:

@@ -114,7 +114,7 @@ class DeltaMemRuntime:
             warnings.warn(
                 f"no trained δ-mem adapter matches backbone {self.backbone_name!r}: the memory is "
                 "written and saved, but an untrained δ-mem does not change the model's answers. "
-                "Train one with `deltamem train` or pass adapter=PATH.",
+                "Pass adapter=PATH (CLI: --adapter PATH) to load a trained one.",
                 UntrainedMemoryWarning,
                 stacklevel=3,
             )

@@ -232,3 +232,14 @@ def test_only_memory_parameters_receive_gradients_and_state_carries_the_graph():
     assert grads and all(".delta_memory." in n for n in grads)
     # gradient reached the write path of the history pass through the state
     assert all(g.abs().sum() > 0 for n, g in grads.items() if n.endswith("memory_in_proj"))
+
+
+def test_gradient_checkpointing_is_refused_rather_than_silently_wrong():
+    model = tiny_model("llama")
+    attach_delta_mem(model, DeltaMemConfig())
+    model.gradient_checkpointing_enable()
+    model.train()
+    with pytest.raises(RuntimeError, match="gradient_checkpointing_disable"):
+        model(_ids(batch=1))
+    with torch.no_grad():  # inference is unaffected
+        model(_ids(batch=1))
