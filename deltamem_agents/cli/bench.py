@@ -78,7 +78,7 @@ def bench_all(
     skipped = {name.strip() for name in skip.split(",") if name.strip()}
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if "scan" not in skipped:
-        print_rows(run_scan_bench(out, device=device, threads=1), "scan")
+        print_rows(run_scan_bench(out, device=device, threads=1, max_naive_len=None), "scan")
     if "overhead" not in skipped:
         print_rows(run_overhead_bench(out, device=device, repeats=7), "overhead")
     console.print(f"wrote {write_benchmarks_page(out, page)}")

@@ -195,14 +195,19 @@ class DeltaMemoryLayer(nn.Module):
         cfg, d = self.config, self.read_dim
         batch = hidden.shape[0]
         heads, rank = cfg.num_state_heads, cfg.rank
-        packed = F.linear(hidden[:, 0].to(self.memory_in_proj.dtype), self.memory_in_proj)
-        packed = packed.to(torch.promote_types(packed.dtype, torch.float32))
+        weight = self.memory_in_proj
+        x = hidden[:, 0]
+        packed = F.linear(x if x.dtype == weight.dtype else x.to(weight.dtype), weight)
+        if packed.dtype not in (torch.float32, torch.float64):
+            packed = packed.float()
         qk = packed[:, : 2 * d].view(batch, 2, heads, rank)
-        if cfg.normalize_qk:
-            qk = F.normalize(torch.tanh(qk), dim=-1, eps=QK_NORM_EPS)
+        if cfg.normalize_qk:  # F.normalize(tanh(.)), without its Python-level overhead
+            qk = torch.tanh(qk)
+            qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(QK_NORM_EPS)
         q, k = qk.unbind(1)
         v = packed[:, 2 * d : 3 * d].view(batch, heads, rank)
-        gates = torch.sigmoid(packed[:, 3 * d :] + self.gate_bias.to(packed.dtype))
+        bias = self.gate_bias if self.gate_bias.dtype == packed.dtype else self.gate_bias.to(packed.dtype)
+        gates = torch.sigmoid(packed[:, 3 * d :] + bias)
         gates = gates.view(batch, -1, heads, cfg.gates_per_head)  # [B, 1 or 2, H, r or 1]
         beta = gates[:, 0]
         if cfg.state_update_mode == "no_lambda":
@@ -211,7 +216,9 @@ class DeltaMemoryLayer(nn.Module):
             lam = 1.0 - beta if cfg.couple_lambda else gates[:, 1]
             keep, erase = lam, (lam * beta if cfg.state_update_mode == "lambda_outside" else beta)
         mask = None if token_mask is None else token_mask[:, 0]
-        read, new_state = delta_step_unchecked(q, k, v, keep, erase, beta, state.to(packed.dtype), mask=mask)
+        if state.dtype != packed.dtype:
+            state = state.to(packed.dtype)
+        read, new_state = delta_step_unchecked(q, k, v, keep, erase, beta, state, mask=mask)
         return read.reshape(batch, 1, d), new_state, None
 
     def _frozen_reads(self, state: Tensor, q: Tensor, token_mask: Tensor | None) -> Tensor:
@@ -259,7 +266,9 @@ class DeltaMemoryLayer(nn.Module):
     def corrections(self, reads: Tensor) -> dict[str, Tensor]:
         """Turn reads ``[B, T, D]`` into per-head corrections ``[B, T, out]`` (one matmul)."""
         cfg = self.config
-        packed = F.linear(reads.to(self.delta_out_proj.dtype) * cfg.scaling, self.delta_out_proj)
+        weight = self.delta_out_proj
+        reads = reads if reads.dtype == weight.dtype else reads.to(weight.dtype)
+        packed = F.linear(reads * cfg.scaling, weight)
         parts = torch.split(packed, list(self.out_features.values()), dim=-1)
         out: dict[str, Tensor] = {}
         for head, part in zip(self.heads, parts, strict=True):

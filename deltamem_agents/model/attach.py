@@ -242,7 +242,7 @@ class DeltaMemHandle:
         if self._settings.record_stats and inputs is not None:
             layer.last_beta_mean = float(inputs.beta.detach().float().mean())
         for head, correction in layer.memory.corrections(reads).items():
-            layer.wrappers[head].pending = correction
+            layer.wrappers[head].set_pending(correction)
 
     # -- undo ----------------------------------------------------------------------------------------------
     def detach(self) -> nn.Module:

@@ -19,6 +19,11 @@ class DeltaLinear(nn.Module):
         self.head = head
         self.pending: Tensor | None = None
 
+    def set_pending(self, correction: Tensor) -> None:
+        """Hand over this forward's correction (a plain attribute write: this runs per layer
+        per token, and ``nn.Module.__setattr__`` is several times slower)."""
+        self.__dict__["pending"] = correction
+
     # Code around attention sometimes inspects the projection's weight (dtype checks, etc.).
     @property
     def weight(self) -> Tensor:
@@ -38,7 +43,8 @@ class DeltaLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.base_layer(x)
-        correction, self.pending = self.pending, None  # consumed: one correction per forward
+        correction = self.pending
+        self.__dict__["pending"] = None  # consumed: one correction per forward (skips Module.__setattr__)
         if correction is None:
             return out
         if correction.shape != out.shape:
@@ -47,7 +53,7 @@ class DeltaLinear(nn.Module):
                 f"projection output is {tuple(out.shape)}: the attention module called its "
                 "projection on something other than its input hidden states"
             )
-        return out + correction.to(out.dtype)
+        return out + (correction if correction.dtype == out.dtype else correction.to(out.dtype))
 
     def extra_repr(self) -> str:
         return f"head={self.head!r}"

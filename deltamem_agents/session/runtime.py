@@ -129,8 +129,8 @@ class DeltaMemRuntime:
         with self.lock:
             if key in self._open:
                 session, record = self._open[key]
-                latest = self.store.load(key, expect=self.fingerprint)
-                if latest is not None and latest.metadata.turn_count == record.metadata.turn_count:
+                latest = self.store.head(key)
+                if latest is not None and latest.turn_count == record.metadata.turn_count:
                     return session
                 # Another process committed meanwhile: reopen from the store.
             record = self.store.load_or_create(key, self.fingerprint)

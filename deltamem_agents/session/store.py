@@ -158,6 +158,13 @@ class SessionStore(ABC):
         """Exclusive access to one session across processes and threads, reentrant in the
         holding thread. ``timeout=None`` uses the store's default; on expiry `SessionLockTimeout`."""
 
+    def head(self, key: SessionKey) -> SessionMetadata | None:
+        """The committed metadata alone (no state, no log): a cheap "did anyone commit?".
+
+        Backends should override this default, which loads everything."""
+        record = self.load(key)
+        return None if record is None else record.metadata
+
     # -- conveniences built on the interface -----------------------------------------------------
     def load_or_create(self, key: SessionKey, fingerprint: Fingerprint) -> SessionRecord:
         """Resume ``key`` if it exists (checking ``fingerprint``), else create it."""
@@ -268,6 +275,12 @@ class DirectorySessionStore(SessionStore):
                 except (InvalidSessionIdError, SessionCorruptError, OSError) as exc:
                     logger.warning("skipping %s in the session list: %s", directory, exc)
         return out
+
+    def head(self, key: SessionKey | str) -> SessionMetadata | None:
+        key = _key(key)
+        meta_path = self.session_dir(key) / META_FILE
+        raw = self._read_meta_bytes(meta_path)
+        return None if raw is None else self._parse_meta(key, raw, meta_path)
 
     # -- load --------------------------------------------------------------------------------
     def load(

@@ -429,3 +429,14 @@ def test_lock_is_exclusive_and_reentrant(store):
 def test_records_module_exports():
     assert records_module.SESSION_SCHEMA_VERSION == 1
     assert store_module.SessionStore is SessionStore
+
+
+def test_head_reads_the_committed_metadata_only(tmp_path):
+    store = DirectorySessionStore(tmp_path)
+    key = SessionKey(user_id="u", session_id="s")
+    assert store.head(key) is None
+    record = store.create(key, Fingerprint(backbone="b", backbone_signature="x", config="c"))
+    record = store.commit(record, new_messages=[ChatMessage(role="user", content="hi")], state=None)
+    assert store.head(key) == record.metadata
+    (store.session_dir(key) / "messages.jsonl").write_text("tampered\n")  # head does not read the log
+    assert store.head(key).message_count == 1
