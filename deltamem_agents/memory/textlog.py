@@ -538,6 +538,15 @@ class TextLog:
         self._delete_ids(present)
         return len(present)
 
+    def ids_for_hashes(self, hashes: Iterable[str], *, user_id: str, session_id: str) -> list[str]:
+        """Every entry (all chunks) whose content hash is in ``hashes``, in one session."""
+        _scope(user_id, session_id)
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return []
+        where = _where(user_id=user_id, session_id=session_id, content_hash={"$in": wanted})
+        return list(self._collection.get(where=where, include=[])["ids"])
+
     def delete_session(self, *, user_id: str, session_id: str) -> int:
         """Delete every entry of one session; returns how many."""
         _scope(user_id, session_id)

@@ -37,6 +37,9 @@ class AttachedLayer:
     memory: DeltaMemoryLayer
     wrappers: dict[str, DeltaLinear]
     last_beta_mean: float | None = None
+    #: mean over tokens of |S q| / |S|_F: how much of this layer's state the queries read out
+    #: (0 for an empty state, at most 1); a "does working memory answer this" signal
+    last_read_ratio: float | None = None
 
 
 @dataclass
@@ -161,9 +164,15 @@ class DeltaMemHandle:
         finally:
             self._settings.segment_ids = previous
 
+    def read_ratio(self) -> float | None:
+        """Mean over layers of ``last_read_ratio`` (recorded inside `recording_stats`)."""
+        ratios = [layer.last_read_ratio for layer in self.layers.values() if layer.last_read_ratio is not None]
+        return sum(ratios) / len(ratios) if ratios else None
+
     @contextlib.contextmanager
     def recording_stats(self) -> Iterator[None]:
-        """Record the mean write gate of each layer (``AttachedLayer.last_beta_mean``)."""
+        """Record per layer the mean write gate (``last_beta_mean``) and the read ratio
+        ``|S q| / |S|_F`` (``last_read_ratio``) of each forward; costs a few reductions."""
         previous = self._settings.record_stats
         self._set_record_stats(True)
         try:
@@ -239,8 +248,12 @@ class DeltaMemHandle:
             write=self._settings.write,
         )
         self._states[index] = new_state
-        if self._settings.record_stats and inputs is not None:
-            layer.last_beta_mean = float(inputs.beta.detach().float().mean())
+        if self._settings.record_stats:
+            if inputs is not None:
+                layer.last_beta_mean = float(inputs.beta.detach().float().mean())
+            state_norm = float(state.detach().norm(dim=(-2, -1)).pow(2).sum(-1).sqrt().mean())
+            read_norm = float(reads.detach().norm(dim=-1).mean())
+            layer.last_read_ratio = read_norm / state_norm if state_norm > 0 else 0.0
         for head, correction in layer.memory.corrections(reads).items():
             layer.wrappers[head].set_pending(correction)
 

@@ -167,6 +167,7 @@ class SessionMetadata(BaseModel):
     state_sha256: str | None = None
     log_chain: str = Field("", description="chain of the last committed message ('' when none)")
     log_bytes: int = Field(0, ge=0, description="byte length of the committed part of the log (backend-specific)")
+    log_file: str = Field("messages.jsonl", description="the committed log's file name (a rewrite starts a new one)")
     extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("created_at", "updated_at")

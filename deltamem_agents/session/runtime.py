@@ -11,15 +11,17 @@ import hashlib
 import logging
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprint, read_adapter
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
-from deltamem_agents.session.records import Fingerprint, SessionKey, SessionMetadata
+from deltamem_agents.session.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
 from deltamem_agents.session.session import MemorySession, SessionConfig
 from deltamem_agents.session.store import DirectorySessionStore, SessionStore
 
@@ -156,6 +158,37 @@ class DeltaMemRuntime:
             )
             session.tokens_written = 0
             self._open[key] = (session, record)
+            return record.metadata
+
+    def rebuild(
+        self,
+        session_id: str,
+        *,
+        user_id: str = "default",
+        keep: Callable[[ChatMessage], bool],
+        progress: bool = True,
+    ) -> SessionMetadata:
+        """Rebuild a session from the messages ``keep`` accepts: a fresh state, written by
+        replaying them in order, replaces log and state in one atomic commit.
+
+        This is how memory forgets: an OSAM state cannot unlearn, so it is written anew."""
+        key = SessionKey(user_id=user_id, session_id=session_id)
+        with self.lock, self.store.lock(key):
+            record = self.store.require(key, expect=self.fingerprint)
+            kept = [m for m in record.messages if keep(m)]
+            fresh = MemorySession(self.model, self.tokenizer, self.handle, config=self.session_config, lock=self.lock)
+            with Progress(
+                TextColumn("replaying the remaining log into a fresh state"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), disable=not progress, transient=True,
+            ) as bar:
+                task = bar.add_task("replay", total=len(kept))
+                for message in kept:
+                    fresh.ingest(message)
+                    bar.advance(task)
+            total = len(record.messages)
+            record = self.store.rewrite(record, messages=kept, state=fresh.state, tokens_written=fresh.tokens_written)
+            self._open.pop(key, None)
+            logger.info("rebuilt session %s from %d of %d messages", key, len(kept), total)
             return record.metadata
 
     def close(self, session_id: str, *, user_id: str = "default") -> None:

@@ -189,6 +189,19 @@ class MemorySession:
                 if snapshot is not None:
                     self._restore(snapshot)
 
+    def state_confidence(self, text: str) -> float | None:
+        """How much of the δ-mem state the question's memory keys read out (0: nothing
+        stored answers it; see `DeltaMemHandle.read_ratio`). A probe: nothing changes."""
+        new = self._coerce(text)
+        with self._turn(False) as stats, self.handle.recording_stats():
+            snapshot = self._snapshot()
+            self.messages.extend(new)
+            try:
+                self._feed_messages(stats, write=False, generation_prompt=False)
+                return self.handle.read_ratio()
+            finally:
+                self._restore(snapshot)
+
     # -- turn bookkeeping ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _turn(self, write: bool) -> Iterator[TurnStats]:

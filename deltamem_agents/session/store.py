@@ -142,6 +142,19 @@ class SessionStore(ABC):
         `SessionConflictError`). Returns the new record; ``record`` is left untouched."""
 
     @abstractmethod
+    def rewrite(
+        self,
+        record: SessionRecord,
+        *,
+        messages: Sequence[ChatMessage],
+        state: DeltaMemState | None,
+        tokens_written: int = 0,
+    ) -> SessionRecord:
+        """Replace the whole log and the state in one atomic commit (forgetting: the state is
+        rebuilt from the remaining messages). Counts as a turn; ``record`` must be the latest
+        committed turn (else `SessionConflictError`)."""
+
+    @abstractmethod
     def list(self, user_id: str | None = None) -> list[SessionMetadata]:
         """Metadata of the sessions of ``user_id`` (all users if ``None``), sorted by key."""
 
@@ -178,6 +191,27 @@ class SessionStore(ABC):
         if record is None:
             raise SessionNotFoundError(f"no session {key}: create it first (store.create or load_or_create)")
         return record
+
+
+def _log_lines(messages: Sequence[ChatMessage], *, start: int, chain: str) -> tuple[bytes, str]:
+    """JSONL lines for ``messages`` numbered from ``start``, continuing the hash ``chain``."""
+    lines = []
+    for offset, message in enumerate(messages):
+        body = message.model_dump(mode="json")
+        chain = chain_next(chain, body)
+        entry = {"i": start + offset, "chain": chain, "message": body}
+        lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+    return "".join(lines).encode("utf-8"), chain
+
+
+def _write_state(directory: Path, turn: int, state: DeltaMemState | None) -> tuple[str | None, str | None]:
+    """Write the state of ``turn`` atomically; returns (file name, sha256) or (None, None)."""
+    if state is None:
+        return None, None
+    data = state.to_bytes()
+    name = f"{STATE_PREFIX}{turn:06d}{STATE_SUFFIX}"
+    atomic_write_bytes(directory / name, data)
+    return name, hashlib.sha256(data).hexdigest()
 
 
 # -- directory implementation -----------------------------------------------------------------
@@ -378,7 +412,7 @@ class DirectorySessionStore(SessionStore):
             raise SessionCorruptError(f"session {key}: state file {path} is unreadable: {exc}") from exc
 
     def _read_log(self, key: SessionKey, meta: SessionMetadata) -> list[ChatMessage]:
-        path = self.session_dir(key) / LOG_FILE
+        path = self.session_dir(key) / meta.log_file
         if meta.message_count == 0:
             return []
 
@@ -460,33 +494,11 @@ class DirectorySessionStore(SessionStore):
         with self.lock(key):
             directory = self.session_dir(key)
             meta_path = directory / META_FILE
-            raw = self._read_meta_bytes(meta_path)
-            if raw is None:
-                raise SessionNotFoundError(
-                    f"cannot commit to session {key}: it does not exist (deleted?); create it again first"
-                )
-            current = self._parse_meta(key, raw, meta_path)
-            if (current.turn_count, current.log_chain, current.state_sha256) != (
-                record.metadata.turn_count,
-                record.metadata.log_chain,
-                record.metadata.state_sha256,
-            ):
-                raise SessionConflictError(
-                    f"cannot commit to session {key}: it is at turn {current.turn_count} but this record is "
-                    f"from turn {record.metadata.turn_count} (another writer committed in between); hold "
-                    "store.lock(key) for the whole turn (load -> compute -> commit) and load again"
-                )
+            current = self._current(key, record, meta_path)
 
             # 1. append the new log lines after the committed part, dropping an uncommitted tail.
-            chain = current.log_chain
-            lines = []
-            for offset, message in enumerate(messages):
-                body = message.model_dump(mode="json")
-                chain = chain_next(chain, body)
-                entry = {"i": current.message_count + offset, "chain": chain, "message": body}
-                lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
-            payload = "".join(lines).encode("utf-8")
-            log_path = directory / LOG_FILE
+            payload, chain = _log_lines(messages, start=current.message_count, chain=current.log_chain)
+            log_path = directory / current.log_file
             with open(log_path, "a+b") as handle:
                 size = handle.seek(0, os.SEEK_END)
                 if size < current.log_bytes:
@@ -503,12 +515,7 @@ class DirectorySessionStore(SessionStore):
 
             # 2. the new state file.
             turn = current.turn_count + 1
-            state_file = state_sha = None
-            if state is not None:
-                data = state.to_bytes()
-                state_file = f"{STATE_PREFIX}{turn:06d}{STATE_SUFFIX}"
-                state_sha = hashlib.sha256(data).hexdigest()
-                atomic_write_bytes(directory / state_file, data)
+            state_file, state_sha = _write_state(directory, turn, state)
 
             # 3. the commit point: meta.json, replaced atomically.
             meta = current.model_copy(
@@ -527,8 +534,64 @@ class DirectorySessionStore(SessionStore):
             self._write_meta(directory, meta)
 
             # 4. drop the previous state file and any orphan of an interrupted commit.
-            self._clean_orphans(directory, keep=state_file)
+            self._clean_orphans(directory, keep=state_file, log_file=meta.log_file)
         return SessionRecord(metadata=meta, state=state, messages=[*record.messages, *messages])
+
+    def rewrite(
+        self,
+        record: SessionRecord,
+        *,
+        messages: Sequence[ChatMessage],
+        state: DeltaMemState | None,
+        tokens_written: int = 0,
+    ) -> SessionRecord:
+        key = record.metadata.key
+        messages = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+        with self.lock(key):
+            directory = self.session_dir(key)
+            current = self._current(key, record, directory / META_FILE)
+            turn = current.turn_count + 1
+            # A new log file beside the committed one: until meta.json names it, the old turn stands.
+            payload, chain = _log_lines(messages, start=0, chain="")
+            log_file = f"messages-{turn:06d}.jsonl"
+            atomic_write_bytes(directory / log_file, payload)
+            state_file, state_sha = _write_state(directory, turn, state)
+            meta = current.model_copy(
+                update={
+                    "updated_at": utc_now(),
+                    "turn_count": turn,
+                    "message_count": len(messages),
+                    "tokens_written": tokens_written,
+                    "state_file": state_file,
+                    "state_sha256": state_sha,
+                    "log_chain": chain,
+                    "log_bytes": len(payload),
+                    "log_file": log_file,
+                }
+            )
+            self._write_meta(directory, meta)
+            self._clean_orphans(directory, keep=state_file, log_file=log_file)
+        return SessionRecord(metadata=meta, state=state, messages=messages)
+
+    def _current(self, key: SessionKey, record: SessionRecord, meta_path: Path) -> SessionMetadata:
+        """The committed metadata, which ``record`` must still be (optimistic concurrency)."""
+        raw = self._read_meta_bytes(meta_path)
+        if raw is None:
+            raise SessionNotFoundError(
+                f"cannot commit to session {key}: it does not exist (deleted?); create it again first"
+            )
+        current = self._parse_meta(key, raw, meta_path)
+        if (current.turn_count, current.log_chain, current.state_sha256) != (
+            record.metadata.turn_count,
+            record.metadata.log_chain,
+            record.metadata.state_sha256,
+        ):
+            raise SessionConflictError(
+                f"cannot commit to session {key}: it is at turn {current.turn_count} but this record is "
+                f"from turn {record.metadata.turn_count} (another writer committed in between); hold "
+                "store.lock(key) for the whole turn (load -> compute -> commit) and load again"
+            )
+        return current
 
     def delete(self, key: SessionKey | str) -> bool:
         key = _key(key)
@@ -553,12 +616,13 @@ class DirectorySessionStore(SessionStore):
         _fsync_dir(directory)
 
     @staticmethod
-    def _clean_orphans(directory: Path, keep: str | None) -> None:
+    def _clean_orphans(directory: Path, keep: str | None, log_file: str = LOG_FILE) -> None:
         for path in directory.iterdir():
             name = path.name
             stale_state = name.startswith(STATE_PREFIX) and name.endswith(STATE_SUFFIX) and name != keep
+            stale_log = name.startswith("messages") and name.endswith(".jsonl") and name != log_file
             stale_tmp = name.startswith(".") and name.endswith(".tmp")  # atomic_write_bytes leftovers
-            if stale_state or stale_tmp:
+            if stale_state or stale_log or stale_tmp:
                 path.unlink(missing_ok=True)
 
     @staticmethod

@@ -243,3 +243,19 @@ def test_gradient_checkpointing_is_refused_rather_than_silently_wrong():
         model(_ids(batch=1))
     with torch.no_grad():  # inference is unaffected
         model(_ids(batch=1))
+
+
+def test_read_ratio_tells_an_empty_memory_from_a_full_one():
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    probe = _ids(batch=1, steps=6, seed=7)
+    with torch.no_grad(), handle.recording_stats(), handle.writing(False):
+        model(probe)
+        assert handle.read_ratio() == 0.0  # nothing stored yet
+        with handle.writing(True):
+            model(_ids(batch=1, steps=40))
+        model(probe)
+        ratio = handle.read_ratio()
+    assert 0.0 < ratio <= 1.0 + 1e-6
+    assert all(layer.last_beta_mean is not None for layer in handle.layers.values())

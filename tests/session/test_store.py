@@ -440,3 +440,36 @@ def test_head_reads_the_committed_metadata_only(tmp_path):
     assert store.head(key) == record.metadata
     (store.session_dir(key) / "messages.jsonl").write_text("tampered\n")  # head does not read the log
     assert store.head(key).message_count == 1
+
+
+def test_rewrite_replaces_log_and_state_atomically(tmp_path, monkeypatch):
+    store = DirectorySessionStore(tmp_path)
+    key = SessionKey(user_id="u", session_id="forget")
+    record = store.create(key, Fingerprint(backbone="b", backbone_signature="x", config="c"))
+    said = [ChatMessage(role="user", content=f"message {i}") for i in range(4)]
+    old_state = DeltaMemState({0: torch.ones(1, 1, 8, 8)})
+    record = store.commit(record, new_messages=said, state=old_state)
+
+    # a crash before the commit point leaves the previous turn exactly as it was
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DirectorySessionStore, "_write_meta", staticmethod(crash))
+    with pytest.raises(KeyboardInterrupt):
+        store.rewrite(record, messages=said[1:], state=DeltaMemState({0: torch.zeros(1, 1, 8, 8)}))
+    monkeypatch.undo()
+    still = store.load(key)
+    assert [m.content for m in still.messages] == [m.content for m in said] and still.state.equal(old_state)
+
+    kept = [said[0], said[2]]
+    new_state = DeltaMemState({0: torch.full((1, 1, 8, 8), 2.0)})
+    record = store.rewrite(record, messages=kept, state=new_state, tokens_written=7)
+    loaded = store.load(key)
+    assert [m.content for m in loaded.messages] == ["message 0", "message 2"]
+    assert loaded.state.equal(new_state) and loaded.metadata.tokens_written == 7
+    assert loaded.metadata.turn_count == 2 and loaded.metadata.message_count == 2
+    files = sorted(p.name for p in store.session_dir(key).iterdir() if not p.name.startswith("."))
+    assert files == ["messages-000002.jsonl", "meta.json", "state-000002.safetensors"]
+    # later turns append to the rewritten log
+    store.commit(record, new_messages=[ChatMessage(role="assistant", content="ok")], state=new_state)
+    assert [m.content for m in store.load(key).messages] == ["message 0", "message 2", "ok"]
