@@ -6,8 +6,8 @@ is opened or the embedding model is used.
 
 from typing import Any
 
-# Text log (textlog.py, chunking.py, embeddings.py). The router and HybridMemory add their own
-# exports below; keep this list limited to what each module owns.
+# Text log (textlog.py, chunking.py, embeddings.py), the router (router.py) and HybridMemory
+# (hybrid.py, loaded lazily: it needs torch and transformers).
 from deltamem_agents.memory.chunking import Chunk, chunk_text, split_sentences
 from deltamem_agents.memory.textlog import (
     InvalidScopeError,
@@ -21,7 +21,23 @@ from deltamem_agents.memory.textlog import (
     default_textlog_path,
 )
 
+from deltamem_agents.memory.router import (
+    MemoryRouter,
+    RouteDecision,
+    RouterConfig,
+    RouterError,
+    RouterInput,
+    calibrate,
+    load_calibration_set,
+    router_from_spec,
+)
+
 _LAZY = {
+    "ForgetReport": "deltamem_agents.memory.hybrid",
+    "HybridChunk": "deltamem_agents.memory.hybrid",
+    "HybridConfig": "deltamem_agents.memory.hybrid",
+    "HybridMemory": "deltamem_agents.memory.hybrid",
+    "HybridReply": "deltamem_agents.memory.hybrid",
     "MiniLMEmbeddingFunction": "deltamem_agents.memory.embeddings",
     "EmbeddingModelError": "deltamem_agents.memory.embeddings",
     "default_model_dir": "deltamem_agents.memory.embeddings",
@@ -29,7 +45,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # embeddings.py imports chromadb and torch: load it on first use only.
+    # embeddings.py and hybrid.py import torch: load them on first use only.
     if name in _LAZY:
         import importlib
 
@@ -40,17 +56,30 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Chunk",
     "EmbeddingModelError",
+    "ForgetReport",
+    "HybridChunk",
+    "HybridConfig",
+    "HybridMemory",
+    "HybridReply",
     "InvalidScopeError",
     "LogHit",
+    "MemoryRouter",
     "MiniLMEmbeddingFunction",
+    "RouteDecision",
+    "RouterConfig",
+    "RouterError",
+    "RouterInput",
     "TextLog",
     "TextLogConfig",
     "TextLogError",
     "TextLogUnavailableError",
+    "calibrate",
     "chroma_run_command",
     "chunk_text",
     "content_hash",
     "default_model_dir",
     "default_textlog_path",
+    "load_calibration_set",
+    "router_from_spec",
     "split_sentences",
 ]

@@ -1,88 +1,298 @@
 """`HybridMemory`: δ-mem working memory next to a verbatim text log, with a router between.
 
-After each turn the turn is written twice: into the session's OSAM state (by the session
-itself) and into the text log. Before each reply the router looks at the question, the best
-log hits and how strongly the state answers the question, and decides whether snippets from
-the log go into the context. Snippets enter the context as a system note fed with writing off:
-they are already remembered, so they must not be written into the state a second time.
+This is the one conversation path that the integrations (LangChain, LlamaIndex) and the
+server share. A turn goes like this:
+
+1. the client's messages are matched against the session, so that a client that sends the
+   whole conversation each time and a client that sends only the new message both work
+   (`MemorySession.new_messages`);
+2. for a user question, the router looks at the best log hits and at how strongly the state
+   answers the question, and decides whether log snippets go into the context. Snippets enter as a
+   system note that is never written into the state, because it is already remembered;
+3. the model answers (tools are described in a note too, and its calls are parsed);
+4. the new messages and the answer go into the text log, and the session (log + state) is
+   committed atomically.
+
+Without a text log (``textlog=None``) the same path runs on the state alone.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.memory.router import MemoryRouter, RouteDecision, RouterInput
-from deltamem_agents.memory.textlog import DOCUMENT_ROLE, TextLog, TextLogError, content_hash
+from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
 from deltamem_agents.session.records import ChatMessage, SessionKey
-from deltamem_agents.session.session import Reply
+from deltamem_agents.session.session import (
+    MessageLike,
+    Reply,
+    SessionError,
+    ToolLike,
+    TurnStats,
+    as_message,
+    is_note,
+    template_view,
+)
+from deltamem_agents.session.tools import ToolCall
 
 if TYPE_CHECKING:
     from deltamem_agents.session.runtime import DeltaMemRuntime
 
+logger = logging.getLogger(__name__)
+
 SNIPPET_HEADER = "Notes retrieved from earlier in this conversation (verbatim):"
 
 
-class HybridReply(BaseModel):
-    """A reply with the routing decision that shaped its context."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    text: str
-    reply: Reply
-    decision: RouteDecision
-    state_confidence: float | None = None
-
-
 class HybridConfig(BaseModel):
+    """How `HybridMemory` uses the log."""
+
     model_config = ConfigDict(extra="forbid")
 
     search_k: int = Field(8, ge=1, description="log hits the router chooses from")
     measure_state_confidence: bool = Field(
         True, description="probe the state with the question (one extra short forward) for the router"
     )
+    log_source: str = Field("chat", description="`source` metadata of logged chat messages")
+
+
+class Usage(BaseModel):
+    """Token counts of one turn, as OpenAI-style APIs report them."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class HybridReply(BaseModel):
+    """A reply with everything that shaped it: the routing decision (``None`` when no routing
+    happened: no text log, or the turn was a tool result), the state confidence and the cost."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    text: str
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    reply: Reply
+    decision: RouteDecision | None = None
+    state_confidence: float | None = None
+    usage: Usage
+    session_id: str
+    user_id: str
+    turn: int = Field(description="turns committed in the session after this one")
+
+    @property
+    def stats(self) -> TurnStats:
+        return self.reply.stats
+
+    def metadata(self) -> dict[str, Any]:
+        """A JSON-ready summary for response metadata (LangChain, LlamaIndex, the server)."""
+        out: dict[str, Any] = {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "turn": self.turn,
+            "finish_reason": self.finish_reason,
+            "state_confidence": self.state_confidence,
+            "stats": self.stats.model_dump(),
+        }
+        if self.decision is not None:
+            out["route"] = self.decision.route
+            out["route_reason"] = self.decision.reason
+            out["retrieved_ids"] = list(self.decision.retrieved_ids)
+        return out
+
+
+class HybridChunk(BaseModel):
+    """One streamed piece; the last chunk has ``text == ""`` and carries the whole ``reply``."""
+
+    text: str
+    reply: HybridReply | None = None
+
+
+class ForgetReport(BaseModel):
+    """What `HybridMemory.forget` did; ``state_rebuilt`` says the state was written anew."""
+
+    log_entries_removed: int
+    messages_removed: int | None
+    state_rebuilt: bool
 
 
 class HybridMemory:
-    """The recommended architecture: a `DeltaMemRuntime` session + a `TextLog` + a `MemoryRouter`."""
+    """The recommended architecture: a `DeltaMemRuntime` session + a `TextLog` + a `MemoryRouter`.
+
+    ``textlog``: a `TextLog`, ``"default"`` (the embedded log in the default folder) or
+    ``None`` (state only: no retrieval, no routing).
+    """
 
     def __init__(
         self,
         runtime: DeltaMemRuntime,
-        textlog: TextLog | None = None,
+        textlog: TextLog | Literal["default"] | None = "default",
         router: MemoryRouter | None = None,
         *,
         config: HybridConfig | None = None,
     ) -> None:
         self.runtime = runtime
-        self.textlog = textlog or TextLog()
+        self.textlog: TextLog | None = TextLog() if textlog == "default" else textlog  # type: ignore[assignment]
         self.router = router or MemoryRouter()
         self.config = config or HybridConfig()
 
+    # -- conversation -------------------------------------------------------------------------------
+    def chat(
+        self,
+        conversation: Sequence[MessageLike] | str,
+        *,
+        session_id: str,
+        user_id: str = "default",
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        **generation: Any,
+    ) -> HybridReply:
+        """Answer ``conversation`` (the whole conversation or only its new messages) in a session."""
+        final = None
+        for chunk in self.stream_chat(
+            conversation, session_id=session_id, user_id=user_id, tools=tools, tool_choice=tool_choice, **generation
+        ):
+            final = chunk.reply or final
+        assert final is not None
+        return final
+
     def reply(self, text: str, *, session_id: str, user_id: str = "default", **generation: Any) -> HybridReply:
-        """Route, answer, then log the turn in both memories and commit the session."""
-        session = self.runtime.session(session_id, user_id=user_id)
-        hits = self.textlog.search(text, user_id=user_id, session_id=session_id, k=self.config.search_k)
-        confidence = session.state_confidence(text) if self.config.measure_state_confidence else None
-        decision = self.router.route(RouterInput(query=text, hits=hits, state_confidence=confidence))
+        """Answer one user message."""
+        return self.chat(text, session_id=session_id, user_id=user_id, **generation)
+
+    def stream_chat(
+        self,
+        conversation: Sequence[MessageLike] | str,
+        *,
+        session_id: str,
+        user_id: str = "default",
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        **generation: Any,
+    ) -> Iterator[HybridChunk]:
+        """Like `chat`, yielding text as it is decoded; the last chunk carries the `HybridReply`.
+
+        The whole turn holds the session's store lock, so two processes never interleave turns
+        of one session. A turn that fails or is abandoned (the stream closed early) commits
+        nothing, and the session is reloaded from the store next time."""
+        incoming = [ChatMessage(role="user", content=conversation)] if isinstance(conversation, str) else [
+            as_message(m) for m in conversation
+        ]
+        key = SessionKey(user_id=user_id, session_id=session_id)
+        with self.runtime.store.lock(key):
+            session = self.runtime.session(session_id, user_id=user_id)
+            try:
+                new = [m for m in session.new_messages(incoming) if not is_note(m)]
+                if not new:
+                    raise SessionError(
+                        "nothing new to answer: every message given is already in this session; send a new user message"
+                    )
+                if new[-1].role not in ("user", "tool"):
+                    raise SessionError(f"the last message must be from the user or a tool, not {new[-1].role!r}")
+                *earlier, question = new
+                turn = sum(m.role == "user" for m in session.messages)
+                if earlier:
+                    session.ingest(earlier)
+                decision, confidence = None, None
+                if question.role == "user" and self.textlog is not None:
+                    decision, confidence = self._route(session, question.content, user_id=user_id, session_id=session_id)
+                for piece in session.stream(question, tools=tools, tool_choice=tool_choice, **generation):
+                    yield HybridChunk(text=piece)
+                reply = session.last_reply
+                assert reply is not None
+                self._log(new, session.messages[-1], user_id=user_id, session_id=session_id, turn=turn)
+                meta = self.runtime.save(session)
+            except BaseException:
+                self.runtime.close(session_id, user_id=user_id)
+                raise
+        stats = reply.stats
+        yield HybridChunk(
+            text="",
+            reply=HybridReply(
+                text=reply.text,
+                tool_calls=reply.tool_calls,
+                finish_reason=reply.finish_reason,
+                reply=reply,
+                decision=decision,
+                state_confidence=confidence,
+                usage=Usage(prompt_tokens=stats.prefill_tokens, completion_tokens=stats.decode_tokens),
+                session_id=session_id,
+                user_id=user_id,
+                turn=meta.turn_count,
+            ),
+        )
+
+    def _route(self, session: Any, query: str, *, user_id: str, session_id: str) -> tuple[RouteDecision, float | None]:
+        assert self.textlog is not None
+        hits = self.textlog.search(query, user_id=user_id, session_id=session_id, k=self.config.search_k)
+        confidence = session.state_confidence(query) if self.config.measure_state_confidence else None
+        decision = self.router.route(RouterInput(query=query, hits=hits, state_confidence=confidence))
         if decision.snippets:
             notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
-            session.ingest(ChatMessage(role="system", content=f"{SNIPPET_HEADER}\n{notes}", metadata={"retrieved": decision.retrieved_ids}), write=False)
-        turn = sum(m.role == "user" for m in session.messages)
-        reply = session.reply(text, **generation)
-        for message in session.messages[-2:]:
-            self.textlog.add_message(message, user_id=user_id, session_id=session_id, turn=turn)
-        self.runtime.save(session)
-        return HybridReply(text=reply.text, reply=reply, decision=decision, state_confidence=confidence)
+            session.ingest(
+                ChatMessage(
+                    role="system",
+                    content=f"{SNIPPET_HEADER}\n{notes}",
+                    metadata={"kind": "retrieved", "retrieved_ids": decision.retrieved_ids},
+                )
+            )
+        return decision, confidence
+
+    def _log(self, new: Sequence[ChatMessage], answer: ChatMessage, *, user_id: str, session_id: str, turn: int) -> None:
+        if self.textlog is None:
+            return
+        for message in [*new, answer]:
+            if message.role == "system":
+                continue
+            text = template_view(message)["content"]  # tool calls included
+            if text.strip():
+                logged = message.model_copy(update={"content": text})
+                self.textlog.add_message(logged, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
+
+    # -- memory management ----------------------------------------------------------------------------
+    def ingest(self, messages: Sequence[MessageLike] | str, *, session_id: str, user_id: str = "default") -> int:
+        """Write messages into the state and the log without answering; returns tokens written."""
+        new = [ChatMessage(role="user", content=messages)] if isinstance(messages, str) else [as_message(m) for m in messages]
+        with self.runtime.store.lock(SessionKey(user_id=user_id, session_id=session_id)):
+            session = self.runtime.session(session_id, user_id=user_id)
+            turn = sum(m.role == "user" for m in session.messages)
+            try:
+                stats = session.ingest(new)
+                if self.textlog is not None:
+                    for message in new:
+                        if message.role != "system" and message.content.strip():
+                            self.textlog.add_message(message, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
+                self.runtime.save(session)
+            except BaseException:
+                self.runtime.close(session_id, user_id=user_id)
+                raise
+        return stats.tokens_written
 
     def ingest_document(self, text: str, *, session_id: str, source: str, user_id: str = "default") -> list[str]:
         """Write a document into the state (as a user message) and, chunked, into the log."""
-        session = self.runtime.session(session_id, user_id=user_id)
-        session.ingest(ChatMessage(role="user", content=text, metadata={"source": source, "kind": "document"}))
-        ids = self.textlog.add_document(text, user_id=user_id, session_id=session_id, source=source)
-        self.runtime.save(session)
+        with self.runtime.store.lock(SessionKey(user_id=user_id, session_id=session_id)):
+            session = self.runtime.session(session_id, user_id=user_id)
+            try:
+                session.ingest(ChatMessage(role="user", content=text, metadata={"source": source, "kind": "document"}))
+                ids = self.textlog.add_document(text, user_id=user_id, session_id=session_id, source=source) if self.textlog else []
+                self.runtime.save(session)
+            except BaseException:
+                self.runtime.close(session_id, user_id=user_id)
+                raise
         return ids
+
+    def search(self, query: str, *, user_id: str = "default", session_id: str | None = None, k: int = 4) -> list[LogHit]:
+        """The log entries closest to ``query`` (a user's whole log when ``session_id`` is None)."""
+        if self.textlog is None:
+            raise TextLogError("this HybridMemory has no text log (textlog=None): nothing to search")
+        return self.textlog.search(query, user_id=user_id, session_id=session_id, k=k)
 
     def forget(
         self, *, session_id: str, user_id: str = "default", ids: list[str] | None = None, progress: bool = True
@@ -91,9 +301,11 @@ class HybridMemory:
         whole session. The OSAM state cannot unlearn, so the session's state is rebuilt by
         replaying the remaining messages into a fresh state (a progress bar shows it)."""
         if ids is None:
-            removed = self.textlog.delete_session(user_id=user_id, session_id=session_id)
+            removed = self.textlog.delete_session(user_id=user_id, session_id=session_id) if self.textlog else 0
             self.runtime.delete(session_id, user_id=user_id)
             return ForgetReport(log_entries_removed=removed, messages_removed=None, state_rebuilt=False)
+        if self.textlog is None:
+            raise TextLogError("forgetting by log entry id needs a text log; this HybridMemory has none")
         hits = self.textlog.get(ids)
         unknown = sorted(set(ids) - {hit.id for hit in hits})
         if unknown:
@@ -105,7 +317,8 @@ class HybridMemory:
 
         def forgotten(message: ChatMessage) -> bool:
             role = DOCUMENT_ROLE if message.metadata.get("kind") == "document" else message.role
-            return content_hash(user_id, session_id, role, message.content) in hashes
+            text = template_view(message)["content"]
+            return content_hash(user_id, session_id, role, text) in hashes
 
         before = len(self.runtime.store.require(SessionKey(user_id=user_id, session_id=session_id)).messages)
         meta = self.runtime.rebuild(session_id, user_id=user_id, keep=lambda m: not forgotten(m), progress=progress)
@@ -113,9 +326,12 @@ class HybridMemory:
         return ForgetReport(log_entries_removed=removed, messages_removed=before - meta.message_count, state_rebuilt=True)
 
 
-class ForgetReport(BaseModel):
-    """What `HybridMemory.forget` did; ``state_rebuilt`` says the state was written anew."""
-
-    log_entries_removed: int
-    messages_removed: int | None
-    state_rebuilt: bool
+__all__ = [
+    "ForgetReport",
+    "HybridChunk",
+    "HybridConfig",
+    "HybridMemory",
+    "HybridReply",
+    "SNIPPET_HEADER",
+    "Usage",
+]

@@ -36,6 +36,7 @@ from deltamem_agents.session.session import (
     SessionError,
     TurnStats,
 )
+from deltamem_agents.session.tools import ToolCall, ToolSpec, ToolSpecError, parse_tool_calls, render_tools_prompt
 
 __all__ = [
     # conversations (chat.py, session.py, runtime.py)
@@ -47,9 +48,14 @@ __all__ = [
     "Reply",
     "SessionConfig",
     "SessionError",
+    "ToolCall",
+    "ToolSpec",
+    "ToolSpecError",
     "TurnStats",
     "UntrainedMemoryWarning",
     "find_shipped_adapter",
+    "parse_tool_calls",
+    "render_tools_prompt",
     # persistence (records.py, store.py)
     "SESSION_SCHEMA_VERSION",
     "ChatMessage",

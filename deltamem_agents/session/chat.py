@@ -10,7 +10,7 @@ as in the reference implementation.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,11 +41,25 @@ class Encoded:
     ids: list[int] = field(default_factory=list)
     segment_ids: list[int] = field(default_factory=list)
     text: str = ""
+    #: per token: may it write into the state (False for notes that are context only)
+    writes: list[bool] = field(default_factory=list)
 
     def extend(self, other: Encoded) -> None:
         self.ids += other.ids
         self.segment_ids += other.segment_ids
         self.text += other.text
+        self.writes += other.writes or [True] * len(other.ids)
+
+    def runs(self) -> list[tuple[int, int, bool]]:
+        """``(start, end, writes)`` of the maximal runs of tokens with the same write flag."""
+        flags = self.writes or [True] * len(self.ids)
+        out: list[tuple[int, int, bool]] = []
+        start = 0
+        for i in range(1, len(flags) + 1):
+            if i == len(flags) or flags[i] != flags[start]:
+                out.append((start, i, flags[start]))
+                start = i
+        return out
 
 
 class ChatEncoder:
@@ -79,12 +93,15 @@ class ChatEncoder:
         next_segment: int,
         add_generation_prompt: bool = False,
         tools: list[dict] | None = None,
+        unwritten: Collection[int] = (),
     ) -> tuple[Encoded, int]:
         """Encode ``messages[start:]`` given that ``rendered`` (the rendering of
         ``messages[:start]``, possibly followed by text already fed) is in the context.
 
-        Returns the tokens to feed and the next free segment id. Raises `ChatTemplateError`
-        when the template does not extend ``rendered`` (then the caller rebuilds its context).
+        Messages whose index is in ``unwritten`` are context only: their tokens get no segment
+        and ``writes`` False. Returns the tokens to feed and the next free segment id. Raises
+        `ChatTemplateError` when the template does not extend ``rendered`` (then the caller
+        rebuilds its context).
         """
         out = Encoded()
         previous = rendered
@@ -92,7 +109,10 @@ class ChatEncoder:
             current = self.render(messages[: index + 1], tools=tools)
             delta = self._delta(previous, current)
             message = messages[index]
-            if message.get("role") == "system":
+            if index in unwritten:
+                piece = self._encode(delta, NOT_WRITTEN)
+                piece.writes = [False] * len(piece.ids)
+            elif message.get("role") == "system":
                 piece = self._encode(delta, NOT_WRITTEN)
             elif self.granularity == "sentence":
                 piece, next_segment = self._encode_sentences(delta, str(message.get("content") or ""), next_segment)

@@ -128,7 +128,8 @@ class DeltaMemRuntime:
     def session(self, session_id: str, *, user_id: str = "default", config: SessionConfig | None = None) -> MemorySession:
         """Open (or create) a session; an already open one is returned with its KV cache."""
         key = SessionKey(user_id=user_id, session_id=session_id)
-        with self.lock:
+        # Locks are always taken in this order (session store, then model): see `rebuild`.
+        with self.store.lock(key), self.lock:
             if key in self._open:
                 session, record = self._open[key]
                 latest = self.store.head(key)
@@ -146,11 +147,13 @@ class DeltaMemRuntime:
     def save(self, session: MemorySession) -> SessionMetadata:
         """Commit what the session did since it was opened or last saved (atomically)."""
         with self.lock:
-            for key, (open_session, record) in self._open.items():
-                if open_session is session:
-                    break
-            else:
-                raise ValueError("this session was not opened by this runtime")
+            key = next((k for k, (open_session, _) in self._open.items() if open_session is session), None)
+        if key is None:
+            raise ValueError("this session was not opened by this runtime")
+        with self.store.lock(key), self.lock:
+            if key not in self._open or self._open[key][0] is not session:
+                raise ValueError(f"session {key} was closed or reopened before it was saved")
+            record = self._open[key][1]
             committed = len(record.messages)
             new_messages = session.messages[committed:]
             record = self.store.commit(
@@ -173,7 +176,8 @@ class DeltaMemRuntime:
 
         This is how memory forgets: an OSAM state cannot unlearn, so it is written anew."""
         key = SessionKey(user_id=user_id, session_id=session_id)
-        with self.lock, self.store.lock(key):
+        # Store lock first, then the model lock: the order every turn takes them (HybridMemory).
+        with self.store.lock(key), self.lock:
             record = self.store.require(key, expect=self.fingerprint)
             kept = [m for m in record.messages if keep(m)]
             fresh = MemorySession(self.model, self.tokenizer, self.handle, config=self.session_config, lock=self.lock)

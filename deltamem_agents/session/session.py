@@ -11,6 +11,7 @@ installs the session's state into the model's handle and takes it back afterward
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,10 +23,27 @@ from transformers import DynamicCache
 
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
+from deltamem_agents.model.compat import cache_kwargs, output_cache
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError, Encoded
 from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.session.tools import (
+    TOOL_CALL_OPEN,
+    ToolCall,
+    ToolSpec,
+    as_tool_spec,
+    format_tool_calls,
+    parse_tool_calls,
+    render_tools_prompt,
+    tool_call_prefix_length,
+)
 
 MessageLike = ChatMessage | dict[str, Any]
+ToolLike = ToolSpec | dict[str, Any]
+
+#: ``ChatMessage.metadata["kind"]`` of the system notes a session adds for one turn (tool
+#: descriptions, retrieved snippets): context only, never written into the state, and not part
+#: of the conversation a client sends back.
+NOTE_KINDS = frozenset({"tools", "retrieved"})
 
 
 class GenerationOptions(BaseModel):
@@ -68,9 +86,14 @@ class TurnStats(BaseModel):
 
 
 class Reply(BaseModel):
+    """A generated answer. With tools, ``text`` is the answer without its tool-call blocks
+    (``raw_text`` keeps everything the model wrote) and ``tool_calls`` the parsed calls."""
+
     text: str
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     stats: TurnStats
+    raw_text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class SessionError(ValueError):
@@ -86,13 +109,36 @@ def as_message(message: MessageLike) -> ChatMessage:
 
 
 def template_view(message: ChatMessage) -> dict[str, Any]:
-    """What the chat template sees of a message."""
-    view: dict[str, Any] = {"role": message.role, "content": message.content}
-    for key in ("name", "tool_call_id", "tool_calls"):
+    """What the chat template sees of a message. Tool calls are written into the content in
+    the format the model is asked to use (see `tools`), whatever the template knows of tools."""
+    content = message.content
+    if message.tool_calls and TOOL_CALL_OPEN not in content:
+        calls = format_tool_calls(message.tool_calls)
+        content = f"{content}\n{calls}" if content.strip() else calls
+    view: dict[str, Any] = {"role": message.role, "content": content}
+    for key in ("name", "tool_call_id"):
         value = getattr(message, key, None)
         if value:
             view[key] = value
     return view
+
+
+def is_note(message: ChatMessage) -> bool:
+    """A system note added for one turn (tools, retrieved snippets), not said by anyone."""
+    return message.role == "system" and message.metadata.get("kind") in NOTE_KINDS
+
+
+def conversation_key(message: ChatMessage) -> tuple[Any, ...]:
+    """What makes two messages "the same message" when a client sends the conversation back:
+    role, visible text, tool calls and the call a tool result answers (not timestamps or
+    metadata, and not the tool-call markup the model wrote)."""
+    content = message.content
+    calls = [(c["function"]["name"], c["function"].get("arguments")) for c in message.tool_calls or []]
+    if message.role == "assistant" and TOOL_CALL_OPEN in content:
+        content, parsed = parse_tool_calls(content)
+        calls = calls or [(c.name, c.arguments) for c in parsed]
+    normalised = [(name, json.loads(args) if isinstance(args, str) and args.strip() else args or {}) for name, args in calls]
+    return (message.role, " ".join(content.split()), json.dumps(normalised, sort_keys=True), message.tool_call_id)
 
 
 class MemorySession:
@@ -128,6 +174,7 @@ class MemorySession:
         self._cache: DynamicCache | None = None
         self.tokens_written = 0
         self.last_stats: TurnStats | None = None
+        self.last_reply: Reply | None = None
         if not self.messages and self.config.system_prompt:
             self.messages.append(ChatMessage(role="system", content=self.config.system_prompt))
 
@@ -153,21 +200,48 @@ class MemorySession:
                 raise
         return stats
 
-    def reply(self, user_text: str | MessageLike | None = None, *, write: bool = True, **options: Any) -> Reply:
-        """Answer the conversation (after adding ``user_text`` as a user message, if given)."""
-        pieces = list(self.stream(user_text, write=write, **options))
-        assert self.last_stats is not None
-        return Reply(text="".join(pieces), finish_reason=self._finish_reason, stats=self.last_stats)
+    def reply(
+        self,
+        user_text: str | MessageLike | None = None,
+        *,
+        write: bool = True,
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        **options: Any,
+    ) -> Reply:
+        """Answer the conversation (after adding ``user_text`` as a user message, if given).
 
-    def stream(self, user_text: str | MessageLike | None = None, *, write: bool = True, **options: Any) -> Iterator[str]:
-        """Like `reply`, yielding the text as it is decoded. ``write=False`` is a probe: the
-        state, the context and the message list are as before once the stream ends."""
+        ``tools`` (`ToolSpec`s or OpenAI tool dicts) are described to the model in a system note
+        (not written into the state); calls in its answer come back parsed in ``Reply.tool_calls``
+        and are kept on the assistant message. ``tool_choice``: ``"any"`` or a tool name."""
+        pieces = list(self.stream(user_text, write=write, tools=tools, tool_choice=tool_choice, **options))
+        assert self.last_reply is not None
+        return self.last_reply
+
+    def stream(
+        self,
+        user_text: str | MessageLike | None = None,
+        *,
+        write: bool = True,
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        **options: Any,
+    ) -> Iterator[str]:
+        """Like `reply`, yielding the text as it is decoded (tool-call markup is held back);
+        `last_reply` holds the whole `Reply` once the stream ends. ``write=False`` is a probe:
+        the state, the context and the message list are as before once the stream ends."""
         gen = self.config.generation.model_copy(update=options) if options else self.config.generation
         if options:
             gen = GenerationOptions.model_validate(gen.model_dump())
         new = self._coerce(user_text) if user_text is not None else []
         if not new and (not self.messages or self.messages[-1].role == "assistant"):
             raise SessionError("nothing to answer: give a user message")
+        specs = [as_tool_spec(t) for t in tools or ()]
+        if specs:
+            new = [*self._tools_note(specs, tool_choice), *new]
+        elif tool_choice is not None:
+            raise SessionError("tool_choice given without tools")
+        self.last_reply = None
         with self._turn(write) as stats:
             snapshot = self._snapshot() if not write else None
             start = len(self.messages)
@@ -175,19 +249,62 @@ class MemorySession:
             try:
                 logits = self._feed_messages(stats, write=write, generation_prompt=True)
                 pieces: list[str] = []
+                shown = 0
                 for piece in self._decode(logits, gen, stats, write=write):
                     pieces.append(piece)
-                    yield piece
-                text = "".join(pieces)
-                self.messages.append(ChatMessage(role="assistant", content=text))
+                    if not specs:
+                        yield piece
+                        continue
+                    text = "".join(pieces)
+                    visible = len(text) - tool_call_prefix_length(text)
+                    if visible > shown:
+                        yield text[shown:visible]
+                        shown = visible
+                raw = "".join(pieces)
+                content, calls = parse_tool_calls(raw, known=[s.name for s in specs]) if specs else (raw, [])
+                if specs and not calls and len(content) > shown:
+                    yield content[shown:]  # held back as a possible call, but it was not one
+                self.messages.append(
+                    ChatMessage(role="assistant", content=raw, tool_calls=[c.to_openai() for c in calls] or None)
+                )
                 self._written = len(self.messages)
                 self._next_segment += 1
+                finish = "tool_calls" if calls else self._finish_reason
+                self.last_reply = Reply(text=content, raw_text=raw, finish_reason=finish, stats=stats, tool_calls=calls)
             except BaseException:
                 del self.messages[start:]
                 raise
             finally:
                 if snapshot is not None:
                     self._restore(snapshot)
+
+    def new_messages(self, conversation: Sequence[MessageLike]) -> list[ChatMessage]:
+        """The part of ``conversation`` this session has not seen yet.
+
+        Clients either send only the new messages or the whole conversation each time (as
+        stateless chat apps and LangChain do). The longest prefix of ``conversation`` that
+        repeats the end of this session's conversation (notes aside) is dropped; the rest is
+        new. A client that sends the whole history again after a restart thus adds nothing twice.
+        """
+        incoming = [as_message(m) for m in conversation]
+        said = [conversation_key(m) for m in self.messages if not is_note(m)]
+        keys = [conversation_key(m) for m in incoming]
+        for overlap in range(min(len(said), len(keys)), 0, -1):
+            if said[len(said) - overlap :] == keys[:overlap]:
+                return incoming[overlap:]
+        return incoming
+
+    def _tools_note(self, specs: Sequence[ToolSpec], tool_choice: str | None) -> list[ChatMessage]:
+        """The tools note for this turn, unless the same one was given since the last user message."""
+        prompt = render_tools_prompt(specs, required=tool_choice)
+        after_user = False
+        for message in reversed(self.messages):
+            if message.metadata.get("kind") == "tools" and message.content == prompt:
+                return []
+            if after_user and not is_note(message):
+                break
+            after_user = after_user or message.role == "user"
+        return [ChatMessage(role="system", content=prompt, metadata={"kind": "tools"})]
 
     def state_confidence(self, text: str) -> float | None:
         """How much of the δ-mem state the question's memory keys read out (0: nothing
@@ -263,14 +380,17 @@ class MemorySession:
         if self._rendered is None:
             self._resync(views[:start], stats)
         assert self._rendered is not None
+        unwritten = {i for i in range(start, len(self.messages)) if is_note(self.messages[i])}
         try:
             encoded, next_segment = self.encoder.encode_delta(
-                self._rendered, views, start, next_segment=self._next_segment, add_generation_prompt=generation_prompt
+                self._rendered, views, start, next_segment=self._next_segment,
+                add_generation_prompt=generation_prompt, unwritten=unwritten,
             )
         except ChatTemplateError:
             self._resync(views[:start], stats)
             encoded, next_segment = self.encoder.encode_delta(
-                self._rendered, views, start, next_segment=self._next_segment, add_generation_prompt=generation_prompt
+                self._rendered, views, start, next_segment=self._next_segment,
+                add_generation_prompt=generation_prompt, unwritten=unwritten,
             )
         if not encoded.ids:
             raise SessionError("the chat template rendered these messages as no tokens")
@@ -298,18 +418,19 @@ class MemorySession:
         ids, segments = encoded.ids, encoded.segment_ids
         started = time.perf_counter()
         logits = None
-        position = 0
-        while position < len(ids):
-            if len(self._window) >= self.config.context_window:
-                self._shrink_window(stats)
-            room = self.config.context_window - len(self._window)
-            n = min(room, self.config.prefill_chunk, len(ids) - position)
-            chunk = ids[position : position + n]
-            segment_chunk = segments[position : position + n]
-            logits = self._forward_window(chunk, segment_chunk, stats)
-            if write:
-                stats.tokens_written += n
-            position += n
+        for run_start, run_end, run_writes in encoded.runs():
+            writes = write and run_writes
+            position = run_start
+            with self.handle.writing(writes):
+                while position < run_end:
+                    if len(self._window) >= self.config.context_window:
+                        self._shrink_window(stats)
+                    room = self.config.context_window - len(self._window)
+                    n = min(room, self.config.prefill_chunk, run_end - position)
+                    logits = self._forward_window(ids[position : position + n], segments[position : position + n], stats)
+                    if writes:
+                        stats.tokens_written += n
+                    position += n
         stats.prefill_tokens += len(ids)
         stats.prefill_ms += (time.perf_counter() - started) * 1e3
         assert logits is not None
@@ -331,8 +452,8 @@ class MemorySession:
         if segments is not None and self.handle.config.write_strategy == "ssw":
             segment_ids = torch.tensor([segments], device=self.device)
         with self.handle.segments(segment_ids):
-            out = self.model(input_ids=input_ids, past_key_values=self._cache, use_cache=True)
-        self._cache = out.past_key_values
+            out = self.model(input_ids=input_ids, use_cache=True, **cache_kwargs(self.model, self._cache))
+        self._cache = output_cache(out)
         self._window.extend(ids)
         return out.logits[:, -1, :].float()
 

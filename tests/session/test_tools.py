@@ -1,0 +1,172 @@
+"""Tool calling: the prompt, parsing the model's calls, and sessions that use them."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from deltamem_agents import DeltaMemConfig
+from deltamem_agents.session import DeltaMemRuntime, SessionConfig, SessionKey, UntrainedMemoryWarning
+from deltamem_agents.session import session as session_module
+from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.session.tools import (
+    ToolCall,
+    ToolSpec,
+    ToolSpecError,
+    as_tool_spec,
+    format_tool_calls,
+    parse_tool_calls,
+    render_tools_prompt,
+    tool_call_prefix_length,
+)
+from tests.tiny_models import randomize_memory, tiny_model
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+# -- the format ------------------------------------------------------------------------------------
+def test_openai_tools_become_specs_and_the_prompt_shows_them():
+    spec = as_tool_spec(WEATHER)
+    assert spec == ToolSpec(name="get_weather", description="Weather in a city", parameters=WEATHER["function"]["parameters"])
+    assert as_tool_spec(WEATHER["function"]) == spec
+    prompt = render_tools_prompt([spec], required="get_weather")
+    assert '"name": "get_weather"' in prompt and "<tool_call>" in prompt and "must call the tool 'get_weather'" in prompt
+    assert "at least one tool" in render_tools_prompt([spec], required="any")
+
+
+@pytest.mark.parametrize(
+    ("tools", "match"),
+    [([], "no tools"), ([WEATHER, WEATHER], "unique"), ([{"function": {"name": "bad name!"}}], "invalid tool"), (["x"], "OpenAI-style")],
+)
+def test_bad_tools_are_refused_with_the_reason(tools, match):
+    with pytest.raises(ToolSpecError, match=match):
+        render_tools_prompt(tools)
+
+
+def test_tool_choice_must_name_a_given_tool():
+    with pytest.raises(ToolSpecError, match="not among the tools"):
+        render_tools_prompt([WEATHER], required="search")
+
+
+def test_calls_round_trip_through_the_text_format():
+    calls = [ToolCall(name="get_weather", arguments={"city": "Lisbon"}), ToolCall(name="add", arguments={"a": 1, "b": 2})]
+    text, parsed = parse_tool_calls("Let me check.\n" + format_tool_calls(calls))
+    assert text == "Let me check."
+    assert [(c.name, c.arguments) for c in parsed] == [("get_weather", {"city": "Lisbon"}), ("add", {"a": 1, "b": 2})]
+    assert len({c.id for c in parsed}) == 2
+    openai = calls[0].to_openai()
+    assert json.loads(openai["function"]["arguments"]) == {"city": "Lisbon"}
+    assert ToolCall.from_openai(openai) == calls[0]
+
+
+def test_parsing_is_lenient_on_form_and_strict_on_content():
+    # a fenced body, string arguments, a missing closing tag at the very end
+    _, calls = parse_tool_calls('<tool_call>```json\n{"name": "f", "arguments": "{\\"x\\": 1}"}\n```</tool_call>')
+    assert [(c.name, c.arguments) for c in calls] == [("f", {"x": 1})]
+    _, calls = parse_tool_calls('<tool_call>{"name": "f", "arguments": {}}')
+    assert [c.name for c in calls] == ["f"]
+    # not JSON, no name, an unknown tool: the text stays as written
+    for text in ("<tool_call>call f please</tool_call>", '<tool_call>{"arguments": {}}</tool_call>'):
+        assert parse_tool_calls(text) == (text, [])
+    unknown = '<tool_call>{"name": "rm", "arguments": {}}</tool_call>'
+    assert parse_tool_calls(unknown, known=["f"]) == (unknown, [])
+
+
+def test_markup_that_may_start_a_call_is_held_back():
+    assert tool_call_prefix_length("Sure <tool") == len("<tool")
+    assert tool_call_prefix_length('Sure <tool_call>{"na') == len('<tool_call>{"na')
+    assert tool_call_prefix_length("Sure.") == 0
+
+
+# -- in a session ----------------------------------------------------------------------------------
+@pytest.fixture
+def runtime(chat_tokenizer, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedMemoryWarning)
+        runtime = DeltaMemRuntime(
+            "tiny-llama", model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
+            tokenizer=chat_tokenizer, adapter=None, config=DeltaMemConfig(), store=tmp_path / "store",
+            session_config=SessionConfig(context_window=1024),
+        )
+    randomize_memory(runtime.handle, seed=3)
+    return runtime
+
+
+@pytest.fixture
+def scripted(monkeypatch, chat_tokenizer):
+    """Make the model "say" a given text: sampling returns its tokens, then end of turn. The
+    tokens are still fed through the model, so the KV cache and the state are real."""
+
+    def script(text: str) -> None:
+        tokens = [*chat_tokenizer(text, add_special_tokens=False)["input_ids"], chat_tokenizer.convert_tokens_to_ids("<|im_end|>")]
+        monkeypatch.setattr(session_module, "_sample", lambda logits, gen, generator: tokens.pop(0))
+
+    return script
+
+
+def test_a_reply_with_a_call_is_parsed_and_kept_on_the_message(runtime, scripted):
+    session = runtime.session("tools")
+    scripted('Checking. <tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>')
+    pieces = list(session.stream("Weather in Oslo?", tools=[WEATHER]))
+    reply = session.last_reply
+    assert "<tool" not in "".join(pieces) and "".join(pieces).strip() == "Checking."
+    assert reply.text == "Checking." and reply.finish_reason == "tool_calls"
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("get_weather", {"city": "Oslo"})]
+    note, question, answer = session.messages[-3:]
+    assert note.role == "system" and note.metadata == {"kind": "tools"} and "get_weather" in note.content
+    assert question.content == "Weather in Oslo?"
+    assert answer.tool_calls == [reply.tool_calls[0].to_openai()] and "<tool_call>" in answer.content
+
+    # the result goes back as a tool message; the note is not repeated within the turn
+    scripted("It is sunny in Oslo.")
+    result = ChatMessage(role="tool", content='{"sky": "sunny"}', tool_call_id=reply.tool_calls[0].id)
+    final = session.reply(result, tools=[WEATHER])
+    assert final.text == "It is sunny in Oslo." and final.finish_reason == "stop" and not final.tool_calls
+    assert sum(m.metadata.get("kind") == "tools" for m in session.messages) == 1
+    runtime.save(session)
+    reloaded = runtime.store.load(SessionKey(session_id="tools"))
+    assert reloaded.messages[-2].tool_call_id == reply.tool_calls[0].id
+
+
+def test_text_that_only_looks_like_a_call_is_streamed_in_full(runtime, scripted):
+    session = runtime.session("almost")
+    scripted("I would use <tool_call>but not now")
+    pieces = list(session.stream("Hi", tools=[WEATHER]))
+    assert "".join(pieces) == "I would use <tool_call>but not now" == session.last_reply.text
+    assert session.last_reply.tool_calls == []
+
+
+def test_notes_are_context_only_and_never_written(runtime):
+    session = runtime.session("notes")
+    session.ingest("Remember the number 42.")
+    before = session.state.clone()
+    stats = session.ingest(ChatMessage(role="system", content=render_tools_prompt([WEATHER]), metadata={"kind": "tools"}))
+    assert stats.tokens_written == 0 and stats.prefill_tokens > 0
+    assert session.state.equal(before)
+
+
+def test_new_messages_drop_what_the_session_already_has(runtime, scripted):
+    session = runtime.session("sync")
+    scripted('<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>')
+    reply = session.reply("Weather in Rome?", tools=[WEATHER])
+    # a client sends the conversation back the way frameworks store it: the call without markup
+    history = [
+        {"role": "user", "content": "Weather in Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [reply.tool_calls[0].to_openai()]},
+    ]
+    result = {"role": "tool", "content": "rain", "tool_call_id": reply.tool_calls[0].id}
+    assert [m.content for m in session.new_messages([*history, result])] == ["rain"]
+    assert [m.content for m in session.new_messages([result])] == ["rain"]  # only the new one
+    assert session.new_messages(history) == []
+    # a different conversation is new as a whole
+    other = [{"role": "user", "content": "Weather in Paris?"}]
+    assert [m.content for m in session.new_messages(other)] == ["Weather in Paris?"]
