@@ -38,6 +38,8 @@ class UntrainedMemoryWarning(UserWarning):
 
 
 _warned_untrained: set[str] = set()
+_SHARED: dict[tuple[str | None, ...], DeltaMemRuntime] = {}
+_SHARED_GUARD = threading.Lock()
 
 
 def find_shipped_adapter(backbone_name: str) -> Path | None:
@@ -103,6 +105,29 @@ class DeltaMemRuntime:
             config=_sha(self.handle.config.model_dump_json(exclude={"target_layers"})),
         )
         self._open: dict[SessionKey, tuple[MemorySession, Any]] = {}
+
+    @classmethod
+    def shared(
+        cls,
+        backbone: str | None = None,
+        *,
+        adapter: str | Path | Literal["auto"] | None = "auto",
+        store: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> DeltaMemRuntime:
+        """One runtime per (backbone, adapter, store, device, dtype) in this process.
+
+        Integrations create many model objects (a LangChain chat model per chain, a LlamaIndex
+        LLM per agent); they must not each load the backbone and attach δ-mem again."""
+        root = str(Path(store).expanduser().resolve()) if store is not None else None
+        key = (backbone, str(adapter) if adapter is not None else None, root, device, dtype)
+        with _SHARED_GUARD:
+            runtime = _SHARED.get(key)
+            if runtime is None:
+                runtime = cls(backbone, adapter=adapter, store=root, device=device, dtype=dtype)
+                _SHARED[key] = runtime
+            return runtime
 
     def _attach(self, config: DeltaMemConfig | None) -> DeltaMemHandle:
         from deltamem_agents.model.adapters import load_adapter

@@ -31,3 +31,19 @@ def test_a_real_conversation_persists_and_resumes(smollm2, tmp_path):
         assert runtime.save(resumed).turn_count == 2
     finally:
         runtime.handle.detach()
+
+
+def test_shared_runtimes_are_loaded_once_per_configuration(tmp_path):
+    from deltamem_agents.session import runtime as runtime_module
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedMemoryWarning)
+        first = DeltaMemRuntime.shared(store=tmp_path / "a", device="cpu", dtype="float32")
+        again = DeltaMemRuntime.shared(store=str(tmp_path / "a"), device="cpu", dtype="float32")
+        other = DeltaMemRuntime.shared(store=tmp_path / "b", device="cpu", dtype="float32")
+    try:
+        assert first is again and other is not first
+        assert first.model is not other.model  # δ-mem attaches once per model object
+    finally:
+        for key in [k for k, v in runtime_module._SHARED.items() if v in (first, other)]:
+            runtime_module._SHARED.pop(key).handle.detach()
