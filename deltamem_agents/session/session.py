@@ -56,6 +56,9 @@ class GenerationOptions(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: decode exactly ``max_new_tokens`` tokens, past end-of-turn tokens (stop strings still
+    #: apply): equal work per turn, for benchmarks
+    ignore_eos: bool = False
 
 
 class SessionConfig(BaseModel):
@@ -471,7 +474,7 @@ class MemorySession:
         return ids
 
     def _decode(self, logits: torch.Tensor, gen: GenerationOptions, stats: TurnStats, *, write: bool) -> Iterator[str]:
-        stop_ids = self._stop_ids()
+        stop_ids = set() if gen.ignore_eos else self._stop_ids()
         generator = None
         if gen.temperature > 0:
             generator = torch.Generator(device=logits.device)
