@@ -14,6 +14,7 @@ from deltamem_agents.cli.adapter import adapter_app
 from deltamem_agents.cli.bench import bench_app
 from deltamem_agents.cli.demo import demo
 from deltamem_agents.cli.inspect import inspect_session
+from deltamem_agents.cli.memory import forget, router_app
 from deltamem_agents.cli.sessions import ask, chat, ingest, sessions_app
 
 app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
@@ -24,6 +25,8 @@ app.command("ingest")(ingest)
 app.command("ask")(ask)
 app.add_typer(sessions_app, name="sessions")
 app.command("inspect")(inspect_session)
+app.add_typer(router_app, name="router")
+app.command("forget")(forget)
 app.command("demo")(demo)
 
 

@@ -35,6 +35,8 @@ def user_errors(func: F) -> F:
 
         from deltamem_agents.backbone import BackboneNotFoundError
         from deltamem_agents.core.state import StateFileError
+        from deltamem_agents.memory.router import RouterError
+        from deltamem_agents.memory.textlog import TextLogError
         from deltamem_agents.model.adapters import AdapterError
         from deltamem_agents.session.records import InvalidSessionIdError
         from deltamem_agents.session.session import SessionError
@@ -44,7 +46,7 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (
             AdapterError, BackboneNotFoundError, StateFileError, ValidationError, FileNotFoundError,
-            InvalidSessionIdError, SessionError, SessionStoreError,
+            InvalidSessionIdError, SessionError, SessionStoreError, TextLogError, RouterError,
         ) as exc:
             raise fail(" ".join(line.strip() for line in str(exc).strip().splitlines())) from None
 

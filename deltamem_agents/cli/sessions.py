@@ -50,6 +50,16 @@ SystemOpt = Annotated[
     str | None, typer.Option("--system-prompt", help="system message put first in a NEW session (ignored when resuming)")
 ]
 MaxTokensOpt = Annotated[int | None, typer.Option("--max-new-tokens", min=1, help="reply length limit (default 256)")]
+HybridOpt = Annotated[
+    bool, typer.Option("--hybrid/--state-only", help="--hybrid: also log turns in the text log and let the router retrieve from it")
+]
+TextLogOpt = Annotated[
+    Path | None, typer.Option("--textlog", help="text log folder (default: $DELTAMEM_HOME/textlog or ~/.local/share/deltamem/textlog)")
+]
+RouterOpt = Annotated[
+    str | None,
+    typer.Option("--router", help="policies, e.g. 'cues+retrieval=0.5+state', or a calibration JSON file (default: cues+retrieval+state)"),
+]
 
 LOCK_TIMEOUT_S = 120.0  # how long a command waits for another process's turn on the same session
 
@@ -188,7 +198,7 @@ def _echo(piece: str) -> None:
 
 
 # -- chat ---------------------------------------------------------------------------------------
-CHAT_HELP = "/exit (or Ctrl-D) ends · /stats shows the last turn's stats · /probe TEXT asks without writing"
+CHAT_HELP = "/exit (or Ctrl-D) ends · /stats shows the last turn's stats · /probe TEXT asks without writing · /why explains the last route (--hybrid)"
 
 
 @user_errors
@@ -203,6 +213,9 @@ def chat(
     context_window: ContextOpt = None,
     system_prompt: SystemOpt = None,
     max_new_tokens: MaxTokensOpt = None,
+    hybrid: HybridOpt = False,
+    textlog: TextLogOpt = None,
+    router: RouterOpt = None,
 ) -> None:
     """Chat with a session (created if new); every turn is saved, so the next run resumes it."""
     key = session_key(session, user)
@@ -210,6 +223,12 @@ def chat(
         home=home, backbone=backbone, adapter=adapter, device=device, dtype=dtype, context_window=context_window,
         system_prompt=system_prompt,
     )
+    memory = None
+    if hybrid:
+        from deltamem_agents.cli.memory import build_hybrid
+
+        memory = build_hybrid(runtime, textlog=textlog, router=router)
+    last_decision = None
     store = runtime.store
     existed = store.exists(key)
     with store.lock(key):
@@ -236,6 +255,10 @@ def chat(
         if text == "/help":
             console.print(CHAT_HELP, style="dim", markup=False, highlight=False)
             continue
+        if text == "/why":
+            why = last_decision.explain() if last_decision else "no routed turn yet (routing needs --hybrid)"
+            console.print(why, style="dim", markup=False, highlight=False)
+            continue
         probe = text.startswith("/probe")
         if probe:
             text = text.removeprefix("/probe").strip()
@@ -247,6 +270,13 @@ def chat(
             continue
         console.print("[bold green]δ>[/] " if not probe else "[bold yellow]probe>[/] ", end="")
         try:
+            if memory is not None and not probe:
+                for chunk in memory.stream_chat(text, session_id=key.session_id, user_id=key.user_id, **generation):
+                    _echo(chunk.text)
+                    if chunk.reply is not None:
+                        last_stats, last_decision = chunk.reply.stats, chunk.reply.decision
+                console.print()
+                continue
             with store.lock(key):
                 current = runtime.session(key.session_id, user_id=key.user_id)
                 for piece in current.stream(text, write=not probe, **generation):
@@ -492,12 +522,17 @@ def ask(
     dtype: DtypeOpt = None,
     context_window: ContextOpt = None,
     system_prompt: SystemOpt = None,
+    hybrid: HybridOpt = False,
+    textlog: TextLogOpt = None,
+    router: RouterOpt = None,
 ) -> None:
     """Ask a session one question; the turn is saved unless --no-write."""
     if question == "-":
         question = sys.stdin.read()
     if not question.strip():
         raise fail("the question is empty")
+    if hybrid and not write:
+        raise fail("--hybrid logs the turn in the text log, so it cannot be a probe: drop --no-write or --hybrid")
     key = session_key(session, user)
     store = open_store(home)
     if not create:
@@ -515,12 +550,26 @@ def ask(
         loaded_digest = state_digest(current.state)
         messages_before = len(current.messages)
         pieces = []
-        for piece in current.stream(question, write=write, **_generation(max_new_tokens)):
-            pieces.append(piece)
-            if not as_json:
-                _echo(piece)
-        turn = current.last_stats
-        metadata = runtime.save(current) if write else None
+        decision = None
+        if hybrid:
+            from deltamem_agents.cli.memory import build_hybrid
+
+            memory = build_hybrid(runtime, textlog=textlog, router=router)
+            for chunk in memory.stream_chat(question, session_id=key.session_id, user_id=key.user_id, **_generation(max_new_tokens)):
+                if chunk.reply is not None:
+                    decision, turn = chunk.reply.decision, chunk.reply.stats
+                    current = runtime.session(key.session_id, user_id=key.user_id)
+                    metadata = store.head(key)
+                pieces.append(chunk.text)
+                if not as_json:
+                    _echo(chunk.text)
+        else:
+            for piece in current.stream(question, write=write, **_generation(max_new_tokens)):
+                pieces.append(piece)
+                if not as_json:
+                    _echo(piece)
+            turn = current.last_stats
+            metadata = runtime.save(current) if write else None
     assert turn is not None
     if as_json:
         typer.echo(json.dumps({
@@ -537,6 +586,7 @@ def ask(
             "state_digest_saved": state_digest(current.state) if write else None,
             "turn_count": metadata.turn_count if metadata else None,
             "message_count": metadata.message_count if metadata else None,
+            "route": None if decision is None else decision.model_dump(mode="json", exclude={"snippets"}),
             "notes": notes,
         }))
         return
@@ -544,6 +594,8 @@ def ask(
     if stats:
         saved = f"saved as turn {metadata.turn_count}" if metadata else "not saved (--no-write)"
         err_console.print(f"[{format_stats(turn)} · {saved}]", style="dim", markup=False, highlight=False)
+        if decision is not None:
+            err_console.print(f"[route {decision.route}: {decision.reason}]", style="dim", markup=False, highlight=False)
 
 
 # -- sessions list | show | delete ----------------------------------------------------------------

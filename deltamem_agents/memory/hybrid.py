@@ -229,11 +229,29 @@ class HybridMemory:
             ),
         )
 
-    def _route(self, session: Any, query: str, *, user_id: str, session_id: str) -> tuple[RouteDecision, float | None]:
+    def router_input(self, query: str, *, session_id: str, user_id: str = "default") -> RouterInput:
+        """What the router would see for ``query`` in a session now (log hits and state
+        confidence), without changing anything; e.g. to label turns for `calibrate`."""
+        if self.textlog is None:
+            raise TextLogError("routing needs a text log; this HybridMemory has none (textlog=None)")
+        with self.runtime.store.lock(SessionKey(user_id=user_id, session_id=session_id)):
+            session = self.runtime.session(session_id, user_id=user_id)
+            return self._router_input(session, query, user_id=user_id, session_id=session_id)
+
+    def explain(self, query: str, *, session_id: str, user_id: str = "default") -> RouteDecision:
+        """The decision the router would make for ``query`` now (nothing is written or logged)."""
+        return self.router.decide(self.router_input(query, session_id=session_id, user_id=user_id))
+
+    def _router_input(self, session: Any, query: str, *, user_id: str, session_id: str) -> RouterInput:
         assert self.textlog is not None
         hits = self.textlog.search(query, user_id=user_id, session_id=session_id, k=self.config.search_k)
         confidence = session.state_confidence(query) if self.config.measure_state_confidence else None
-        decision = self.router.route(RouterInput(query=query, hits=hits, state_confidence=confidence))
+        return RouterInput(query=query, hits=hits, state_confidence=confidence)
+
+    def _route(self, session: Any, query: str, *, user_id: str, session_id: str) -> tuple[RouteDecision, float | None]:
+        inp = self._router_input(session, query, user_id=user_id, session_id=session_id)
+        decision = self.router.route(inp)
+        confidence = inp.state_confidence
         if decision.snippets:
             notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
             session.ingest(
