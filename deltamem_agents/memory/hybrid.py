@@ -19,7 +19,7 @@ Without a text log (``textlog=None``) the same path runs on the state alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,7 @@ from deltamem_agents.memory.router import MemoryRouter, RouteDecision, RouterInp
 from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
 from deltamem_agents.session.records import ChatMessage, SessionKey
 from deltamem_agents.session.session import (
+    MemorySession,
     MessageLike,
     Reply,
     SessionError,
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNIPPET_HEADER = "Notes retrieved from earlier in this conversation (verbatim):"
+
+#: Decodes the answer of one turn: ``decoder(session, message, tools=..., tool_choice=..., **generation)``
+#: yields the text and leaves the `Reply` in ``session.last_reply``, as `MemorySession.stream` (the
+#: default) does. A server passes one that decodes several sessions in one batch (`session.batch`).
+TurnDecoder = Callable[..., Iterator[str]]
 
 
 class HybridConfig(BaseModel):
@@ -152,12 +158,14 @@ class HybridMemory:
         user_id: str = "default",
         tools: Sequence[ToolLike] | None = None,
         tool_choice: str | None = None,
+        decoder: TurnDecoder | None = None,
         **generation: Any,
     ) -> HybridReply:
         """Answer ``conversation`` (the whole conversation or only its new messages) in a session."""
         final = None
         for chunk in self.stream_chat(
-            conversation, session_id=session_id, user_id=user_id, tools=tools, tool_choice=tool_choice, **generation
+            conversation, session_id=session_id, user_id=user_id, tools=tools, tool_choice=tool_choice,
+            decoder=decoder, **generation,
         ):
             final = chunk.reply or final
         assert final is not None
@@ -175,13 +183,15 @@ class HybridMemory:
         user_id: str = "default",
         tools: Sequence[ToolLike] | None = None,
         tool_choice: str | None = None,
+        decoder: TurnDecoder | None = None,
         **generation: Any,
     ) -> Iterator[HybridChunk]:
         """Like `chat`, yielding text as it is decoded; the last chunk carries the `HybridReply`.
 
         The whole turn holds the session's store lock, so two processes never interleave turns
         of one session. A turn that fails or is abandoned (the stream closed early) commits
-        nothing, and the session is reloaded from the store next time."""
+        nothing, and the session is reloaded from the store next time. ``decoder`` replaces
+        `MemorySession.stream` for the answer (see `TurnDecoder`)."""
         incoming = [ChatMessage(role="user", content=conversation)] if isinstance(conversation, str) else [
             as_message(m) for m in conversation
         ]
@@ -203,7 +213,8 @@ class HybridMemory:
                 decision, confidence = None, None
                 if question.role == "user" and self.textlog is not None:
                     decision, confidence = self._route(session, question.content, user_id=user_id, session_id=session_id)
-                for piece in session.stream(question, tools=tools, tool_choice=tool_choice, **generation):
+                decode = decoder or MemorySession.stream
+                for piece in decode(session, question, tools=tools, tool_choice=tool_choice, **generation):
                     yield HybridChunk(text=piece)
                 reply = session.last_reply
                 assert reply is not None
@@ -351,5 +362,6 @@ __all__ = [
     "HybridMemory",
     "HybridReply",
     "SNIPPET_HEADER",
+    "TurnDecoder",
     "Usage",
 ]
