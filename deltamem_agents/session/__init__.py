@@ -38,7 +38,17 @@ from deltamem_agents.session.session import (
 )
 from deltamem_agents.session.tools import ToolCall, ToolSpec, ToolSpecError, parse_tool_calls, render_tools_prompt
 
+# Batched turns (batch.py).
+from deltamem_agents.session.batch import BatchPiece, BatchRequest, BatchStats, SessionBatch, reply_batch, stream_batch
+
 __all__ = [
+    # batched turns (batch.py)
+    "BatchPiece",
+    "BatchRequest",
+    "BatchStats",
+    "SessionBatch",
+    "reply_batch",
+    "stream_batch",
     # conversations (chat.py, session.py, runtime.py)
     "ChatEncoder",
     "ChatTemplateError",
