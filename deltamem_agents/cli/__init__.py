@@ -16,6 +16,7 @@ from deltamem_agents.cli.demo import demo
 from deltamem_agents.cli.inspect import inspect_session
 from deltamem_agents.cli.memory import forget, router_app
 from deltamem_agents.cli.sessions import ask, chat, ingest, sessions_app
+from deltamem_agents.cli.train import train
 
 app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -28,6 +29,7 @@ app.command("inspect")(inspect_session)
 app.add_typer(router_app, name="router")
 app.command("forget")(forget)
 app.command("demo")(demo)
+app.command("train")(train)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,19 @@
+"""Training δ-mem adapters on a frozen backbone (CPU or CUDA): objective, trainer, checkpoints."""
+
+from deltamem_agents.train.config import TrainConfig
+from deltamem_agents.train.episodes import Episode, EpisodeBuilder, ReadExample
+from deltamem_agents.train.objective import answer_loss, write_history
+from deltamem_agents.train.trainer import TrainingError, TrainReport, Trainer, train_adapter
+
+__all__ = [
+    "Episode",
+    "EpisodeBuilder",
+    "ReadExample",
+    "TrainConfig",
+    "TrainReport",
+    "Trainer",
+    "TrainingError",
+    "answer_loss",
+    "train_adapter",
+    "write_history",
+]

@@ -1,0 +1,285 @@
+"""`train_adapter`: fit the δ-mem parameters of a frozen backbone on conversations.
+
+One step takes ``batch`` conversations; for each, the history is written into a fresh state and
+all its probes are answered from that state plus the recent window (`objective`). Only δ-mem
+parameters are given to the optimiser (AdamW, warm-up then cosine). Everything random is drawn
+from generators seeded by ``seed`` and the step, so a run, and a resumed run, are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from deltamem_agents.data.records import Conversation, read_jsonl
+from deltamem_agents.data.splits import make_split
+from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from deltamem_agents.train.config import TrainConfig
+from deltamem_agents.train.episodes import Episode, EpisodeBuilder
+from deltamem_agents.train.objective import answer_loss, write_history
+from deltamem_agents.train.plot import plot_loss, smooth
+
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "train_config.json"
+REPORT_FILE = "train_report.json"
+
+
+class DevLoss(BaseModel):
+    step: int
+    with_state: float
+    without_state: float
+
+
+class TrainReport(BaseModel):
+    """What a finished run did; the model card is written from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: TrainConfig
+    steps: int
+    wall_time_s: float
+    tokens: int
+    tokens_per_s: float
+    final_loss: float
+    dev: list[DevLoss]
+    adapter: str
+    parameters: int
+    hardware: dict[str, Any]
+    command: str
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or resume as asked (the message says why)."""
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    import os
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": str(device),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine down to ``min_lr_share`` of the peak."""
+    warmup = max(1, int(config.warmup_share * config.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, config.steps - warmup)
+    return config.min_lr_share + (1 - config.min_lr_share) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_order(count: int, step: int, batch: int, seed: int) -> list[int]:
+    """Which conversations step ``step`` uses: epochs of seeded permutations, laid end to end."""
+    picks = []
+    for position in range(step * batch, (step + 1) * batch):
+        epoch, offset = divmod(position, count)
+        permutation = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        picks.append(int(permutation[offset]))
+    return picks
+
+
+def load_data(config: TrainConfig) -> tuple[list[Conversation], list[Conversation]]:
+    if config.data_dir is not None:
+        train_file, dev_file = config.data_dir / "train.jsonl", config.data_dir / "dev.jsonl"
+        if not train_file.is_file():
+            raise TrainingError(f"{train_file} does not exist; make it with `deltamem data generate --out {config.data_dir}`")
+        return read_jsonl(train_file), read_jsonl(dev_file) if dev_file.is_file() else []
+    return (make_split("train", config.train_conversations, seed=config.data_seed),
+            make_split("dev", config.dev_conversations, seed=config.data_seed))
+
+
+class Trainer:
+    """Holds the model, the adapter, the data and the optimiser of one run."""
+
+    def __init__(self, config: TrainConfig, out: Path, *, model: Any = None, tokenizer: Any = None,
+                 train: Sequence[Conversation] | None = None, dev: Sequence[Conversation] | None = None) -> None:
+        from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+        from deltamem_agents.model.attach import attach_delta_mem
+
+        self.config, self.out = config, Path(out)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        loaded_default = model is None and config.backbone is None
+        if model is None:
+            model, tokenizer = load_backbone(config.backbone, device=config.device, dtype=config.dtype)
+        elif tokenizer is None:
+            raise TrainingError("a model given to the trainer needs its tokenizer too")
+        self.model, self.tokenizer = model, tokenizer
+        self.model.eval()  # no dropout: the backbone is frozen and the objective deterministic
+        self.backbone_name = config.backbone_name or config.backbone or (DEFAULT_BACKBONE if loaded_default else None)
+        torch.manual_seed(config.seed)
+        self.handle = attach_delta_mem(self.model, config.delta_mem_config())
+        self.device = next(self.model.parameters()).device
+        if train is None:
+            train, dev = load_data(config)
+        self.train_data, self.dev_data = list(train), list(dev or [])
+        if not self.train_data:
+            raise TrainingError("no training conversations")
+        self.builder = EpisodeBuilder(
+            tokenizer, window_tokens=config.window_tokens, max_history_tokens=config.max_history_tokens,
+            max_read_tokens=config.max_read_tokens, granularity=self.handle.config.segment_granularity,
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.builder.end_id
+        params = list(self.handle.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.step, self.elapsed, self.tokens = 0, 0.0, 0
+        self.history: list[dict[str, Any]] = []
+        self.dev: list[DevLoss] = []
+
+    # -- one step -------------------------------------------------------------------------------
+    def episode(self, conversation: Conversation, step: int) -> Episode:
+        rng = random.Random(f"{self.config.seed}:{step}:{conversation.id}")
+        return self.builder.build(conversation, snippet_share=self.config.snippet_share, rng=rng)
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        picks = batch_order(len(self.train_data), step, self.config.batch, self.config.seed)
+        episodes = [e for e in (self.episode(self.train_data[i], step) for i in picks) if e.reads]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate * lr_factor(step, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        for episode in episodes:
+            states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
+                                   prefill_chunk=self.config.prefill_chunk, history_grad=self.config.history_grad)
+            loss, _ = answer_loss(self.model, self.handle, states, episode.reads, pad_id=self.pad_id)
+            (loss / len(episodes)).backward()
+            total += float(loss.detach()) / len(episodes)
+            tokens += episode.tokens
+        torch.nn.utils.clip_grad_norm_(list(self.handle.parameters()), self.config.grad_clip)
+        self.optimizer.step()
+        return total, tokens
+
+    @torch.no_grad()
+    def dev_loss(self) -> DevLoss | None:
+        """Answer loss on the dev conversations with the state, and with an empty one (the bare
+        backbone with the same window): the gap is what the memory contributes."""
+        if not self.dev_data:
+            return None
+        with_state, without, n = 0.0, 0.0, 0
+        for conversation in self.dev_data:
+            episode = self.builder.build(conversation)
+            if not episode.reads:
+                continue
+            states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
+                                   prefill_chunk=self.config.prefill_chunk)
+            with_state += float(answer_loss(self.model, self.handle, states, episode.reads, pad_id=self.pad_id)[0])
+            without += float(answer_loss(self.model, self.handle, None, episode.reads, pad_id=self.pad_id)[0])
+            n += 1
+        return DevLoss(step=self.step, with_state=with_state / max(n, 1), without_state=without / max(n, 1))
+
+    # -- persistence --------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the newest checkpoint in ``out``, if any; its config must match."""
+        checkpoints = list_checkpoints(self.out)
+        if not checkpoints:
+            return False
+        saved = TrainConfig.model_validate_json((self.out / CONFIG_FILE).read_text())
+        ignore = {"steps", "save_every", "eval_every", "keep_checkpoints", "threads", "device"}
+        if saved.model_dump(exclude=ignore) != self.config.model_dump(exclude=ignore):
+            changed = sorted(k for k, v in saved.model_dump(exclude=ignore).items() if self.config.model_dump()[k] != v)
+            raise TrainingError(f"{self.out} holds a run with another configuration (differs in {', '.join(changed)}); "
+                                "use another --out, or the same options")
+        state = load_checkpoint(checkpoints[-1], self.handle, self.optimizer)
+        self.step, self.elapsed, self.tokens = state.step, state.elapsed_s, state.tokens
+        log = self.out / LOG_FILE
+        rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+        self.history = [r for r in rows if r.get("kind") == "step" and r["step"] < self.step]
+        self.dev = [DevLoss.model_validate(r["dev"]) for r in rows if r.get("kind") == "dev" and r["dev"]["step"] <= self.step]
+        return True
+
+    def _log(self, row: dict[str, Any]) -> None:
+        with open(self.out / LOG_FILE, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def _rewrite_log(self) -> None:
+        rows = [dict(r, kind="step") for r in self.history] + [{"kind": "dev", "dev": d.model_dump()} for d in self.dev]
+        (self.out / LOG_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def checkpoint(self) -> Path:
+        return save_checkpoint(self.out, self.handle, self.optimizer,
+                               TrainerState(step=self.step, elapsed_s=self.elapsed, tokens=self.tokens),
+                               backbone_name=self.backbone_name, keep=self.config.keep_checkpoints)
+
+    # -- the run ------------------------------------------------------------------------------------------
+    def run(self, *, resume: bool = True, progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainReport:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = resume and self.resume()
+        if not resumed:
+            if list_checkpoints(self.out):
+                raise TrainingError(f"{self.out} already holds checkpoints; pass --resume or use another --out")
+            (self.out / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2) + "\n")
+            (self.out / LOG_FILE).write_text("")
+            first = self.dev_loss()
+            if first is not None:
+                self.dev.append(first)
+        else:
+            self._rewrite_log()
+        columns = (TextColumn("[bold]training δ-mem"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                   TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("train", total=self.config.steps, completed=self.step, loss="-", rate="-")
+            while self.step < self.config.steps:
+                started = time.perf_counter()
+                loss, tokens = self.train_step(self.step)
+                seconds = time.perf_counter() - started
+                self.elapsed += seconds
+                self.tokens += tokens
+                row = {"step": self.step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": tokens, "seconds": seconds}
+                self.history.append(row)
+                self._log(dict(row, kind="step"))
+                self.step += 1
+                recent = smooth([r["loss"] for r in self.history])[-1]
+                bar.update(task, completed=self.step, loss=f"{recent:.3f}", rate=f"{self.tokens / max(self.elapsed, 1e-9):.0f}")
+                if on_step is not None:
+                    on_step(self.step, loss)
+                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                    dev = self.dev_loss()
+                    if dev is not None:
+                        self.dev.append(dev)
+                        self._log({"kind": "dev", "dev": dev.model_dump()})
+                if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+                    self.checkpoint()
+                    self.plot()
+        return self.finish()
+
+    def plot(self) -> Path:
+        return plot_loss([r["step"] for r in self.history], [r["loss"] for r in self.history], self.out / "loss.png",
+                         dev=[(d.step, d.with_state, d.without_state) for d in self.dev])
+
+    def finish(self) -> TrainReport:
+        adapter = self.out / "adapter"
+        self.handle.save_adapter(str(adapter), backbone_name=self.backbone_name)
+        self.plot()
+        tail = [r["loss"] for r in self.history[-50:]]
+        report = TrainReport(
+            config=self.config, steps=self.step, wall_time_s=round(self.elapsed, 1), tokens=self.tokens,
+            tokens_per_s=round(self.tokens / max(self.elapsed, 1e-9), 1), final_loss=sum(tail) / max(len(tail), 1),
+            dev=self.dev, adapter=str(adapter), parameters=self.handle.num_parameters, hardware=hardware(self.device),
+            command=" ".join(["deltamem", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("deltamem") else " ".join(sys.argv),
+        )
+        (self.out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n")
+        return report
+
+
+def train_adapter(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True, **kwargs: Any) -> TrainReport:
+    """Train (or continue training) an adapter into ``out``; returns the report."""
+    return Trainer(config, Path(out), **kwargs).run(resume=resume, progress=progress)
