@@ -1,0 +1,5 @@
+"""δ-mem for LlamaIndex: `DeltaMemLLM`, a frozen LLM whose memory persists between runs."""
+
+from llama_index.llms.deltamem.base import DeltaMemLLM
+
+__all__ = ["DeltaMemLLM"]
