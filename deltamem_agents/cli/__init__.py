@@ -15,6 +15,7 @@ from deltamem_agents.cli.bench import bench_app
 from deltamem_agents.cli.demo import demo
 from deltamem_agents.cli.inspect import inspect_session
 from deltamem_agents.cli.memory import forget, router_app
+from deltamem_agents.cli.serve import serve, serve_loadtest
 from deltamem_agents.cli.sessions import ask, chat, ingest, sessions_app
 from deltamem_agents.cli.train import train
 
@@ -28,6 +29,8 @@ app.add_typer(sessions_app, name="sessions")
 app.command("inspect")(inspect_session)
 app.add_typer(router_app, name="router")
 app.command("forget")(forget)
+app.command("serve")(serve)
+app.command("serve-loadtest")(serve_loadtest)
 app.command("demo")(demo)
 app.command("train")(train)
 

@@ -1,0 +1,7 @@
+"""The server's routes, one module per group: chat completions, sessions, service."""
+
+from deltamem_agents.server.routes.chat import router as chat_router
+from deltamem_agents.server.routes.service import router as service_router
+from deltamem_agents.server.routes.sessions import router as sessions_router
+
+__all__ = ["chat_router", "service_router", "sessions_router"]

@@ -1,0 +1,299 @@
+"""`TurnScheduler`: every model access of the server goes through here.
+
+- **One turn per session at a time.** In this process an asyncio lock per session queues
+  requests on the event loop (not in threads); across processes the session store's file lock
+  does the same, so several servers can share one store.
+- **A turn runs start to end in one worker thread.** The store lock is bound to the thread that
+  took it, so a turn is never moved between threads; its chunks reach the event loop through
+  an asyncio queue. The first chunk is awaited before a streamed response opens, so input
+  errors still become HTTP statuses.
+- **One model.** Sessions share the runtime's model lock. With batching on, the answers of
+  concurrent turns of different sessions are decoded in one batch (`BatchDecoder`); otherwise
+  one after another.
+- **Faults.** A turn that fails or whose streaming client goes away commits nothing (the
+  library's rule); a SIGKILL loses at most the turns in flight, because each turn is committed
+  atomically when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from deltamem_agents.memory.hybrid import HybridChunk, HybridMemory, HybridReply, TurnDecoder, Usage
+from deltamem_agents.server.batcher import BatchDecoder
+from deltamem_agents.server.errors import APIError, TurnCancelled
+from deltamem_agents.server.schemas import SchedulerStats
+from deltamem_agents.session.records import ChatMessage, SessionKey
+from deltamem_agents.session.session import MemorySession, SessionError, is_note
+
+T = TypeVar("T")
+Outcome = Literal["ok", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One chat turn: the conversation (all of it or its new messages), where it goes
+    (``key`` None: stateless, a throwaway session) and how to answer."""
+
+    messages: Sequence[ChatMessage]
+    user_id: str
+    key: SessionKey | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+
+
+class _End:
+    """Sentinel: the turn's stream is complete."""
+
+
+class _Channel:
+    """Chunks from a turn's worker thread to the event loop, and a cancel flag the other way."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.cancelled = threading.Event()
+
+    def put(self, item: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled.set()
+
+
+class TurnStream:
+    """The chunks of one running turn, read on the event loop. The last chunk carries the
+    `HybridReply`; `next` then returns None. Errors of the turn are raised by `next`."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._done = False
+
+    async def next(self) -> HybridChunk | None:
+        if self._done:
+            return None
+        item = await self._channel.queue.get()
+        if isinstance(item, _End):
+            self._done = True
+            return None
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        return item
+
+    async def reply(self) -> HybridReply:
+        """Read the whole turn; its reply."""
+        final = None
+        while (chunk := await self.next()) is not None:
+            final = chunk.reply or final
+        if final is None:
+            raise RuntimeError("the turn ended without a reply")
+        return final
+
+    def cancel(self) -> None:
+        """Abandon the turn (the client went away): it stops at its next piece and commits nothing."""
+        if not self._done:
+            self._channel.cancelled.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+
+@dataclass
+class _SessionLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class TurnScheduler:
+    """Runs turns and memory verbs on one `HybridMemory` (see the module docstring)."""
+
+    def __init__(
+        self,
+        memory: HybridMemory,
+        *,
+        batching: bool = True,
+        batch_window_s: float = 0.005,
+        max_batch_rows: int = 16,
+        max_workers: int = 64,
+        max_queued_turns: int = 512,
+        lock_timeout_s: float = 120.0,
+        max_ingest_chars: int = 200_000,
+    ) -> None:
+        self.memory = memory
+        self.runtime = memory.runtime
+        self.lock_timeout_s = lock_timeout_s
+        self.max_queued_turns = max_queued_turns
+        self.max_ingest_chars = max_ingest_chars
+        self.batcher = BatchDecoder(window_s=batch_window_s, max_rows=max_batch_rows) if batching else None
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="deltamem-turn")
+        self._locks: dict[SessionKey, _SessionLock] = {}
+        self._stats = SchedulerStats()
+
+    # -- chat turns -----------------------------------------------------------------------------------
+    async def start_turn(self, turn: TurnRequest) -> TurnStream:
+        """Queue a turn behind its session's earlier turns and start it in a worker thread."""
+        if self._stats.turns_running >= self.max_queued_turns:
+            raise APIError(
+                503, f"the server has {self._stats.turns_running} turns running or queued; retry shortly",
+                type="server_busy", code="server_busy", headers={"Retry-After": "1"},
+            )
+        self._stats.turns_running += 1
+        try:
+            entry = await self._acquire(turn.key) if turn.key is not None else None
+        except BaseException:
+            self._stats.turns_running -= 1
+            raise
+        loop = asyncio.get_running_loop()
+        channel = _Channel(loop)
+        self._stats.turns_started += 1
+        future = loop.run_in_executor(self._pool, self._run_turn, turn, channel)
+
+        def finished(done: asyncio.Future[Outcome]) -> None:
+            self._stats.turns_running -= 1
+            if entry is not None and turn.key is not None:
+                self._release(turn.key, entry)
+            outcome = "failed" if done.cancelled() or done.exception() is not None else done.result()
+            if outcome == "ok":
+                self._stats.turns_finished += 1
+            else:
+                self._stats.turns_failed += 1
+
+        future.add_done_callback(finished)
+        return TurnStream(channel)
+
+    def _run_turn(self, turn: TurnRequest, channel: _Channel) -> Outcome:
+        """The worker thread's side: run the turn start to end, passing each chunk on."""
+        decoder: TurnDecoder
+        if self.batcher is not None:
+            decoder = functools.partial(self.batcher.decode, cancelled=channel.cancelled)
+        else:
+            decoder = MemorySession.stream
+            self._stats.serial_decodes += 1  # a plain int add: atomic under the GIL
+        chunks = self._stateful(turn, decoder) if turn.key is not None else self._stateless(turn, decoder)
+        try:
+            for chunk in chunks:
+                if channel.cancelled.is_set():
+                    return "cancelled"
+                channel.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the request, which raises it again
+            channel.put(exc)
+            return "cancelled" if isinstance(exc, TurnCancelled) else "failed"
+        finally:
+            chunks.close()  # an abandoned turn ends here, in its own thread, and commits nothing
+        channel.put(_End())
+        return "ok"
+
+    def _stateful(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
+        key = turn.key
+        assert key is not None
+        store = self.runtime.store
+        with store.lock(key):  # re-entered by stream_chat in this same thread
+            session = self.runtime.session(key.session_id, user_id=key.user_id)
+            self._check_ingest_size(session.new_messages(turn.messages))
+            yield from self.memory.stream_chat(
+                list(turn.messages), session_id=key.session_id, user_id=key.user_id, tools=turn.tools,
+                tool_choice=turn.tool_choice, decoder=decoder, **turn.generation,
+            )
+
+    def _stateless(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
+        """A turn in a throwaway session: the conversation is read, answered and forgotten."""
+        runtime = self.runtime
+        messages = [m for m in turn.messages if not is_note(m)]
+        self._check_ingest_size(messages)
+        if not messages or messages[-1].role not in ("user", "tool"):
+            raise SessionError("the last message must be from the user or a tool")
+        session = MemorySession(
+            runtime.model, runtime.tokenizer, runtime.handle, config=runtime.session_config, lock=runtime.lock
+        )
+        *earlier, question = messages
+        prompt_tokens = session.ingest(earlier).prefill_tokens if earlier else 0
+        for piece in decoder(session, question, tools=turn.tools, tool_choice=turn.tool_choice, **turn.generation):
+            yield HybridChunk(text=piece)
+        reply = session.last_reply
+        assert reply is not None
+        usage = Usage(prompt_tokens=prompt_tokens + reply.stats.prefill_tokens, completion_tokens=reply.stats.decode_tokens)
+        yield HybridChunk(
+            text="",
+            reply=HybridReply(
+                text=reply.text, tool_calls=reply.tool_calls, finish_reason=reply.finish_reason, reply=reply,
+                usage=usage, session_id="", user_id=turn.user_id, turn=0,
+            ),
+        )
+
+    def _check_ingest_size(self, new: Sequence[ChatMessage]) -> None:
+        size = sum(len(m.content) for m in new)
+        if size > self.max_ingest_chars:
+            raise APIError(
+                413,
+                f"this request would add {size} characters of history to the session, more than this server's "
+                f"limit of {self.max_ingest_chars}: send only the new messages (a session remembers the earlier "
+                "ones), ingest long documents in parts through /v1/sessions/{id}/ingest, or raise --max-ingest-chars",
+                code="ingest_too_large", param="messages",
+            )
+
+    # -- memory verbs and store reads ----------------------------------------------------------------------
+    async def run_exclusive(self, key: SessionKey, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a memory verb: ingest, forget, delete) in a worker thread while no turn
+        of the same session runs."""
+        entry = await self._acquire(key)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self._release(key, entry)
+
+    async def run_io(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a store read) in a worker thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    # -- per-session locks (event loop only) ------------------------------------------------------------------
+    async def _acquire(self, key: SessionKey) -> _SessionLock:
+        entry = self._locks.setdefault(key, _SessionLock())
+        entry.users += 1
+        try:
+            await asyncio.wait_for(entry.lock.acquire(), timeout=self.lock_timeout_s)
+        except TimeoutError:
+            self._forget_lock(key, entry)
+            raise APIError(
+                503, f"session {key} is busy with other requests (waited {self.lock_timeout_s:g}s); retry later",
+                type="server_busy", code="session_busy", headers={"Retry-After": "1"},
+            ) from None
+        except BaseException:
+            self._forget_lock(key, entry)
+            raise
+        return entry
+
+    def _release(self, key: SessionKey, entry: _SessionLock) -> None:
+        entry.lock.release()
+        self._forget_lock(key, entry)
+
+    def _forget_lock(self, key: SessionKey, entry: _SessionLock) -> None:
+        entry.users -= 1
+        if entry.users == 0 and self._locks.get(key) is entry:
+            del self._locks[key]
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------------
+    def stats(self) -> SchedulerStats:
+        out = self._stats.model_copy()
+        if self.batcher is not None:
+            counters = self.batcher.counters
+            out.batches, out.batched_rows, out.max_batch_rows = counters.batches, counters.rows, counters.max_rows
+            out.serial_decodes += counters.serial
+        return out
+
+    def close(self) -> None:
+        """Stop the batch thread and the workers (running turns finish first)."""
+        if self.batcher is not None:
+            self.batcher.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["TurnRequest", "TurnScheduler", "TurnStream"]
