@@ -1,0 +1,112 @@
+"""Fixtures for the LangChain integration: tiny random backbones that can be told what to say.
+
+A tiny random Llama says random tokens. `ScriptedBackbone` makes it say the next scripted reply
+instead, token by token: it watches the model's forward passes and, after the generation prompt,
+puts all the probability on the next token of the reply. Everything else (the session, δ-mem
+writes, tool-call parsing, streaming, the text log, the store) runs for real.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from deltamem_agents import DeltaMemConfig
+from deltamem_agents.memory import TextLog, TextLogConfig
+from deltamem_agents.memory.hybrid import HybridMemory
+from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
+from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
+from tests.tiny_models import randomize_memory, tiny_model
+
+
+class ScriptedBackbone:
+    """Makes a model answer each turn with the next of ``say(...)``'s replies."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.prompt = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+        self.end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.replies: list[str] = []
+        self.turns = 0  # replies started
+        self._ids: list[int] | None = None
+        self._position = 0
+        model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def say(self, *replies: str) -> ScriptedBackbone:
+        self.replies.extend(replies)
+        return self
+
+    def _next(self, ids: list[int]) -> int | None:
+        if len(ids) >= len(self.prompt) and ids[-len(self.prompt) :] == self.prompt and self.replies:
+            self._ids = self.tokenizer.encode(self.replies.pop(0), add_special_tokens=False) + [self.end]
+            self._position = 0
+            self.turns += 1
+            return self._ids[0]
+        if self._ids is not None and len(ids) == 1 and self._position + 1 < len(self._ids):
+            if ids[0] == self._ids[self._position]:
+                self._position += 1
+                return self._ids[self._position]
+        return None
+
+    def _hook(self, module, args, kwargs, output):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            return output
+        token = self._next(input_ids[0].tolist())
+        if token is not None:
+            last = output.logits[:, -1, :]
+            last.fill_(-1e4)
+            last[:, token] = 1e4
+        return output
+
+
+@pytest.fixture
+def tiny_runtime(chat_tokenizer, tmp_path) -> DeltaMemRuntime:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedMemoryWarning)
+        runtime = DeltaMemRuntime(
+            "tiny-llama",
+            model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
+            tokenizer=chat_tokenizer,
+            adapter=None,
+            config=DeltaMemConfig(),
+            store=tmp_path / "store",
+            session_config=SessionConfig(context_window=512),
+        )
+    randomize_memory(runtime.handle, seed=2)
+    return runtime
+
+
+@pytest.fixture
+def script(tiny_runtime, chat_tokenizer) -> ScriptedBackbone:
+    return ScriptedBackbone(tiny_runtime.model, chat_tokenizer)
+
+
+@pytest.fixture
+def textlog(tmp_path: Path):
+    log = TextLog(TextLogConfig(path=tmp_path / "textlog"))
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def memory(tiny_runtime, textlog) -> HybridMemory:
+    """Hybrid memory on the tiny model; the router never retrieves (so contexts stay short)."""
+    return HybridMemory(tiny_runtime, textlog, MemoryRouter(policies=[NeverRetrieve()]))
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """Run the coroutine tests here (ours and langchain-tests') on pytest-asyncio without
+    needing ``asyncio_mode = "auto"`` for the whole repository."""
+    outcome = yield
+    if not inspect.iscoroutinefunction(obj):
+        return
+    result = outcome.get_result()
+    for node in result if isinstance(result, list) else [result]:
+        if isinstance(node, pytest.Function):
+            node.add_marker(pytest.mark.asyncio)
