@@ -28,6 +28,8 @@ def machine_info(device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": str(device),
+        # 1/5/15-minute load averages: a machine shared with other work shows it here
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
     }
     if device.type == "cuda" and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(device)

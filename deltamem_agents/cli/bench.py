@@ -9,6 +9,10 @@ import typer
 
 from deltamem_agents.cli._common import Device, OutDir, console, parse_ints, print_rows, user_errors
 
+
+def parse_names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
 bench_app = typer.Typer(help="Benchmarks; each writes <name>.json and <name>.md into --out.", no_args_is_help=True)
 
 
@@ -60,6 +64,74 @@ def bench_overhead(
     console.print(f"wrote {out / 'overhead.json'} and {out / 'overhead.md'}")
 
 
+@bench_app.command("growth")
+@user_errors
+def bench_growth(
+    out: OutDir = Path("bench-out"),
+    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="δ-mem adapter folder (default: untrained, seeded)")] = None,
+    sizes: Annotated[str, typer.Option(help="history sizes in tokens")] = "1024,2048,4096,8192,16384,32768",
+    conditions: Annotated[str, typer.Option(help="any of full,full-cached,delta-mem,hybrid,rag")] = "full,full-cached,delta-mem,hybrid,rag",
+    window: Annotated[int, typer.Option(help="recent-context window of delta-mem, hybrid and rag")] = 1024,
+    decode_tokens: int = 64,
+    turns: Annotated[int, typer.Option(help="measured turns per size for the windowed conditions")] = 3,
+    full_turns: Annotated[int, typer.Option(help="measured turns per size for full replay")] = 1,
+    memory_limit_mib: Annotated[float | None, typer.Option(help="most memory a turn may add (default: 90% of free)")] = None,
+    device: Device = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+) -> None:
+    """Per-turn latency, peak memory and prompt tokens as a conversation grows (full replay, δ-mem, hybrid, RAG)."""
+    from deltamem_agents.bench.growth import GrowthConfig, run_growth_bench
+
+    config = GrowthConfig(
+        backbone=backbone, adapter=adapter, sizes=parse_ints(sizes), conditions=tuple(parse_names(conditions)),
+        window=window, decode_tokens=decode_tokens, turns=turns, full_turns=full_turns,
+        memory_limit_mib=memory_limit_mib, device=device, dtype=dtype,
+    )
+    rows = run_growth_bench(out, config, progress=True)
+    print_rows(rows, "growth: one turn as the conversation grows")
+    console.print(f"wrote {out / 'growth.json'}, {out / 'growth.md'} and {out / 'growth.png'}")
+
+
+@bench_app.command("batch")
+@user_errors
+def bench_batch(
+    out: OutDir = Path("bench-out"),
+    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    adapter: Annotated[str | None, typer.Option(help="δ-mem adapter folder (default: untrained, seeded)")] = None,
+    sessions: Annotated[str, typer.Option(help="numbers of concurrent sessions")] = "1,4,16",
+    decode_tokens: int = 64,
+    repeats: Annotated[int, typer.Option(help="rounds per size (median)")] = 1,
+    device: Device = None,
+    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+) -> None:
+    """Aggregate tokens/s of sessions decoded in one batch vs one after another (goal: >= 3x at 16)."""
+    from deltamem_agents.bench.batch import BatchBenchConfig, run_batch_bench
+
+    config = BatchBenchConfig(
+        backbone=backbone, adapter=adapter, sessions=parse_ints(sessions), decode_tokens=decode_tokens,
+        repeats=repeats, device=device, dtype=dtype,
+    )
+    print_rows(run_batch_bench(out, config, progress=True), "batched sessions vs one after another")
+    console.print(f"wrote {out / 'batch.json'}, {out / 'batch.md'} and {out / 'batch.png'}")
+
+
+@bench_app.command("retrieval")
+@user_errors
+def bench_retrieval(
+    out: OutDir = Path("bench-out"),
+    sizes: Annotated[str, typer.Option(help="log sizes (entries)")] = "1000,10000,100000",
+    samples: Annotated[int, typer.Option(help="measured calls per operation and size")] = 100,
+    threads: Annotated[int | None, typer.Option(help="torch threads for the embedding model")] = None,
+) -> None:
+    """TextLog add/search latency p50/p95 on real Chroma as the log grows, embedding apart, and the router."""
+    from deltamem_agents.bench.retrieval import RetrievalBenchConfig, run_retrieval_bench
+
+    config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads)
+    print_rows(run_retrieval_bench(out, config, progress=True), "text log and router latency")
+    console.print(f"wrote {out / 'retrieval.json'}, {out / 'retrieval.md'} and {out / 'retrieval.png'}")
+
+
 @bench_app.command("all")
 @user_errors
 def bench_all(
@@ -68,19 +140,23 @@ def bench_all(
     device: Device = None,
     skip: Annotated[str, typer.Option(help="comma-separated benchmarks not to re-run (their old reports stay)")] = "",
 ) -> None:
-    """Run every benchmark into --out and regenerate the benchmarks page from the reports."""
-    import torch
-
-    from deltamem_agents.bench.overhead import run_overhead_bench
+    """Run every benchmark into --out and regenerate the benchmarks page (tables and plots) from the reports."""
     from deltamem_agents.bench.page import write_benchmarks_page
-    from deltamem_agents.bench.scan import run_scan_bench
+    from deltamem_agents.bench.registry import BENCHMARKS
 
-    skipped = {name.strip() for name in skip.split(",") if name.strip()}
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if "scan" not in skipped:
-        print_rows(run_scan_bench(out, device=device, threads=1, max_naive_len=None), "scan")
-    if "overhead" not in skipped:
-        print_rows(run_overhead_bench(out, device=device, repeats=7), "overhead")
+    skipped = set(parse_names(skip))
+    unknown = skipped - set(BENCHMARKS)
+    if unknown:
+        raise typer.BadParameter(f"unknown benchmarks {sorted(unknown)}; known: {', '.join(BENCHMARKS)}", param_hint="--skip")
+    for name, spec in BENCHMARKS.items():
+        runner = spec.load_runner()
+        if name in skipped:
+            continue
+        if runner is None:
+            console.print(f"{name}: no runner registered; its section shows {out / (name + '.json')} if it exists")
+            continue
+        console.print(f"[bold]{name}[/bold]: {spec.title}")
+        print_rows(runner(out, device=device), name)
     console.print(f"wrote {write_benchmarks_page(out, page)}")
 
 
@@ -90,7 +166,7 @@ def bench_page(
     out: OutDir = Path("docs/benchmarks"),
     page: Annotated[Path, typer.Option(help="the Markdown page to write")] = Path("docs/benchmarks.md"),
 ) -> None:
-    """Regenerate the benchmarks page from existing reports (no measuring)."""
+    """Regenerate the benchmarks page and its plots from existing reports (no measuring)."""
     from deltamem_agents.bench.page import write_benchmarks_page
 
     console.print(f"wrote {write_benchmarks_page(out, page)}")

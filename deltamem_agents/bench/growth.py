@@ -1,0 +1,630 @@
+"""Benchmark: what one turn costs as a conversation grows, δ-mem vs stuffing the context.
+
+The conversation (`SyntheticConversation`) grows to each size (1k ... 32k tokens of history) and
+at each size one new user turn is answered with ``decode_tokens`` tokens (end-of-turn ignored, so
+every condition decodes the same number). Measured per turn: latency (prefill of the turn +
+decoding), peak memory (see `PeakMemory`) and the prompt (tokens in context when the answer
+starts, and tokens computed this turn). Conditions, all on the same backbone:
+
+- ``full``: full-history replay. Every turn sends the whole history and prefills it, as a chat
+  app on a stateless model server does.
+- ``full-cached``: the whole history stays in a KV cache between turns (prefix caching, the best
+  case for stuffing the context): only the new turn is prefilled, but every token attends to the
+  whole history and the cache grows with it. Measured in the same process as ``full``.
+- ``delta-mem``: a `MemorySession`: a fixed recent window (KV reuse) plus the OSAM state.
+- ``hybrid``: `HybridMemory`: the session plus the Chroma text log and the router (search, state
+  probe, routing, retrieved notes, logging and the atomic commit are all in the turn).
+- ``rag``: the bare backbone with retrieved snippets and the recent window, prompt rebuilt and
+  prefilled every turn (a typical RAG app).
+
+Each worker runs in its own child process (``isolate=True``), grows its history once through
+the sizes (history is reused, not rebuilt per size), and resets its peak-memory counter before
+each measured turn. A size whose estimated memory exceeds the budget is reported as
+``does not fit`` and larger sizes are skipped; an out-of-memory error or a killed process is
+reported too, never crashed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import queue as queue_module
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from deltamem_agents.bench.conversation import SyntheticConversation
+from deltamem_agents.bench.memory import PeakMemory, available_mib
+from deltamem_agents.bench.report import machine_info, write_report
+
+Condition = Literal["full", "full-cached", "delta-mem", "hybrid", "rag"]
+CONDITIONS: tuple[Condition, ...] = ("full", "full-cached", "delta-mem", "hybrid", "rag")
+#: which child process measures which conditions
+WORKERS: dict[str, tuple[Condition, ...]] = {
+    "full": ("full", "full-cached"),
+    "delta-mem": ("delta-mem",),
+    "hybrid": ("hybrid",),
+    "rag": ("rag",),
+}
+Status = Literal["ok", "does not fit", "out of memory"]
+USER, SESSION = "bench", "growth"
+GOAL_SPEEDUP, GOAL_SPREAD = 10.0, 0.05
+
+
+class GrowthConfig(BaseModel):
+    """What `run_growth_bench` measures."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str | None = Field(None, description="backbone name or path; None: the embedded SmolLM2")
+    adapter: str | None = Field(None, description="δ-mem adapter folder; None: an untrained (seeded) δ-mem")
+    sizes: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384, 32768)
+    conditions: tuple[Condition, ...] = CONDITIONS
+    window: int = Field(1024, ge=16, description="recent-context window of delta-mem, hybrid and rag (tokens)")
+    decode_tokens: int = Field(64, ge=1)
+    turns: int = Field(3, ge=1, description="measured turns per size (median latency, max peak) for windowed conditions")
+    full_turns: int = Field(1, ge=1, description="measured turns per size for full replay (each re-prefills everything)")
+    device: str | None = None
+    dtype: str | None = None
+    isolate: bool = Field(True, description="one child process per worker (clean peak memory)")
+    memory_limit_mib: float | None = Field(
+        None, description="most memory a turn may add to the loaded model; None: 90% of what the machine has free"
+    )
+    seed: int = 0
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or any(s < 1 for s in sizes):
+            raise ValueError(f"sizes must be positive token counts, got {sizes}")
+        return tuple(sorted(set(sizes)))
+
+    def workers(self) -> list[str]:
+        return [w for w, conds in WORKERS.items() if any(c in self.conditions for c in conds)]
+
+
+class TurnMeasure(BaseModel):
+    turn_ms: float
+    prefill_ms: float
+    decode_ms: float
+    decode_tokens: int
+    context_tokens: int
+    prefill_tokens: int
+    peak_mem_mib: float
+    note: str = ""
+
+
+# -- turns on the bare backbone --------------------------------------------------------------------
+def _forward(model: torch.nn.Module, ids: list[int], cache: Any) -> tuple[torch.Tensor, Any]:
+    from deltamem_agents.model.compat import cache_kwargs, output_cache
+
+    device = next(model.parameters()).device
+    out = model(
+        input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1, **cache_kwargs(model, cache)
+    )
+    return out.logits[:, -1, :], output_cache(out)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    _sync(device)
+    started = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, (time.perf_counter() - started) * 1e3
+
+
+def _decode(model: torch.nn.Module, logits: torch.Tensor, cache: Any, tokens: int) -> None:
+    """Greedy decoding of exactly ``tokens`` tokens (end-of-turn ignored, as in every condition)."""
+    for _ in range(tokens):
+        logits, cache = _forward(model, [int(logits.argmax(-1))], cache)
+
+
+def _empty_cache(model: torch.nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+# -- workers: one per child process ----------------------------------------------------------------
+WARM_UP_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 16)
+
+
+class _Worker:
+    """Grows one kind of memory through the sizes and answers measured turns."""
+
+    conditions: tuple[Condition, ...] = ()
+
+    def __init__(self, config: GrowthConfig, workdir: Path) -> None:
+        from deltamem_agents.backbone import default_device, load_backbone, resolve_dtype
+
+        self.config, self.workdir = config, workdir
+        self.device = torch.device(config.device) if config.device else default_device()
+        self.model, self.tokenizer = load_backbone(
+            config.backbone, device=self.device, dtype=resolve_dtype(config.dtype, self.device), progress=False
+        )
+        self.conversation = SyntheticConversation(self.tokenizer, seed=config.seed)
+        self.peak = PeakMemory(self.device)
+
+    # memory a turn adds at ``size`` tokens of history (an estimate, for the fit check)
+    def extra_mib(self, size: int) -> float:
+        return self._activation_mib(self.config.window) + self._kv_mib(self.config.window + 2 * self.config.decode_tokens)
+
+    def _kv_mib(self, tokens: int) -> float:
+        cfg = self.model.config
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        width = next(self.model.parameters()).element_size()
+        return cfg.num_hidden_layers * 2 * heads * head_dim * width * tokens / 2**20
+
+    def _activation_mib(self, tokens: int) -> float:
+        cfg = self.model.config
+        width = next(self.model.parameters()).element_size()
+        per_token = 8 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+        attention = 0.0
+        if getattr(cfg, "_attn_implementation", "sdpa") == "eager":  # eager keeps a seq x seq matrix per head
+            attention = cfg.num_attention_heads * tokens * tokens * width
+        return (per_token * width * tokens + attention) / 2**20
+
+    def warm_up(self) -> None:
+        """One throwaway turn so lazy initialisation is not measured."""
+
+    def grow(self, history: list[Any]) -> None:
+        """Bring this worker's memory to ``history`` (the messages so far; untimed)."""
+
+    def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class _FullReplay(_Worker):
+    """The whole history in context: re-prefilled every turn (``full``), or kept in a KV cache
+    between turns (``full-cached``: only the new turn is prefilled)."""
+
+    conditions = ("full", "full-cached")
+
+    def extra_mib(self, size: int) -> float:
+        return self._activation_mib(size) + self._kv_mib(size + 2 * self.config.decode_tokens + 128)
+
+    def warm_up(self) -> None:
+        with torch.inference_mode():
+            logits, cache = _forward(self.model, self.tokenizer(WARM_UP_TEXT)["input_ids"], _empty_cache(self.model))
+            _decode(self.model, logits, cache, 4)
+
+    def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
+        from deltamem_agents.session.chat import ChatEncoder
+        from deltamem_agents.session.session import template_view
+
+        encoder = ChatEncoder(self.tokenizer)
+        views = [template_view(m) for m in history]
+        (history_ids, question_ids), render_ms = _timed(lambda: self._encode(encoder, views, question), self.device)
+        n = self.config.decode_tokens
+        with torch.inference_mode():
+            self.peak.reset()
+            (logits, cache), history_ms = _timed(lambda: _forward(self.model, history_ids, _empty_cache(self.model)), self.device)
+            history_peak = self.peak.peak_mib()
+            self.peak.reset()
+            (logits, cache), question_ms = _timed(lambda: _forward(self.model, question_ids, cache), self.device)
+            _, decode_ms = _timed(lambda: _decode(self.model, logits, cache, n), self.device)
+            turn_peak = self.peak.peak_mib()
+        context = len(history_ids) + len(question_ids)
+        full = TurnMeasure(
+            turn_ms=render_ms + history_ms + question_ms + decode_ms, prefill_ms=history_ms + question_ms,
+            decode_ms=decode_ms, decode_tokens=n, context_tokens=context, prefill_tokens=context,
+            peak_mem_mib=max(history_peak, turn_peak),
+        )
+        cached = TurnMeasure(
+            turn_ms=question_ms + decode_ms, prefill_ms=question_ms, decode_ms=decode_ms, decode_tokens=n,
+            context_tokens=context, prefill_tokens=len(question_ids), peak_mem_mib=turn_peak,
+        )
+        return {"full": full, "full-cached": cached}
+
+    @staticmethod
+    def _encode(encoder: Any, views: list[dict[str, Any]], question: str) -> tuple[list[int], list[int]]:
+        history_text = encoder.render(views)
+        prompt = encoder.render([*views, {"role": "user", "content": question}], add_generation_prompt=True)
+        return encoder.tokenize(history_text), encoder.tokenize(prompt[len(history_text) :])
+
+
+class _SessionWorker(_Worker):
+    """A `MemorySession` on the runtime: recent window + OSAM state."""
+
+    conditions = ("delta-mem",)
+
+    def __init__(self, config: GrowthConfig, workdir: Path) -> None:
+        super().__init__(config, workdir)
+        from deltamem_agents.session import DeltaMemRuntime, GenerationOptions, SessionConfig, UntrainedMemoryWarning
+
+        session_config = SessionConfig(
+            context_window=config.window,
+            generation=GenerationOptions(max_new_tokens=config.decode_tokens, ignore_eos=True),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UntrainedMemoryWarning)
+            self.runtime = DeltaMemRuntime(
+                config.backbone, model=self.model, tokenizer=self.tokenizer, adapter=config.adapter,
+                store=workdir / "sessions", session_config=session_config, progress=False,
+            )
+        self.fed = 0
+
+    def warm_up(self) -> None:
+        self.runtime.session("warm-up", user_id=USER).reply(WARM_UP_TEXT, max_new_tokens=4)
+
+    def grow(self, history: list[Any]) -> None:
+        if len(history) > self.fed:
+            self.runtime.session(SESSION, user_id=USER).ingest(history[self.fed :])
+            self.fed = len(history)
+
+    def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
+        session = self.runtime.session(SESSION, user_id=USER)
+        self.peak.reset()
+        context, started = None, time.perf_counter()
+        for _ in session.stream(question):
+            context = len(session._window) if context is None else context  # the context the answer starts from
+        turn_ms = (time.perf_counter() - started) * 1e3
+        return {"delta-mem": _from_stats(session.last_stats, turn_ms, context, self.peak.peak_mib())}
+
+
+class _HybridWorker(_SessionWorker):
+    """`HybridMemory`: the session + the Chroma text log + the router, committing every turn."""
+
+    conditions = ("hybrid",)
+
+    def __init__(self, config: GrowthConfig, workdir: Path) -> None:
+        super().__init__(config, workdir)
+        from deltamem_agents.memory import TextLog, TextLogConfig
+        from deltamem_agents.memory.hybrid import HybridMemory
+
+        self.textlog = TextLog(TextLogConfig(path=workdir / "textlog"))
+        self.hybrid = HybridMemory(self.runtime, self.textlog)
+
+    def warm_up(self) -> None:
+        self.hybrid.reply(WARM_UP_TEXT, session_id="warm-up", user_id=USER, max_new_tokens=4)
+
+    def grow(self, history: list[Any]) -> None:
+        if len(history) > self.fed:
+            self.hybrid.ingest(history[self.fed :], session_id=SESSION, user_id=USER)
+            self.fed = len(history)
+
+    def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
+        session = self.runtime.session(SESSION, user_id=USER)
+        self.peak.reset()
+        context, final, started = None, None, time.perf_counter()
+        for chunk in self.hybrid.stream_chat(question, session_id=SESSION, user_id=USER):
+            if chunk.text and context is None:
+                context = len(session._window)
+            final = chunk.reply or final
+        turn_ms = (time.perf_counter() - started) * 1e3
+        assert final is not None
+        route = final.decision.route if final.decision is not None else "-"
+        measure = _from_stats(final.stats, turn_ms, context, self.peak.peak_mib())
+        measure.note = f"route {route}"
+        return {"hybrid": measure}
+
+    def close(self) -> None:
+        self.textlog.close()
+
+
+class _RagWorker(_Worker):
+    """The bare backbone; each turn: search the log, keep what the router selects, put it before
+    the recent window and the question, prefill it all and decode."""
+
+    conditions = ("rag",)
+
+    def __init__(self, config: GrowthConfig, workdir: Path) -> None:
+        super().__init__(config, workdir)
+        from deltamem_agents.memory import TextLog, TextLogConfig
+        from deltamem_agents.memory.router import router_from_spec
+
+        self.textlog = TextLog(TextLogConfig(path=workdir / "textlog"))
+        self.router = router_from_spec("always")
+        self.fed = 0
+
+    def extra_mib(self, size: int) -> float:
+        tokens = self.config.window + self.router.token_budget * 2 + 2 * self.config.decode_tokens
+        return self._activation_mib(tokens) + self._kv_mib(tokens)
+
+    def warm_up(self) -> None:
+        from deltamem_agents.session.records import ChatMessage
+
+        self.textlog.add_message(ChatMessage(role="user", content="Hello there."), user_id=USER, session_id="warm-up", turn=0)
+        self.textlog.search("Hello", user_id=USER, session_id="warm-up")
+        with torch.inference_mode():
+            logits, cache = _forward(self.model, self.tokenizer(WARM_UP_TEXT)["input_ids"], _empty_cache(self.model))
+            _decode(self.model, logits, cache, 4)
+
+    def grow(self, history: list[Any]) -> None:
+        for index in range(self.fed, len(history)):
+            self.textlog.add_message(history[index], user_id=USER, session_id=SESSION, turn=index // 2)
+        self.fed = len(history)
+
+    def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
+        from deltamem_agents.memory.hybrid import SNIPPET_HEADER
+        from deltamem_agents.memory.router import RouterInput
+        from deltamem_agents.session.chat import ChatEncoder
+        from deltamem_agents.session.session import template_view
+
+        self.peak.reset()
+        started = time.perf_counter()
+        hits = self.textlog.search(question, user_id=USER, session_id=SESSION, k=2 * self.router.k)
+        decision = self.router.decide(RouterInput(query=question, hits=hits))
+        notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
+        recent = self.conversation.recent(len(history), self.config.window)
+        views = [{"role": "system", "content": f"{SNIPPET_HEADER}\n{notes}"}] if notes else []
+        views += [template_view(m) for m in recent] + [{"role": "user", "content": question}]
+        encoder = ChatEncoder(self.tokenizer)
+        ids = encoder.tokenize(encoder.render(views, add_generation_prompt=True))
+        n = self.config.decode_tokens
+        with torch.inference_mode():
+            (logits, cache), prefill_ms = _timed(lambda: _forward(self.model, ids, _empty_cache(self.model)), self.device)
+            _, decode_ms = _timed(lambda: _decode(self.model, logits, cache, n), self.device)
+        turn_ms = (time.perf_counter() - started) * 1e3
+        measure = TurnMeasure(
+            turn_ms=turn_ms, prefill_ms=prefill_ms, decode_ms=decode_ms, decode_tokens=n, context_tokens=len(ids),
+            prefill_tokens=len(ids), peak_mem_mib=self.peak.peak_mib(), note=f"{len(decision.snippets)} snippets",
+        )
+        return {"rag": measure}
+
+    def close(self) -> None:
+        self.textlog.close()
+
+
+WORKER_CLASSES: dict[str, type[_Worker]] = {
+    "full": _FullReplay, "delta-mem": _SessionWorker, "hybrid": _HybridWorker, "rag": _RagWorker,
+}
+
+
+def _from_stats(stats: Any, turn_ms: float, context: int | None, peak: float) -> TurnMeasure:
+    return TurnMeasure(
+        turn_ms=turn_ms, prefill_ms=stats.prefill_ms, decode_ms=stats.decode_ms, decode_tokens=stats.decode_tokens,
+        context_tokens=context if context is not None else stats.context_tokens,
+        prefill_tokens=stats.prefill_tokens, peak_mem_mib=peak,
+        note="window rebuilt" if stats.window_rebuilt else "",
+    )
+
+
+# -- one worker through all sizes (in a child process or in this one) -----------------------------
+Event = tuple[str, Any]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError | torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _row(condition: Condition, size: int, status: Status, **fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {"condition": condition, "history_tokens": size, "status": status}
+    row.update(fields)
+    return row
+
+
+def _aggregate(condition: Condition, size: int, actual: int, measures: list[TurnMeasure]) -> dict[str, Any]:
+    median = lambda name: statistics.median(getattr(m, name) for m in measures)  # noqa: E731
+    notes = sorted({m.note for m in measures if m.note})
+    return _row(
+        condition, size, "ok",
+        history_actual=actual,
+        turn_ms=round(median("turn_ms"), 1),
+        prefill_ms=round(median("prefill_ms"), 1),
+        decode_ms=round(median("decode_ms"), 1),
+        context_tokens=int(median("context_tokens")),
+        prefill_tokens=int(median("prefill_tokens")),
+        peak_mem_mib=round(max(m.peak_mem_mib for m in measures), 1),
+        turns=len(measures),
+        note="; ".join(notes),
+    )
+
+
+def run_worker(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> None:
+    """Grow one worker's history through ``config.sizes``, measuring turns; events go to ``emit``:
+    ``("phase", text)``, ``("row", row)`` and finally ``("meta", info)``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    conditions = tuple(c for c in WORKERS[name] if c in config.conditions)
+    with tempfile.TemporaryDirectory(prefix=f"deltamem-growth-{name}-") as tmp:
+        emit(("phase", f"{name}: loading"))
+        worker = WORKER_CLASSES[name](config, Path(tmp))
+        try:
+            worker.warm_up()
+            budget = config.memory_limit_mib
+            if budget is None:
+                free = available_mib()
+                budget = 0.9 * free if free is not None else math.inf
+            turns = config.full_turns if name == "full" else config.turns
+            stopped: tuple[Status, str] | None = None
+            for size in config.sizes:
+                if stopped is None and worker.extra_mib(size) > budget:
+                    stopped = ("does not fit", f"needs about {worker.extra_mib(size):,.0f} MiB more; {budget:,.0f} MiB allowed")
+                if stopped is not None:
+                    for condition in conditions:
+                        emit(("row", _row(condition, size, stopped[0], note=stopped[1])))
+                    continue
+                try:
+                    emit(("phase", f"{name}: history to {size:,} tokens"))
+                    history, actual = worker.conversation.prefix(size)
+                    worker.grow(history)
+                    measures: dict[Condition, list[TurnMeasure]] = {c: [] for c in conditions}
+                    for turn in range(turns):
+                        emit(("phase", f"{name}: turn {turn + 1}/{turns} at {size:,} tokens"))
+                        question = worker.conversation.question(turn, len(history))
+                        for condition, measure in worker.turn(history, question).items():
+                            if condition in measures:
+                                measures[condition].append(measure)
+                except Exception as exc:
+                    if not _is_out_of_memory(exc):
+                        raise
+                    stopped = ("out of memory", f"{type(exc).__name__}: {str(exc)[:160]}")
+                    for condition in conditions:
+                        emit(("row", _row(condition, size, stopped[0], note=stopped[1])))
+                    continue
+                for condition in conditions:
+                    emit(("row", _aggregate(condition, size, actual, measures[condition])))
+            emit(("meta", {
+                "memory_method": worker.peak.method,
+                "attn_implementation": getattr(worker.model.config, "_attn_implementation", None),
+                "backbone_parameters": sum(p.numel() for p in worker.model.parameters()),
+                "dtype": str(next(worker.model.parameters()).dtype).removeprefix("torch."),
+            }))
+        finally:
+            worker.close()
+
+
+def _child(name: str, config_json: str, events: Any) -> None:
+    run_worker(name, GrowthConfig.model_validate_json(config_json), events.put)
+
+
+def _run_isolated(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> None:
+    """`run_worker` in a fresh process; if it dies (e.g. killed for memory) the sizes it did not
+    report are reported as out of memory."""
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    process = context.Process(target=_child, args=(name, config.model_dump_json(), events), daemon=True)
+    process.start()
+    reported: set[tuple[str, int]] = set()
+    finished = False
+    while True:
+        try:
+            event = events.get(timeout=2.0)
+        except queue_module.Empty:
+            if not process.is_alive():
+                break
+            continue
+        if event[0] == "row":
+            reported.add((event[1]["condition"], event[1]["history_tokens"]))
+        finished = finished or event[0] == "meta"
+        emit(event)
+    process.join()
+    if process.exitcode != 0 or not finished:
+        why = f"the worker process died (exit code {process.exitcode}), probably killed for memory"
+        for size in config.sizes:
+            for condition in WORKERS[name]:
+                if condition in config.conditions and (condition, size) not in reported:
+                    emit(("row", _row(condition, size, "out of memory", note=why)))
+        if process.exitcode not in (-9, 137):
+            raise RuntimeError(f"growth worker {name!r} failed (exit code {process.exitcode}); see its traceback above")
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+def summarize(rows: list[dict[str, Any]], sizes: tuple[int, ...]) -> dict[str, Any]:
+    """The goal check, computed from the rows: speed ratio at the largest size, memory flatness."""
+    ok = {(r["condition"], r["history_tokens"]): r for r in rows if r["status"] == "ok"}
+    summary: dict[str, Any] = {"goal": f"δ-mem turn >= {GOAL_SPEEDUP:g}x faster than full replay at {max(sizes):,} tokens; "
+                               f"δ-mem peak memory within {GOAL_SPREAD:.0%} between {min(sizes):,} and {max(sizes):,}; full replay grows"}
+    largest, smallest = max(sizes), min(sizes)
+    full, delta = ok.get(("full", largest)), ok.get(("delta-mem", largest))
+    if full and delta:
+        summary["speedup"] = round(full["turn_ms"] / delta["turn_ms"], 2)
+    small, large = ok.get(("delta-mem", smallest)), ok.get(("delta-mem", largest))
+    if small and large:
+        summary["delta_mem_peak_mib"] = [small["peak_mem_mib"], large["peak_mem_mib"]]
+        summary["delta_mem_peak_change"] = round(large["peak_mem_mib"] / small["peak_mem_mib"] - 1, 4)
+    full_small = ok.get(("full", smallest))
+    if full_small and full:
+        summary["full_peak_mib"] = [full_small["peak_mem_mib"], full["peak_mem_mib"]]
+        summary["full_peak_growth"] = round(full["peak_mem_mib"] / full_small["peak_mem_mib"], 3)
+    checks = {
+        "speedup": summary.get("speedup", 0) >= GOAL_SPEEDUP if "speedup" in summary else None,
+        "flat_memory": abs(summary["delta_mem_peak_change"]) <= GOAL_SPREAD if "delta_mem_peak_change" in summary else None,
+        "full_grows": summary["full_peak_growth"] > 1 + GOAL_SPREAD if "full_peak_growth" in summary else None,
+    }
+    summary["checks"] = checks
+    summary["met"] = all(checks.values()) if None not in checks.values() else None
+    facts = []
+    if full and delta:
+        facts.append(f"at {largest:,} tokens of history a δ-mem turn took {delta['turn_ms']:,.0f} ms, full replay "
+                     f"{full['turn_ms']:,.0f} ms ({summary['speedup']:g}x faster)")
+    if "delta_mem_peak_change" in summary:
+        a, b = summary["delta_mem_peak_mib"]
+        facts.append(f"δ-mem peak memory {a:,.0f} MiB at {smallest:,} tokens, {b:,.0f} MiB at {largest:,} "
+                     f"({summary['delta_mem_peak_change']:+.1%})")
+    if "full_peak_growth" in summary:
+        a, b = summary["full_peak_mib"]
+        facts.append(f"full replay peak memory {a:,.0f} MiB, then {b:,.0f} MiB ({summary['full_peak_growth']:g}x)")
+    unmeasured = sorted({(r["condition"], r["status"]) for r in rows if r["status"] != "ok"})
+    if unmeasured:
+        facts.append("not measured: " + ", ".join(f"{c} ({s})" for c, s in unmeasured))
+    summary["headline"] = "; ".join(facts) or None
+    return summary
+
+
+def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    full = {r["history_tokens"]: r["turn_ms"] for r in rows if r["condition"] == "full" and r["status"] == "ok"}
+    for row in rows:
+        if row["status"] == "ok" and row["history_tokens"] in full:
+            row["vs_full"] = round(full[row["history_tokens"]] / row["turn_ms"], 2)
+    order = {c: i for i, c in enumerate(CONDITIONS)}
+    return sorted(rows, key=lambda r: (order[r["condition"]], r["history_tokens"]))
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[Event], None]]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not enabled, transient=False) as bar:
+        task = bar.add_task("growth", total=total)
+
+        def update(event: Event) -> None:
+            if event[0] == "phase":
+                bar.update(task, description=event[1])
+            elif event[0] == "row":
+                bar.advance(task)
+
+        yield update
+
+
+def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
+    """Measure every condition at every size; writes ``growth.json``, ``growth.md`` and ``growth.png``."""
+    config = config or GrowthConfig()
+    rows: list[dict[str, Any]] = []
+    meta_info: dict[str, Any] = {}
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    total = len(config.sizes) * len(config.conditions)
+    started = time.perf_counter()
+    with _progress_bar(progress, total) as show:
+        def emit(event: Event) -> None:
+            show(event)
+            if event[0] == "row":
+                rows.append(event[1])
+            elif event[0] == "meta":
+                meta_info.update(event[1])
+
+        for name in config.workers():
+            if config.isolate:
+                _run_isolated(name, config, emit)
+            else:
+                run_worker(name, config, emit)
+    rows = _with_speedups(rows)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    meta = {
+        "benchmark": "growth",
+        "params": config.model_dump(),
+        "device": device,
+        "machine": machine_info(device),
+        "load_average": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
+        "wall_s": round(time.perf_counter() - started, 1),
+        **meta_info,
+        "summary": summarize(rows, config.sizes),
+        "plots": ["growth.png"],
+    }
+    write_report("growth", rows, Path(out_dir), meta)
+    from deltamem_agents.bench.plots import plot_report
+
+    plot_report("growth", {"meta": meta, "rows": rows}, Path(out_dir) / "growth.png")
+    return rows

@@ -1,0 +1,118 @@
+"""Every benchmark in one table: what it shows, how `deltamem bench all` runs it, in page order.
+
+`deltamem bench all` runs each entry's ``runner`` and `write_benchmarks_page` renders one section
+per entry from ``<name>.json``. A benchmark without a runner here (``eval``, written with
+``deltamem_agents.eval``) is still rendered once its report exists; to make ``bench all`` run it,
+set its ``runner`` to ``"module:function"`` taking ``(out_dir, *, device)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    about: str
+    command: str
+    runner: str | None = None
+
+    def load_runner(self) -> Callable[..., Any] | None:
+        if self.runner is None:
+            return None
+        module, _, function = self.runner.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+
+def _scan(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.scan import run_scan_bench
+
+    return run_scan_bench(out, device=device or "cpu", threads=1, max_naive_len=None)
+
+
+def _overhead(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.overhead import run_overhead_bench
+
+    return run_overhead_bench(out, device=device, repeats=7)
+
+
+def _growth(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.growth import GrowthConfig, run_growth_bench
+
+    return run_growth_bench(out, GrowthConfig(device=device), progress=True)
+
+
+def _batch(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.batch import BatchBenchConfig, run_batch_bench
+
+    return run_batch_bench(out, BatchBenchConfig(device=device), progress=True)
+
+
+def _retrieval(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.retrieval import RetrievalBenchConfig, run_retrieval_bench
+
+    return run_retrieval_bench(out, RetrievalBenchConfig(threads=1), progress=True)
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        Benchmark(
+            "scan", "the OSAM scan",
+            "Chunked (WY/UT) scan vs the naive per-token loop, one layer, rank 8, forward in inference mode. "
+            "Goal: >= 20x faster at 8k tokens on CPU.",
+            "deltamem bench scan", f"{__name__}:_scan",
+        ),
+        Benchmark(
+            "overhead", "what δ-mem costs the backbone",
+            "SmolLM2-135M with δ-mem attached (default config: rank 8, q/k/v/o heads) vs the bare backbone, "
+            "interleaved in one run; peak memory in one child process per variant. Goals: decode >= 0.95x, "
+            "prefill >= 0.90x of bare tokens/s, peak memory <= 1.02x.",
+            "deltamem bench overhead", f"{__name__}:_overhead",
+        ),
+        Benchmark(
+            "growth", "one turn as the conversation grows",
+            "A conversation grows to 1k ... 32k tokens of history; at each size one new user turn is answered with "
+            "64 tokens (end-of-turn ignored, so every condition decodes the same). Conditions on the same backbone: "
+            "`full` re-prefills the whole history every turn (a chat app on a stateless model server); "
+            "`full-cached` keeps the whole history in a KV cache between turns (prefix caching, the best case for "
+            "stuffing the context); `delta-mem` is a `MemorySession` (1024-token window + OSAM state); `hybrid` is "
+            "`HybridMemory` (the session + Chroma text log + router, with search, state probe, logging and the commit "
+            "inside the turn); `rag` is the bare backbone with retrieved snippets + the recent window, prompt rebuilt "
+            "every turn. `turn_ms` is the median over the measured turns, `peak_mem_mib` the highest turn peak, "
+            "`context_tokens` the tokens in context when the answer starts, `prefill_tokens` those computed this turn, "
+            "`vs_full` how many times faster than full replay. Each condition runs in its own process, its history "
+            "grown once through the sizes.",
+            "deltamem bench growth", f"{__name__}:_growth",
+        ),
+        Benchmark(
+            "batch", "batched sessions",
+            "Several sessions (different histories, so different KV lengths and states) answer one turn each, "
+            "64 tokens, one after another (`MemorySession.reply`) vs in one batch (`reply_batch`). Throughput is "
+            "decoded tokens of all sessions over the wall time of the whole turn, prefill included. `same_text` "
+            "counts replies identical in both runs (greedy). `merge_ms` is what stacking and splitting the KV caches "
+            "cost in the batched turn; `rebuild_ms` what re-prefilling every session's window would cost instead.",
+            "deltamem bench batch", f"{__name__}:_batch",
+        ),
+        Benchmark(
+            "retrieval", "the text log and the router",
+            "`TextLog` on real embedded Chroma (PersistentClient) with all-MiniLM-L6-v2 embeddings, filled to 1k, "
+            "10k and 100k entries; p50/p95 of `add_message` and `search` (k=8, scoped to the session) end to end and "
+            "with the embedding precomputed (the log and Chroma alone), of embedding one text, and of "
+            "`MemoryRouter.decide` on real hits.",
+            "deltamem bench retrieval", f"{__name__}:_retrieval",
+        ),
+        Benchmark(
+            "eval", "evaluation",
+            "Answer quality of δ-mem, full replay, hybrid and RAG on the evaluation sets (deltamem_agents.eval). "
+            "Rendered from `eval.json` once the evaluation writes it.",
+            "deltamem eval",
+        ),
+    )
+}
