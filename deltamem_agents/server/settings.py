@@ -109,7 +109,7 @@ class ServerSettings(BaseModel):
 
     # -- scheduling ---------------------------------------------------------------------------------
     batching: bool = Field(True, description="decode concurrent turns of different sessions in one batch")
-    batch_window_ms: float = Field(5.0, ge=0.0, le=1000.0, description="how long an idle batcher waits for more turns")
+    batch_window_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="how long an idle batcher waits for more turns")
     max_batch_rows: int = Field(16, ge=1, le=256, description="most sessions decoded in one batch")
     max_workers: int = Field(64, ge=1, le=1024, description="turns that may run (or wait for the model) at once")
     max_queued_turns: int = Field(512, ge=1, description="turns accepted at once, running or queued (503 above)")

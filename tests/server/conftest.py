@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 import uvicorn
 
 from deltamem_agents import DeltaMemConfig
@@ -28,6 +29,16 @@ API_KEYS = {"key-alice-0123456789abcdef": "alice", "key-bob-0123456789abcdefgh":
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two
+    threads fighting other processes (and the server's worker threads) for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_runtime(tokenizer, store: Path) -> DeltaMemRuntime:
