@@ -48,14 +48,14 @@ from deltamem_agents.bench.report import machine_info, write_report
 
 Condition = Literal["full", "full-cached", "delta-mem", "hybrid", "rag"]
 CONDITIONS: tuple[Condition, ...] = ("full", "full-cached", "delta-mem", "hybrid", "rag")
-#: which child process measures which conditions
+#: which child process measures which conditions, in the order they run (the slow one last)
 WORKERS: dict[str, tuple[Condition, ...]] = {
-    "full": ("full", "full-cached"),
     "delta-mem": ("delta-mem",),
     "hybrid": ("hybrid",),
     "rag": ("rag",),
+    "full": ("full", "full-cached"),
 }
-Status = Literal["ok", "does not fit", "out of memory"]
+Status = Literal["ok", "does not fit", "out of memory", "failed"]
 USER, SESSION = "bench", "growth"
 GOAL_SPEEDUP, GOAL_SPREAD = 10.0, 0.05
 
@@ -489,9 +489,9 @@ def _child(name: str, config_json: str, events: Any) -> None:
     run_worker(name, GrowthConfig.model_validate_json(config_json), events.put)
 
 
-def _run_isolated(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> None:
-    """`run_worker` in a fresh process; if it dies (e.g. killed for memory) the sizes it did not
-    report are reported as out of memory."""
+def _run_isolated(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> str | None:
+    """`run_worker` in a fresh process. If it dies, the sizes it did not report are reported (out of
+    memory when it was killed, failed otherwise); returns the failure, if any."""
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     process = context.Process(target=_child, args=(name, config.model_dump_json(), events), daemon=True)
@@ -510,14 +510,17 @@ def _run_isolated(name: str, config: GrowthConfig, emit: Callable[[Event], None]
         finished = finished or event[0] == "meta"
         emit(event)
     process.join()
-    if process.exitcode != 0 or not finished:
-        why = f"the worker process died (exit code {process.exitcode}), probably killed for memory"
-        for size in config.sizes:
-            for condition in WORKERS[name]:
-                if condition in config.conditions and (condition, size) not in reported:
-                    emit(("row", _row(condition, size, "out of memory", note=why)))
-        if process.exitcode not in (-9, 137):
-            raise RuntimeError(f"growth worker {name!r} failed (exit code {process.exitcode}); see its traceback above")
+    if process.exitcode == 0 and finished:
+        return None
+    killed = process.exitcode in (-9, 137)
+    status: Status = "out of memory" if killed else "failed"
+    why = (f"the worker process was killed (exit code {process.exitcode}), probably for memory" if killed
+           else f"the worker failed (exit code {process.exitcode}); its traceback is in the log")
+    for size in config.sizes:
+        for condition in WORKERS[name]:
+            if condition in config.conditions and (condition, size) not in reported:
+                emit(("row", _row(condition, size, status, note=why)))
+    return None if killed else f"growth worker {name!r} failed (exit code {process.exitcode}); see its traceback above"
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -605,9 +608,11 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
             elif event[0] == "meta":
                 meta_info.update(event[1])
 
+        failures = []
         for name in config.workers():
             if config.isolate:
-                _run_isolated(name, config, emit)
+                failure = _run_isolated(name, config, emit)
+                failures += [failure] if failure else []
             else:
                 run_worker(name, config, emit)
     rows = _with_speedups(rows)
@@ -627,4 +632,6 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
     from deltamem_agents.bench.plots import plot_report
 
     plot_report("growth", {"meta": meta, "rows": rows}, Path(out_dir) / "growth.png")
+    if failures:  # the report is written first: hours of measurements are not lost to one worker
+        raise RuntimeError("; ".join(failures))
     return rows

@@ -59,6 +59,8 @@ def test_a_worker_that_fails_for_another_reason_raises(tmp_path):
     config = GrowthConfig(backbone=str(tmp_path / "no-such-backbone"), sizes=(64,), conditions=("rag",))
     with pytest.raises(RuntimeError, match="growth worker 'rag' failed"):
         run_growth_bench(tmp_path, config)
+    rows = json.loads((tmp_path / "growth.json").read_text())["rows"]  # written before raising
+    assert [(r["condition"], r["status"]) for r in rows] == [("rag", "failed")]
 
 
 def _rows(full_ms, delta_ms, delta_peaks, full_peaks):
