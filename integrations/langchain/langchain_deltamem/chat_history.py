@@ -8,6 +8,7 @@ told shows up in the history. Entries the model already logged are not stored tw
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ from langchain_deltamem._resources import shared_textlog
 if TYPE_CHECKING:
     from langchain_deltamem.chat_models import DeltaMemLLM
 
+# How the chunker ends a sentence: . ! ? … and closing quotes or brackets (see chunking.py).
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
+
 
 def merge_chunks(parts: Sequence[str]) -> str:
     """Reassemble a message the log stored in chunks.
@@ -35,7 +39,9 @@ def merge_chunks(parts: Sequence[str]) -> str:
         overlap = 0
         for size in range(min(len(text), len(part)), 0, -1):
             starts_sentence = size == len(text) or text[-size - 1].isspace()
-            ends_sentence = size == len(part) or part[size].isspace()
+            ends_sentence = size == len(part) or part[size] == "\n" or (
+                part[size].isspace() and _SENTENCE_END.search(part[:size]) is not None
+            )
             if starts_sentence and ends_sentence and text.endswith(part[:size]):
                 overlap = size
                 break
