@@ -17,6 +17,7 @@ from deltamem_agents.cli.inspect import inspect_session
 from deltamem_agents.cli.memory import forget, router_app
 from deltamem_agents.cli.serve import serve, serve_loadtest
 from deltamem_agents.cli.sessions import ask, chat, ingest, sessions_app
+from deltamem_agents.cli.eval import evaluate
 from deltamem_agents.cli.train import train
 
 app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
@@ -33,6 +34,7 @@ app.command("serve")(serve)
 app.command("serve-loadtest")(serve_loadtest)
 app.command("demo")(demo)
 app.command("train")(train)
+app.command("eval")(evaluate)
 
 
 def main() -> None:  # pragma: no cover - console entry point

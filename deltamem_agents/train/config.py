@@ -33,11 +33,11 @@ class TrainConfig(BaseModel):
     # -- data -----------------------------------------------------------------------------------
     data_dir: Path | None = Field(None, description="folder with train.jsonl/dev.jsonl; None: generate them")
     train_conversations: int = Field(4000, ge=1, description="generated training conversations (no data_dir)")
-    dev_conversations: int = Field(16, ge=0)
+    dev_conversations: int = Field(8, ge=0)
     data_seed: int = 0
     window_tokens: int = Field(64, ge=0, description="recent history tokens kept in context while answering")
     max_history_tokens: int = Field(1536, ge=16, description="history tokens written into the state (the most recent)")
-    max_read_tokens: int = Field(320, ge=16, description="most tokens of window + question + answer")
+    max_read_tokens: int = Field(256, ge=16, description="most tokens of note + question + answer")
     prefill_chunk: int = Field(512, ge=1, description="history tokens per forward, as a session ingests them")
     snippet_share: float = Field(
         0.25, ge=0.0, le=1.0, description="share of probes answered with retrieved notes in context, as the hybrid does"
@@ -70,8 +70,6 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.window_tokens + 16 > self.max_read_tokens:
-            raise ValueError(f"max_read_tokens ({self.max_read_tokens}) must leave room after window_tokens ({self.window_tokens})")
         self.delta_mem_config()  # fails early on an impossible adapter
         return self
 

@@ -1,9 +1,10 @@
 """Conversations -> token ids laid out exactly as a `MemorySession` would see them.
 
 An `Episode` is one conversation: the history tokens (with SSW segment ids) that are written
-into the state, and one `ReadExample` per probe: the last ``window_tokens`` of the history, an
-optional system note of retrieved messages (as `HybridMemory` places them), the question with
-the generation prompt, then the answer and the end-of-turn token, which are the only supervised
+into the state, the recent window (the last ``window_tokens`` of the history, which every probe
+sees first, as a session rebuilds its context) and one `ReadExample` per probe: an optional
+system note of retrieved messages (as `HybridMemory` places them), the question with the
+generation prompt, then the answer and the end-of-turn token, which are the only supervised
 tokens. The chat template is rendered by the session's own `ChatEncoder`, so training and
 `deltamem eval` tokenise the same text the same way.
 """
@@ -27,7 +28,7 @@ def snippet_note(texts: list[str]) -> str:
 
 @dataclass
 class ReadExample:
-    """Window + (note) + question + answer; ``labels`` is -100 except on the answer."""
+    """(Note) + question + answer, read after the window; ``labels`` is -100 except on the answer."""
 
     ids: list[int]
     labels: list[int]
@@ -39,11 +40,12 @@ class Episode:
     conversation_id: str
     history_ids: list[int]
     history_segments: list[int]
+    window_ids: list[int]
     reads: list[ReadExample] = field(default_factory=list)
 
     @property
     def tokens(self) -> int:
-        return len(self.history_ids) + sum(len(r.ids) for r in self.reads)
+        return len(self.history_ids) + len(self.window_ids) + sum(len(r.ids) for r in self.reads)
 
 
 def end_of_turn_id(tokenizer: Any) -> int:
@@ -74,8 +76,8 @@ class EpisodeBuilder:
 
     def build(self, conversation: Conversation, *, snippet_share: float = 0.0, rng: random.Random | None = None) -> Episode:
         ids, segments, rendered = self.history(conversation)
-        episode = Episode(conversation.id, ids[-self.max_history_tokens :], segments[-self.max_history_tokens :])
         window = ids[-self.window_tokens :] if self.window_tokens else []
+        episode = Episode(conversation.id, ids[-self.max_history_tokens :], segments[-self.max_history_tokens :], window)
         messages = conversation.messages()
         for probe in conversation.probes:
             note = None
@@ -83,12 +85,9 @@ class EpisodeBuilder:
                 note = self._note(conversation, probe, rng)
             prompt_ids = self.prompt_ids(rendered, messages, probe, note)
             answer_ids = self.tokenizer(probe.answer, add_special_tokens=False)["input_ids"] + [self.end_id]
-            room = self.max_read_tokens - len(prompt_ids) - len(answer_ids)
-            if room < 0:
-                continue  # a question longer than the read budget is not trainable as laid out
-            context = window[len(window) - min(len(window), room) :]
-            episode.reads.append(ReadExample(context + prompt_ids + answer_ids,
-                                             [-100] * (len(context) + len(prompt_ids)) + answer_ids, probe))
+            if len(prompt_ids) + len(answer_ids) > self.max_read_tokens:
+                continue  # a probe longer than the read budget is not trainable as laid out
+            episode.reads.append(ReadExample(prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids, probe))
         return episode
 
     def prompt_ids(self, rendered: str, messages: list[dict[str, str]], probe: Probe, note: str | None) -> list[int]:

@@ -129,23 +129,38 @@ def answer_loss(
     model: nn.Module,
     handle: DeltaMemHandle,
     states: dict[int, Tensor] | None,
+    window: Sequence[int],
     reads: Sequence[ReadExample],
     *,
     pad_id: int,
 ) -> tuple[Tensor, int]:
-    """Mean cross-entropy on the answer tokens of ``reads`` (one batch), reading ``states``
-    (None: an empty memory, i.e. the bare backbone) with writing off. Returns (loss, tokens)."""
+    """Mean cross-entropy on the answer tokens of ``reads``, each read after the shared recent
+    ``window``, with ``states`` read (None: an empty memory, i.e. the bare backbone) and nothing
+    written. As in a session, the window is one forward whose KV cache the probes then extend
+    (here all probes at once, the cache repeated per probe). Returns (loss, answer tokens)."""
     if not reads:
         raise ValueError("no read examples to score")
     device = next(model.parameters()).device
+    decoder = decoder_of(model)
     input_ids, attention_mask, labels = pad_reads(reads, pad_id, device)
     batch = input_ids.shape[0]
-    handle.reset_state()
-    if states is not None:
-        handle.set_state(DeltaMemState({i: s.expand(batch, -1, -1, -1) for i, s in states.items()}))
+    cache = DynamicCache(config=model.config) if window else None
+
+    def install(rows: int) -> None:
+        handle.reset_state()
+        if states is not None:
+            handle.set_state(DeltaMemState({i: s.expand(rows, -1, -1, -1) for i, s in states.items()}))
+
     try:
         with handle.writing(False):
-            hidden = decoder_of(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            if window:
+                install(1)
+                decoder(input_ids=torch.tensor([list(window)], device=device), past_key_values=cache, use_cache=True)
+                cache.batch_repeat_interleave(batch)
+                attention_mask = torch.cat([attention_mask.new_ones(batch, len(window)), attention_mask], dim=1)
+            install(batch)
+            hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
+                             use_cache=cache is not None).last_hidden_state
     finally:
         handle.reset_state()
     targets = labels[:, 1:]

@@ -158,7 +158,7 @@ class Trainer:
         for episode in episodes:
             states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
                                    prefill_chunk=self.config.prefill_chunk, history_grad=self.config.history_grad)
-            loss, _ = answer_loss(self.model, self.handle, states, episode.reads, pad_id=self.pad_id)
+            loss, _ = answer_loss(self.model, self.handle, states, episode.window_ids, episode.reads, pad_id=self.pad_id)
             (loss / len(episodes)).backward()
             total += float(loss.detach()) / len(episodes)
             tokens += episode.tokens
@@ -179,8 +179,8 @@ class Trainer:
                 continue
             states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
                                    prefill_chunk=self.config.prefill_chunk)
-            with_state += float(answer_loss(self.model, self.handle, states, episode.reads, pad_id=self.pad_id)[0])
-            without += float(answer_loss(self.model, self.handle, None, episode.reads, pad_id=self.pad_id)[0])
+            with_state += float(answer_loss(self.model, self.handle, states, episode.window_ids, episode.reads, pad_id=self.pad_id)[0])
+            without += float(answer_loss(self.model, self.handle, None, episode.window_ids, episode.reads, pad_id=self.pad_id)[0])
             n += 1
         return DevLoss(step=self.step, with_state=with_state / max(n, 1), without_state=without / max(n, 1))
 
@@ -231,6 +231,7 @@ class Trainer:
             first = self.dev_loss()
             if first is not None:
                 self.dev.append(first)
+                self._log({"kind": "dev", "dev": first.model_dump()})
         else:
             self._rewrite_log()
         columns = (TextColumn("[bold]training δ-mem"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),

@@ -1,0 +1,76 @@
+"""`deltamem eval`: the six memory conditions side by side, on generated or LoCoMo conversations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deltamem_agents.cli._common import console, print_rows, user_errors
+
+
+@user_errors
+def evaluate(
+    out: Annotated[Path, typer.Option("--out", help="folder for <name>.json, <name>.md and <name>.png")] = Path("docs/eval"),
+    name: Annotated[str | None, typer.Option(help="report file name (default: synthetic-<split> or locomo)")] = None,
+    locomo: Annotated[Path | None, typer.Option(help="a LoCoMo-format JSON file (default: generated conversations)")] = None,
+    split: Annotated[str, typer.Option(help="generated split: train, dev or test")] = "test",
+    conversations: Annotated[int, typer.Option(help="conversations to evaluate")] = 30,
+    max_probes: Annotated[int | None, typer.Option(help="at most this many probes per conversation")] = None,
+    data_seed: Annotated[int, typer.Option(help="seed of the generated conversations")] = 0,
+    conditions: Annotated[str, typer.Option(help="comma-separated: no_memory, recent_window, full_history, rag, state, hybrid, state_other")] = "no_memory,recent_window,full_history,rag,state,hybrid",
+    adapter: Annotated[str, typer.Option(help="adapter folder, 'auto' (the shipped one) or 'none'")] = "auto",
+    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    window: Annotated[int, typer.Option(help="recent history tokens kept in context")] = 64,
+    rag_k: Annotated[int, typer.Option(help="log messages placed by RAG")] = 3,
+    router: Annotated[str, typer.Option(help="hybrid router policies, e.g. cues+retrieval or retrieval=0.5+state")] = "cues+retrieval",
+    router_k: Annotated[int, typer.Option(help="most log messages the hybrid places")] = 3,
+    perplexity: Annotated[bool, typer.Option(help="also check perplexity on generic text, bare vs adapter")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available)")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    progress: bool = True,
+) -> None:
+    """Same backbone, same questions: no memory, recent window, full history, RAG, δ-mem state,
+    hybrid. Token F1 / exact match, rule checks, prompt tokens and latency per answer."""
+    import torch
+
+    from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+    from deltamem_agents.data import make_split
+    from deltamem_agents.data.locomo import load_locomo
+    from deltamem_agents.eval.conditions import CONDITIONS, LABELS, EvalConfig
+    from deltamem_agents.eval.perplexity import perplexity_check
+    from deltamem_agents.eval.report import write_report
+    from deltamem_agents.eval.runner import run_eval
+    from deltamem_agents.model.adapters import load_adapter
+    from deltamem_agents.model.attach import attach_delta_mem
+    from deltamem_agents.session.runtime import find_shipped_adapter
+    from deltamem_agents.train.trainer import hardware
+
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
+    unknown = [c for c in chosen if c not in LABELS]
+    if unknown:
+        raise typer.BadParameter(f"unknown conditions {unknown}; choose from {', '.join(LABELS)}")
+    config = EvalConfig(conditions=chosen or CONDITIONS, window_tokens=window, rag_k=rag_k, router=router, router_k=router_k)  # type: ignore[arg-type]
+    if locomo is not None:
+        data = load_locomo(locomo)[:conversations]
+        dataset, default_name = f"LoCoMo file {locomo.name}", "locomo"
+    else:
+        data = make_split(split, conversations, seed=data_seed)  # type: ignore[arg-type]
+        dataset, default_name = f"generated {split} split (seed {data_seed})", f"synthetic-{split}"
+    model, tokenizer = load_backbone(backbone, device=device)
+    backbone_name = backbone or DEFAULT_BACKBONE
+    path = find_shipped_adapter(backbone_name) if adapter == "auto" else None if adapter == "none" else Path(adapter)
+    handle = load_adapter(model, path) if path is not None else attach_delta_mem(model)
+    ppl = perplexity_check(model, tokenizer, handle) if perplexity else None
+    report = run_eval(model, tokenizer, handle, data, dataset=dataset, backbone=backbone_name,
+                      adapter=str(path) if path else None, config=config, max_probes=max_probes, perplexity=ppl,
+                      hardware=hardware(next(model.parameters()).device), progress=progress)
+    files = write_report(report, out, name or default_name)
+    print_rows([{"condition": s.label, "F1": s.f1, "F1 pref+instr+task": s.f1_memory_kinds, "rules": s.rules_followed,
+                 "prompt tokens": s.prompt_tokens, "latency ms": s.latency_ms} for s in report.summaries], dataset)
+    for goal in report.goals:
+        console.print(f"goal {'met' if goal.met else 'missed'}: {goal.name}: {goal.detail}")
+    console.print("wrote " + ", ".join(str(f) for f in files))

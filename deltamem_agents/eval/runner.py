@@ -1,0 +1,86 @@
+"""`run_eval`: every probe of every conversation under every condition, into an `EvalReport`."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+from deltamem_agents.data.records import Conversation
+from deltamem_agents.eval.conditions import Answer, EvalConfig, Evaluator, Prepared
+from deltamem_agents.eval.report import EvalReport, check_goals, summarize
+
+
+def run_eval(
+    model: Any,
+    tokenizer: Any,
+    handle: Any,
+    conversations: Sequence[Conversation],
+    *,
+    dataset: str,
+    backbone: str,
+    adapter: str | None,
+    config: EvalConfig | None = None,
+    textlog_dir: str | Path | None = None,
+    max_probes: int | None = None,
+    perplexity: dict[str, Any] | None = None,
+    hardware: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    """Answer ``conversations``' probes under ``config.conditions``; the text log lives in
+    ``textlog_dir`` (a temporary folder by default), on a real embedded Chroma."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from deltamem_agents.memory.textlog import TextLog, TextLogConfig
+
+    config = config or EvalConfig()
+    started = time.perf_counter()
+    needs_log = bool({"rag", "hybrid"} & set(config.conditions))
+    with tempfile.TemporaryDirectory(prefix="deltamem-eval-") as tmp:
+        textlog = TextLog(TextLogConfig(path=Path(textlog_dir or tmp) / "textlog", collection="deltamem-eval")) if needs_log else None
+        evaluator = Evaluator(model, tokenizer, handle, textlog, config=config)
+        plan = [(c, [i for i in range(len(c.probes))][: max_probes]) for c in conversations]
+        total = sum(len(p) for _, p in plan) * len(config.conditions)
+        answers: list[Answer] = []
+        prepared: list[Prepared] = []
+        columns = (TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("eval", total=total, what="")
+            for number, (conversation, probes) in enumerate(plan):
+                bar.update(task, what=f"writing {conversation.id}")
+                ready = evaluator.prepare(conversation)
+                prepared.append(ready)
+                other = None
+                if "state_other" in config.conditions:
+                    # a control: the state of another conversation (the previous one; the next for the first)
+                    donor = plan[number - 1][0] if number else plan[1 % len(plan)][0]
+                    other = prepared[number - 1].state if number else evaluator.prepare_state(donor)
+                for index in probes:
+                    for condition in config.conditions:
+                        bar.update(task, what=f"{conversation.id} {condition}")
+                        answers.append(evaluator.answer(ready, index, condition, other_state=other))
+                        bar.advance(task)
+        if textlog is not None:
+            textlog.close()
+    summaries = {c: summarize(c, [a for a in answers if a.condition == c]) for c in config.conditions}
+    writes = [p.write_ms for p in prepared if p.state is not None]
+    return EvalReport(
+        dataset=dataset, conversations=len(conversations), probes=sum(len(p) for _, p in plan), backbone=backbone,
+        adapter=adapter, config=config, summaries=list(summaries.values()), goals=check_goals(summaries),
+        state_write_ms_per_conversation=round(mean(writes), 1) if writes else None,
+        history_tokens_mean=round(mean(p.history_tokens for p in prepared), 1) if prepared else 0.0,
+        perplexity=perplexity, hardware=hardware or {}, command=_command(), wall_time_s=round(time.perf_counter() - started, 1),
+        answers=answers,
+    )
+
+
+def _command() -> str:
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "deltamem":
+        argv[0] = "deltamem"
+    return " ".join(argv)

@@ -1,0 +1,74 @@
+"""The six conditions on a tiny model with the real tokenizer and a real embedded Chroma log."""
+
+import pytest
+
+from deltamem_agents import DeltaMemConfig, attach_delta_mem
+from deltamem_agents.data import GeneratorConfig, generate_conversations
+from deltamem_agents.eval import CONDITIONS, EvalConfig, markdown, run_eval, write_report
+from tests.tiny_models import randomize_memory, tiny_model
+
+SMALL = GeneratorConfig(sessions=(2, 2), facts=(1, 1), preferences=(1, 1), instructions=(1, 1), task_updates=(1, 1),
+                        filler_per_session=(1, 1), tail_exchanges=2, fact_probes=1, preference_probes=1)
+
+
+@pytest.fixture(scope="module")
+def report(chat_tokenizer, tmp_path_factory):
+    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=2048)
+    handle = attach_delta_mem(model, DeltaMemConfig())  # zero delta heads: the state changes nothing
+    conversations = generate_conversations("test", 2, config=SMALL)
+    config = EvalConfig(conditions=(*CONDITIONS, "state_other"), window_tokens=24, max_new_tokens=4, request_max_new_tokens=4)
+    return run_eval(model, chat_tokenizer, handle, conversations, dataset="tiny", backbone="tiny-llama", adapter=None,
+                    config=config, max_probes=3, textlog_dir=tmp_path_factory.mktemp("log"), progress=False,
+                    perplexity={"source": "x", "tokens": 10, "bare": 10.0, "adapter": 10.1, "ratio": 1.01})
+
+
+def test_every_condition_answers_every_probe(report):
+    assert report.probes == 6
+    assert len(report.answers) == 6 * 7
+    by = {s.condition: s for s in report.summaries}
+    assert list(by) == [*CONDITIONS, "state_other"]
+    for answer in report.answers:
+        assert answer.prompt_tokens > 0 and answer.latency_ms > 0
+        assert (answer.f1 is None) == (answer.kind == "request")
+
+
+def test_prompt_tokens_follow_what_each_condition_puts_in_context(report):
+    tokens = {}
+    for answer in report.answers:
+        tokens.setdefault((answer.conversation, answer.probe), {})[answer.condition] = answer.prompt_tokens
+    for per in tokens.values():
+        assert per["no_memory"] < per["recent_window"] == per["state"] == per["state_other"]
+        assert per["full_history"] > per["recent_window"]
+        assert per["rag"] > per["recent_window"]  # the notes
+        assert per["hybrid"] >= per["state"]
+        assert per["recent_window"] - per["no_memory"] <= 24 + 30  # the window, minus the default system prompt
+
+
+def test_an_untrained_state_answers_exactly_like_the_window_alone(report):
+    answers = {(a.conversation, a.probe, a.condition): a.prediction for a in report.answers}
+    for (conversation, probe, condition), text in answers.items():
+        if condition == "state":
+            assert text == answers[(conversation, probe, "recent_window")]
+
+
+def test_the_report_has_a_table_goals_and_a_chart(report, tmp_path):
+    text = markdown(report)
+    for label in ("1. no memory", "2. recent window", "3. full history", "4. RAG only", "5. δ-mem state", "6. hybrid"):
+        assert f"| {label} |" in text
+    assert len(report.goals) == 3 and "## Goals" in text and "Empty-memory check" in text
+    files = write_report(report, tmp_path, "tiny")
+    assert [f.name for f in files] == ["tiny.json", "tiny.md", "tiny.png"]
+    assert files[2].stat().st_size > 1000
+
+
+def test_a_memory_that_reads_changes_the_state_answers_only(chat_tokenizer, tmp_path):
+    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=2048)
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle, delta_std=2.0)
+    [conversation] = generate_conversations("test", 1, config=SMALL)
+    config = EvalConfig(conditions=("recent_window", "state"), window_tokens=24, max_new_tokens=6)
+    result = run_eval(model, chat_tokenizer, handle, [conversation], dataset="tiny", backbone="tiny-llama", adapter=None,
+                      config=config, max_probes=2, progress=False)
+    window = [a.prediction for a in result.answers if a.condition == "recent_window"]
+    state = [a.prediction for a in result.answers if a.condition == "state"]
+    assert window != state

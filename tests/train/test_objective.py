@@ -1,0 +1,105 @@
+import pytest
+import torch
+from transformers import DynamicCache
+
+from deltamem_agents import DeltaMemConfig, attach_delta_mem
+from deltamem_agents.train.episodes import EpisodeBuilder, ReadExample
+from deltamem_agents.train.objective import answer_loss, write_history
+from tests.tiny_models import randomize_memory
+
+
+def _episode(tokenizer, conversation, window=24, granularity="message"):
+    builder = EpisodeBuilder(tokenizer, window_tokens=window, max_history_tokens=4096, max_read_tokens=256, granularity=granularity)
+    return builder.build(conversation)
+
+
+@pytest.mark.parametrize("strategy", ["tsw", "ssw", "msw"])
+def test_the_state_path_rederives_exactly_the_state_inference_writes(chat_tokenizer, tiny_chat_model, small_conversations, strategy):
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig(write_strategy=strategy))
+    randomize_memory(handle)
+    episode = _episode(chat_tokenizer, small_conversations[0][0])
+    states = write_history(model, handle, episode.history_ids, episode.history_segments, prefill_chunk=50)
+    # what a session computes: chunks of 50 on a KV cache, writing, no graph
+    handle.reset_state()
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        for start in range(0, len(episode.history_ids), 50):
+            ids = torch.tensor([episode.history_ids[start : start + 50]])
+            seg = torch.tensor([episode.history_segments[start : start + 50]]) if strategy == "ssw" else None
+            with handle.segments(seg):
+                model.model(input_ids=ids, past_key_values=cache, use_cache=True)
+    expected = handle.get_state().layers
+    handle.reset_state()
+    assert set(states) == set(expected)
+    for index in expected:
+        assert states[index].requires_grad
+        torch.testing.assert_close(states[index].detach(), expected[index], atol=1e-5, rtol=1e-5)
+
+
+def test_probes_sharing_the_window_score_as_if_each_had_its_own(chat_tokenizer, tiny_chat_model, small_conversations):
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    episode = _episode(chat_tokenizer, small_conversations[0][1])
+    states = write_history(model, handle, episode.history_ids, episode.history_segments)
+    shared, tokens = answer_loss(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+    total, count = 0.0, 0
+    for read in episode.reads:
+        alone = ReadExample(episode.window_ids + read.ids, [-100] * len(episode.window_ids) + read.labels, read.probe)
+        loss, n = answer_loss(model, handle, states, [], [alone], pad_id=0)
+        total, count = total + float(loss.detach()) * n, count + n
+    assert tokens == count == sum(sum(label != -100 for label in r.labels) for r in episode.reads)
+    assert float(shared) == pytest.approx(total / count, rel=1e-5)
+
+
+@pytest.mark.parametrize("history_grad", ["state", "full"])
+def test_gradients_reach_the_writes_and_never_the_backbone(chat_tokenizer, tiny_chat_model, small_conversations, history_grad):
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+    params = list(handle.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    episode = _episode(chat_tokenizer, small_conversations[0][2])
+    states = write_history(model, handle, episode.history_ids, episode.history_segments, history_grad=history_grad)
+    loss, _ = answer_loss(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+    loss.backward()
+    d = handle.config.read_dim
+    for layer in handle.layers.values():
+        grad = layer.memory.memory_in_proj.grad
+        assert grad is not None
+        assert grad[d : 2 * d].abs().sum() > 0  # memory keys: only the writes use them here
+        assert grad[2 * d : 3 * d].abs().sum() > 0  # memory values
+        assert grad[3 * d :].abs().sum() > 0  # write gates
+    ours = {id(p) for p in params}
+    assert all(p.grad is None for p in model.parameters() if id(p) not in ours)
+
+
+def test_an_empty_memory_scores_like_the_bare_backbone(chat_tokenizer, tiny_chat_model, small_conversations):
+    model = tiny_chat_model
+    episode = _episode(chat_tokenizer, small_conversations[0][3])
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+    randomize_memory(handle)
+    with torch.no_grad():
+        with_adapter, _ = answer_loss(model, handle, None, episode.window_ids, episode.reads, pad_id=0)
+    handle.detach()
+    read = episode.reads[0]
+    ids = torch.tensor([episode.window_ids + read.ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(episode.window_ids) : -1]
+    labels = torch.tensor(read.labels[1:])
+    bare_first = torch.nn.functional.cross_entropy(logits[labels != -100], labels[labels != -100])
+    with torch.no_grad():
+        handle2 = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+        randomize_memory(handle2)
+        first, _ = answer_loss(model, handle2, None, episode.window_ids, [read], pad_id=0)
+    assert float(first) == pytest.approx(float(bare_first), rel=1e-5)
+    assert torch.isfinite(with_adapter)
+
+
+def test_an_empty_history_or_no_probe_is_refused(chat_tokenizer, tiny_chat_model):
+    handle = attach_delta_mem(tiny_chat_model, DeltaMemConfig())
+    with pytest.raises(ValueError, match="empty history"):
+        write_history(tiny_chat_model, handle, [], [])
+    with pytest.raises(ValueError, match="no read examples"):
+        answer_loss(tiny_chat_model, handle, None, [1, 2], [], pad_id=0)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from deltamem_agents.model.adapters import read_adapter
+from deltamem_agents.train import TrainConfig, Trainer, TrainingError
+from deltamem_agents.train.trainer import batch_order, lr_factor
+
+
+def _trainer(tmp_path, tokenizer, model, conversations, name="run", **overrides):
+    train, dev = conversations
+    config = TrainConfig(**{"steps": 3, "batch": 2, "save_every": 1, "eval_every": 2, "window_tokens": 16,
+                            "snippet_share": 0.5, "learning_rate": 1e-2, **overrides})
+    return Trainer(config, tmp_path / name, model=model, tokenizer=tokenizer, train=train, dev=dev)
+
+
+def _weights(path):
+    return read_adapter(path)[1]
+
+
+def test_a_run_writes_an_adapter_a_log_a_curve_and_a_report(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    trainer = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations)
+    before = {n: p.detach().clone() for n, p in trainer.handle.named_parameters()}
+    report = trainer.run(progress=False)
+    out = tmp_path / "run"
+    assert report.steps == 3 and report.tokens > 0 and report.final_loss > 0
+    assert [d.step for d in report.dev] == [0, 2, 3]
+    assert (out / "loss.png").stat().st_size > 1000
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "step"] == [0, 1, 2]
+    weights = _weights(out / "adapter")
+    assert any(not torch.equal(weights[n], before[n]) for n in before)
+    assert len(list((out / "checkpoints").iterdir())) == 2  # keep_checkpoints
+
+
+def test_the_same_seed_gives_the_same_adapter(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    first = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "a", steps=2)
+    first.run(progress=False)
+    first.handle.detach()
+    second = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "b", steps=2)
+    second.run(progress=False)
+    a, b = _weights(tmp_path / "a" / "adapter"), _weights(tmp_path / "b" / "adapter")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    straight = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "straight", steps=3)
+    straight.run(progress=False)
+    straight.handle.detach()
+    part = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "resumed", steps=3)
+    part.config.steps = 2  # stop early, as an interrupted run would
+    part.run(progress=False)
+    part.handle.detach()
+    resumed = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "resumed", steps=3)
+    report = resumed.run(progress=False)
+    assert report.steps == 3
+    a, b = _weights(tmp_path / "straight" / "adapter"), _weights(tmp_path / "resumed" / "adapter")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+    resumed.handle.detach()
+    with pytest.raises(TrainingError, match="differs in learning_rate"):
+        _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "resumed", learning_rate=1e-3).run(progress=False)
+
+
+def test_the_schedule_and_the_data_order(tmp_path):
+    config = TrainConfig(steps=100, warmup_share=0.1, min_lr_share=0.1)
+    factors = [lr_factor(step, config) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0)
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+    order = [i for step in range(5) for i in batch_order(10, step, 2, seed=3)]
+    assert sorted(order) == list(range(10))  # one epoch sees every conversation once
+    assert order == [i for step in range(5) for i in batch_order(10, step, 2, seed=3)]
+    assert order != [i for step in range(5) for i in batch_order(10, step, 2, seed=4)]
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="num_state_heads"):
+        TrainConfig(write_strategy="tsw", num_state_heads=4)
+    with pytest.raises(ValueError):
+        TrainConfig(delta_heads=("x",))  # type: ignore[arg-type]
