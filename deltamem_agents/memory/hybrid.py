@@ -296,8 +296,10 @@ class HybridMemory:
                 stats = session.ingest(new)
                 if self.textlog is not None:
                     for message in new:
-                        if message.role != "system" and message.content.strip():
-                            self.textlog.add_message(message, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
+                        text = template_view(message)["content"]  # tool calls included, as `_log` does
+                        if message.role != "system" and text.strip():
+                            logged = message.model_copy(update={"content": text})
+                            self.textlog.add_message(logged, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
                 self.runtime.save(session)
             except BaseException:
                 self.runtime.close(session_id, user_id=user_id)

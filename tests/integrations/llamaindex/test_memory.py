@@ -180,3 +180,22 @@ def _clock():
     return {"type": "function", "function": {"name": "clock", "description": "The time.", "parameters": {
         "type": "object", "properties": {"zone": {"type": "string"}}}}}
 
+
+
+def test_a_tool_call_turn_written_by_the_memory_is_logged_with_its_call_and_can_be_forgotten(hybrid, runtime, textlog):
+    # HybridMemory.ingest logs a message as the model reads it (tool calls included), like a chat
+    # turn, so a tool-call-only message is in the log and forgetting it by log id finds it.
+    memory = DeltaMemMemory(hybrid=hybrid, session_id="s")
+    memory.put_messages([
+        ChatMessage(role="user", content="Time in Lisbon?"),
+        ChatMessage(role="assistant", blocks=[ToolCallBlock(tool_call_id="c1", tool_name="clock", tool_kwargs={"zone": "WET"})]),
+        ChatMessage(role="tool", content="09:00", additional_kwargs={"tool_call_id": "c1"}),
+        ChatMessage(role="assistant", content="It is nine in Lisbon."),
+    ])
+    entries = textlog.list(user_id="default", session_id="s")
+    assert len(entries) == 4
+    [call] = [e for e in entries if e.metadata["role"] == "assistant" and "<tool_call>" in e.text]
+    assert '"name": "clock"' in call.text and '"zone": "WET"' in call.text
+    report = hybrid.forget(session_id="s", ids=[call.id], progress=False)
+    assert report.messages_removed == 1 and report.log_entries_removed == 1
+    assert [m.role for m in runtime.session("s").messages] == ["user", "tool", "assistant"]
