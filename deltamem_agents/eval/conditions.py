@@ -2,11 +2,15 @@
 
 All conditions use the same backbone (with the adapter attached: an empty state reads zero,
 so conditions without a state are exactly the bare backbone) and the same `MemorySession`
-code path as applications. Every probe gets a fresh session, so no answer leaks into another.
+code path as applications. Probes never write (``reply(write=False)``), and every probe gets a
+fresh session except under ``full_history``, so no answer leaks into another. Latencies are
+per answer; the once-per-conversation work (writing the state, prefilling the full history) is
+reported separately as ``setup_ms``.
 
 1. ``no_memory``: the question alone.
 2. ``recent_window``: the last ``window_tokens`` of the history, then the question.
 3. ``full_history``: the whole history (up to ``full_history_limit`` tokens), then the question.
+   Its KV cache is built once per conversation and kept between probes, as a chat app keeps it.
 4. ``rag``: the recent window, the top-k messages of the Chroma text log as a system note, the question.
 5. ``state``: the recent window, the question, and the δ-mem state written from the history.
 6. ``hybrid``: the state, the recent window, and the notes the `MemoryRouter` chose from the
@@ -56,8 +60,8 @@ class EvalConfig(BaseModel):
     router: str = Field("cues+retrieval", description="router policies of the hybrid (see router_from_spec)")
     router_k: int = Field(3, ge=1, description="most log messages the hybrid's router places")
     snippet_budget: int = Field(160, ge=1, description="most note tokens the hybrid's router places")
-    max_new_tokens: int = Field(24, ge=1)
-    request_max_new_tokens: int = Field(40, ge=1, description="for requests, whose replies are rule-checked")
+    max_new_tokens: int = Field(16, ge=1)
+    request_max_new_tokens: int = Field(32, ge=1, description="for requests, whose replies are rule-checked")
     full_history_limit: int = Field(7424, ge=16, description="most history tokens the full-history condition keeps")
     ingest_window: int = Field(2048, ge=64, description="attention window while writing a history into the state")
 
@@ -94,6 +98,9 @@ class Prepared:
     state: DeltaMemState | None
     write_ms: float
     log_session: str
+    full: MemorySession | None = None  # the full-history session, its KV cache kept between probes
+    full_tokens: int = 0
+    full_ms: float = 0.0
 
 
 class Evaluator:
@@ -125,10 +132,30 @@ class Evaluator:
             state = writer.state
             write_ms = (time.perf_counter() - started) * 1e3
         log_session = conversation.id
+        prepared = Prepared(conversation, messages, history_tokens, state, write_ms, log_session)
+        if "full_history" in self.config.conditions:
+            started = time.perf_counter()
+            keep = min(self.config.full_history_limit, history_tokens)
+            window = keep + 768  # room for the question and the answer: never rebuilt mid-answer
+            session = MemorySession(self.model, self.tokenizer, self.handle,
+                                    config=SessionConfig(context_window=window, rebuild_keep=(keep + 0.5) / window))
+            kept = messages
+            if history_tokens > keep:  # longer than the model's context: the most recent messages that fit
+                count, size = 0, 0
+                for message in reversed(messages):
+                    size += len(self.tokenizer(message.content, add_special_tokens=False)["input_ids"]) + 6
+                    if size > keep:
+                        break
+                    count += 1
+                kept = messages[len(messages) - max(count, 1) :]
+            stats = session.ingest(kept, write=False)
+            keep = stats.prefill_tokens
+            prepared.full, prepared.full_tokens = session, keep
+            prepared.full_ms = (time.perf_counter() - started) * 1e3
         if self.textlog is not None and {"rag", "hybrid"} & set(self.config.conditions):
             for index, message in enumerate(messages):
                 self.textlog.add_message(message, user_id=EVAL_USER, session_id=log_session, turn=index // 2)
-        return Prepared(conversation, messages, history_tokens, state, write_ms, log_session)
+        return prepared
 
     def prepare_state(self, conversation: Conversation) -> DeltaMemState | None:
         """Only the state of a conversation (for the another-conversation control)."""
@@ -166,7 +193,8 @@ class Evaluator:
         if condition == "no_memory":
             session, context = self._session(prepared, keep=None, state=None, max_new_tokens=max_new)
         elif condition == "full_history":
-            session, context = self._session(prepared, keep=cfg.full_history_limit, state=None, max_new_tokens=max_new)
+            assert prepared.full is not None
+            session, context = prepared.full, prepared.full_tokens
         else:
             session, context = self._session(prepared, keep=cfg.window_tokens, state=state, max_new_tokens=max_new)
         if condition == "rag":
@@ -184,7 +212,7 @@ class Evaluator:
             if decision.snippets:
                 context += self._note(session, [h.text for h in decision.snippets])
             route = decision.route
-        reply = session.reply(prompt, write=False)
+        reply = session.reply(prompt, write=False, max_new_tokens=max_new)
         latency = (time.perf_counter() - started) * 1e3
         context += reply.stats.prefill_tokens
         scored: dict[str, Any] = {}

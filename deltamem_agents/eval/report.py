@@ -54,6 +54,7 @@ class EvalReport(BaseModel):
     summaries: list[ConditionSummary]
     goals: list[Goal]
     state_write_ms_per_conversation: float | None = None
+    full_history_prefill_ms_per_conversation: float | None = None
     history_tokens_mean: float
     perplexity: dict[str, Any] | None = None
     hardware: dict[str, Any]
@@ -131,6 +132,9 @@ def markdown(report: EvalReport) -> str:
     if report.state_write_ms_per_conversation is not None:
         lines += ["", f"Writing a history into the state took {report.state_write_ms_per_conversation / 1e3:.1f} s per "
                   "conversation on average (once per conversation, not counted in the latencies above)."]
+    if report.full_history_prefill_ms_per_conversation is not None:
+        lines += ["", f"Prefilling the full history took {report.full_history_prefill_ms_per_conversation / 1e3:.1f} s per "
+                  "conversation on average (once; its KV cache is kept between that conversation's questions)."]
     if report.goals:
         lines += ["", "## Goals", "", "| goal | met | measured |", "|---|---|---|"]
         lines += [f"| {g.name} | {'yes' if g.met else 'no'} | {g.detail} |" for g in report.goals]

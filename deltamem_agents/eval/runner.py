@@ -55,6 +55,8 @@ def run_eval(
                 bar.update(task, what=f"writing {conversation.id}")
                 ready = evaluator.prepare(conversation)
                 prepared.append(ready)
+                if number:
+                    prepared[number - 1].full = None  # its KV cache is no longer needed
                 other = None
                 if "state_other" in config.conditions:
                     # a control: the state of another conversation (the previous one; the next for the first)
@@ -73,6 +75,8 @@ def run_eval(
         dataset=dataset, conversations=len(conversations), probes=sum(len(p) for _, p in plan), backbone=backbone,
         adapter=adapter, config=config, summaries=list(summaries.values()), goals=check_goals(summaries),
         state_write_ms_per_conversation=round(mean(writes), 1) if writes else None,
+        full_history_prefill_ms_per_conversation=round(mean(p.full_ms for p in prepared), 1)
+        if prepared and "full_history" in config.conditions else None,
         history_tokens_mean=round(mean(p.history_tokens for p in prepared), 1) if prepared else 0.0,
         perplexity=perplexity, hardware=hardware or {}, command=_command(), wall_time_s=round(time.perf_counter() - started, 1),
         answers=answers,

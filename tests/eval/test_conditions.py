@@ -72,3 +72,22 @@ def test_a_memory_that_reads_changes_the_state_answers_only(chat_tokenizer, tmp_
     window = [a.prediction for a in result.answers if a.condition == "recent_window"]
     state = [a.prediction for a in result.answers if a.condition == "state"]
     assert window != state
+
+
+def test_locomo_format_files_run_through_every_condition(chat_tokenizer, tmp_path):
+    import json
+
+    from deltamem_agents.data.locomo import load_locomo
+    from tests.data.test_locomo import SAMPLE
+
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([SAMPLE]))
+    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=2048)
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    config = EvalConfig(window_tokens=16, max_new_tokens=3, full_history_limit=40)
+    result = run_eval(model, chat_tokenizer, handle, load_locomo(path), dataset="locomo", backbone="tiny-llama",
+                      adapter=None, config=config, textlog_dir=tmp_path, progress=False)
+    assert result.probes == 2 and len(result.answers) == 12
+    assert {a.kind for a in result.answers} == {"locomo"}
+    full = [a.prompt_tokens for a in result.answers if a.condition == "full_history"]
+    assert all(n <= 40 + 40 for n in full)  # truncated to the most recent messages that fit
