@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from deltamem_agents.memory.hybrid import HybridReply
 from deltamem_agents.server.errors import APIError
 from deltamem_agents.server.schemas import (
+    AssistantMessageIn,
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
@@ -49,6 +50,8 @@ def message_text(message: MessageIn, index: int) -> str:
         return content
     texts = []
     for part in content:
+        if part.type == "text" and part.text is None:
+            raise _bad(f"messages[{index}] has a text content part without its text", f"messages.{index}.content")
         if part.type != "text" or part.text is None:
             raise _bad(
                 f"messages[{index}] has a {part.type!r} content part: this server reads text only; "
@@ -66,9 +69,7 @@ def to_chat_messages(messages: list[MessageIn]) -> list[ChatMessage]:
         text = message_text(message, index)
         role = "system" if message.role == "developer" else message.role
         calls = None
-        if message.tool_calls:
-            if role != "assistant":
-                raise _bad(f"messages[{index}]: only assistant messages carry tool_calls", f"messages.{index}.tool_calls")
+        if isinstance(message, AssistantMessageIn) and message.tool_calls:
             calls = []
             for number, call in enumerate(message.tool_calls):
                 arguments = call.function.arguments
@@ -90,10 +91,11 @@ def to_chat_messages(messages: list[MessageIn]) -> list[ChatMessage]:
                 + (" or tool_calls" if role == "assistant" else ""),
                 f"messages.{index}.content", "empty_message",
             )
-        if role == "tool" and not message.tool_call_id:
-            raise _bad(f"messages[{index}]: a tool message needs the tool_call_id it answers", f"messages.{index}.tool_call_id")
         out.append(
-            ChatMessage(role=role, content=text, name=message.name, tool_call_id=message.tool_call_id, tool_calls=calls)
+            ChatMessage(
+                role=role, content=text, name=getattr(message, "name", None),
+                tool_call_id=getattr(message, "tool_call_id", None), tool_calls=calls,
+            )
         )
     if out[-1].role not in ("user", "tool"):
         raise _bad(

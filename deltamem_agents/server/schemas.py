@@ -10,13 +10,16 @@ one extension, ``deltamem``: what memory did in the turn (session, route, state 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.session.records import Fingerprint
 
 FinishReason = Literal["stop", "length", "tool_calls"]
+#: What a session id looks like (documented in the schema; `validate_id` checks it, with its
+#: one extra rule: no "..").
+SESSION_ID_SCHEMA = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"}
 
 
 # -- errors ----------------------------------------------------------------------------------------
@@ -35,11 +38,11 @@ class ErrorResponse(BaseModel):
 
 # -- chat completions: request ------------------------------------------------------------------------
 class ContentPart(BaseModel):
-    """One part of a message's content; only ``text`` parts are supported."""
+    """One part of a message's content; only ``text`` parts are supported (others: 400)."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: str
+    type: Literal["text", "image_url", "input_audio", "file", "refusal"]
     text: str | None = None
 
 
@@ -54,16 +57,52 @@ class ToolCallIn(BaseModel):
     function: FunctionCall
 
 
-class MessageIn(BaseModel):
-    """A chat message as OpenAI clients send it (``developer`` is read as ``system``)."""
+Content = Annotated[str, Field(min_length=1)] | list[ContentPart]
+
+
+class SystemMessageIn(BaseModel):
+    """Instructions (``developer`` is read as ``system``)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer"]
+    content: Content
+    name: str | None = Field(None, max_length=256)
+
+
+class UserMessageIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user"]
+    content: Content
+    name: str | None = Field(None, max_length=256)
+
+
+class AssistantMessageIn(BaseModel):
+    """An earlier answer; ``content`` may be null when it only calls tools."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = Field(None, max_length=256)
     tool_calls: list[ToolCallIn] | None = None
-    tool_call_id: str | None = Field(None, max_length=256)
+
+
+class ToolMessageIn(BaseModel):
+    """A tool's result, answering the call ``tool_call_id``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str = Field(min_length=1, max_length=256)
+
+
+#: A chat message as OpenAI clients send it, told apart by its role.
+MessageIn = Annotated[
+    SystemMessageIn | UserMessageIn | AssistantMessageIn | ToolMessageIn, Field(discriminator="role")
+]
 
 
 class FunctionDef(BaseModel):
@@ -110,7 +149,9 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(None, ge=1, description="only 1 is supported")
     tools: list[ToolDef] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    user: str | None = Field(None, description="the session id, when no X-Session-Id header is sent")
+    user: str | None = Field(
+        None, description="the session id, when no X-Session-Id header is sent", json_schema_extra=SESSION_ID_SCHEMA
+    )
     logprobs: bool | None = Field(None, description="not supported: only false")
 
 
@@ -269,21 +310,25 @@ class SessionDetail(SessionInfo):
     messages_total: int
 
 
-class IngestRequest(BaseModel):
-    """Write into a session without answering: chat ``messages``, or one ``document`` (kept
-    whole in the state and chunked in the text log). The session is created if new."""
+class IngestMessages(BaseModel):
+    """Chat messages to write into a session without answering (the session is created if new)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    messages: list[MessageIn] | None = Field(None, min_length=1)
-    document: str | None = Field(None, min_length=1)
-    source: str = Field("api", min_length=1, max_length=256, description="where a document came from")
+    messages: list[MessageIn] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _one_kind(self) -> IngestRequest:
-        if (self.messages is None) == (self.document is None):
-            raise ValueError("give exactly one of `messages` or `document`")
-        return self
+
+class IngestDocument(BaseModel):
+    """One document to write into a session: whole into the state, chunked into the text log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document: str = Field(min_length=1)
+    source: str = Field("api", min_length=1, max_length=256, description="where the document came from")
+
+
+#: ``POST /v1/sessions/{id}/ingest`` takes either kind of body.
+IngestRequest = IngestMessages | IngestDocument
 
 
 class IngestResponse(BaseModel):

@@ -64,10 +64,11 @@ async def test_malformed_json_and_wrong_types(make_app):
         wrong_role = await http.post("/v1/chat/completions", json={**ASK, "messages": [{"role": "wizard", "content": "hi"}]})
         no_messages = await http.post("/v1/chat/completions", json={**ASK, "messages": []})
         missing_model = await http.post("/v1/chat/completions", json={"messages": ASK["messages"]})
+        tool_without_id = await http.post("/v1/chat/completions", json={**ASK, "messages": [{"role": "tool", "content": "{}"}]})
         bad_ingest = await http.post("/v1/sessions/s/ingest", json={"messages": [], "document": "both"})
         forget_nothing = await http.post("/v1/sessions/s/forget", json={"ids": []})
     assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
-    for response in (not_object, wrong_type, wrong_role, no_messages, missing_model, bad_ingest, forget_nothing):
+    for response in (not_object, wrong_type, wrong_role, no_messages, missing_model, tool_without_id, bad_ingest, forget_nothing):
         assert response.status_code == 422, response.text
         assert response.json()["error"]["message"].startswith("invalid request:")
     assert wrong_type.json()["error"]["param"] == "max_tokens"
@@ -78,9 +79,7 @@ async def test_empty_and_unanswerable_conversations_are_400(make_app):
         "empty user message": [{"role": "user", "content": "   "}],
         "empty content parts": [{"role": "user", "content": []}],
         "ends with the assistant": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-        "tool without its call id": [{"role": "tool", "content": "{}"}],
         "image content": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}],
-        "tool_calls on a user": [{"role": "user", "content": "hi", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}],
         "arguments not JSON": [
             {"role": "user", "content": "hi"},
             {"role": "assistant", "content": "", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]},

@@ -21,7 +21,7 @@ from deltamem_agents.server.auth import Principal, principal
 from deltamem_agents.server.context import ServerContext, context
 from deltamem_agents.server.errors import ERROR_RESPONSES, APIError, as_api_error, error_event
 from deltamem_agents.server.scheduler import TurnRequest, TurnStream
-from deltamem_agents.server.schemas import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Delta
+from deltamem_agents.server.schemas import SESSION_ID_SCHEMA, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Delta
 from deltamem_agents.session.records import SessionKey
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ async def create_chat_completion(
     body: ChatCompletionRequest,
     ctx: ServerContext = Depends(context),
     who: Principal = Depends(principal),
-    x_session_id: str | None = Header(None, alias=SESSION_HEADER, description="the session; overrides `user`"),
+    x_session_id: str | None = Header(
+        None, alias=SESSION_HEADER, description="the session; overrides `user`", json_schema_extra=SESSION_ID_SCHEMA
+    ),
 ) -> JSONResponse | StreamingResponse:
     settings = ctx.settings
     if body.model != settings.model_name:

@@ -20,12 +20,14 @@ from deltamem_agents.server.schemas import (
     DeleteResponse,
     ForgetRequest,
     ForgetResponse,
+    IngestDocument,
     IngestRequest,
     IngestResponse,
     LayerStats,
     MessageOut,
     SearchHit,
     SearchRequest,
+    SESSION_ID_SCHEMA,
     SearchResponse,
     SessionDetail,
     SessionInfo,
@@ -36,7 +38,9 @@ from deltamem_agents.session.records import ChatMessage, SessionKey, SessionMeta
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERROR_RESPONSES)
 
-SessionId = Annotated[str, Path(description="the session id (1-128 characters from A-Z a-z 0-9 . _ @ -)")]
+SessionId = Annotated[
+    str, Path(description="the session id (1-128 characters from A-Z a-z 0-9 . _ @ -)", json_schema_extra=SESSION_ID_SCHEMA)
+]
 
 
 def info(meta: SessionMetadata) -> SessionInfo:
@@ -107,14 +111,20 @@ async def ingest(
 ) -> IngestResponse:
     key = SessionKey(user_id=who.user_id, session_id=session_id)
     messages: list[ChatMessage] = []
-    if body.messages is not None:
+    document = body if isinstance(body, IngestDocument) else None
+    if document is None:
         for index, message in enumerate(body.messages):
             text = message_text(message, index)
             if not text.strip():
                 raise APIError(400, f"messages[{index}] is empty", code="empty_message", param=f"messages.{index}.content")
             role = "system" if message.role == "developer" else message.role
-            messages.append(ChatMessage(role=role, content=text, name=message.name, tool_call_id=message.tool_call_id))
-    size = len(body.document) if body.document is not None else sum(len(m.content) for m in messages)
+            messages.append(
+                ChatMessage(
+                    role=role, content=text, name=getattr(message, "name", None),
+                    tool_call_id=getattr(message, "tool_call_id", None),
+                )
+            )
+    size = len(document.document) if document is not None else sum(len(m.content) for m in messages)
     limit = ctx.settings.max_ingest_chars
     if size > limit:
         raise APIError(
@@ -125,8 +135,8 @@ async def ingest(
 
     def write() -> tuple[int, list[str], SessionMetadata | None]:
         with ctx.store.lock(key):
-            if body.document is not None:
-                ids = memory.ingest_document(body.document, session_id=key.session_id, source=body.source, user_id=key.user_id)
+            if document is not None:
+                ids = memory.ingest_document(document.document, session_id=key.session_id, source=document.source, user_id=key.user_id)
                 written = 0
             else:
                 written, ids = memory.ingest(messages, session_id=key.session_id, user_id=key.user_id), []
