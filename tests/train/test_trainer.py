@@ -79,3 +79,13 @@ def test_bad_configurations_are_refused():
         TrainConfig(write_strategy="tsw", num_state_heads=4)
     with pytest.raises(ValueError):
         TrainConfig(delta_heads=("x",))  # type: ignore[arg-type]
+
+
+def test_the_model_card_is_written_from_the_reports(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    from deltamem_agents.train.card import write_model_card
+
+    trainer = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, steps=1)
+    trainer.run(progress=False)
+    card = write_model_card(tmp_path / "run" / "train_report.json", None, tmp_path / "CARD.md", title="Tiny", notes="n")
+    text = card.read_text()
+    assert text.startswith("# Tiny") and "steps: 1 of 1" in text and "Reproduce:" in text and "## Notes" in text
