@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.bench.conversation import SyntheticConversation
-from deltamem_agents.bench.report import machine_info, write_report
+from deltamem_agents.bench.report import Progress, machine_info, write_report
 
 GOAL_SPEEDUP = 3.0
 
@@ -77,8 +77,6 @@ def _rebuild_ms(runtime: Any, sessions: list[Any]) -> float:
 
 def run_batch_bench(out_dir: Path, config: BatchBenchConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
     """Throughput of 1, 4, 16 ... sessions batched vs one after another; writes batch.json/md/png."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from deltamem_agents.session import (
         DeltaMemRuntime,
         GenerationOptions,
@@ -100,9 +98,7 @@ def run_batch_bench(out_dir: Path, config: BatchBenchConfig | None = None, *, pr
         )
         warm = _sessions(runtime, 2, config, "warm-up")
         SessionBatch([(s, _question(i)) for i, s in enumerate(warm.values())]).run()
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not progress) as bar:
-            task = bar.add_task("batch", total=len(config.sessions) * config.repeats * 2)
+        with Progress(progress, len(config.sessions) * config.repeats * 2, "batch") as bar:
             for count in config.sessions:
                 seq_s, batch_s, same, stats, rebuild = [], [], 0, [], []
                 for repeat in range(config.repeats):
@@ -112,7 +108,7 @@ def run_batch_bench(out_dir: Path, config: BatchBenchConfig | None = None, *, pr
                     rebuild.append(_rebuild_ms(runtime, batched))
                     order = ("alone", "batched") if repeat % 2 == 0 else ("batched", "alone")
                     for kind in order:
-                        bar.update(task, description=f"{count} session(s), {kind}")
+                        bar.step(f"{count} session(s), {kind}")
                         began = time.perf_counter()
                         if kind == "alone":
                             expected = [s.reply(_question(i)).text for i, s in enumerate(alone)]
@@ -122,7 +118,7 @@ def run_batch_bench(out_dir: Path, config: BatchBenchConfig | None = None, *, pr
                             got = [r.text for r in batch.run()]
                             batch_s.append(time.perf_counter() - began)
                             stats.append(batch.stats)
-                        bar.advance(task)
+                        bar.advance()
                     same += sum(a == b for a, b in zip(expected, got))
                     for session_id in [*alone_ids, *batched_ids]:
                         runtime.close(session_id, user_id="bench")

@@ -26,7 +26,6 @@ reported too, never crashed on.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
 import os
@@ -35,7 +34,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deltamem_agents.bench.conversation import SyntheticConversation
 from deltamem_agents.bench.memory import PeakMemory, available_mib
-from deltamem_agents.bench.report import machine_info, write_report
+from deltamem_agents.bench.report import Progress, machine_info, write_report
 
 Condition = Literal["full", "full-cached", "delta-mem", "hybrid", "rag"]
 CONDITIONS: tuple[Condition, ...] = ("full", "full-cached", "delta-mem", "hybrid", "rag")
@@ -575,23 +574,6 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order[r["condition"]], r["history_tokens"]))
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[Event], None]]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=not enabled, transient=False) as bar:
-        task = bar.add_task("growth", total=total)
-
-        def update(event: Event) -> None:
-            if event[0] == "phase":
-                bar.update(task, description=event[1])
-            elif event[0] == "row":
-                bar.advance(task)
-
-        yield update
-
-
 def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
     """Measure every condition at every size; writes ``growth.json``, ``growth.md`` and ``growth.png``."""
     config = config or GrowthConfig()
@@ -600,10 +582,15 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     total = len(config.sizes) * len(config.conditions)
     started = time.perf_counter()
-    with _progress_bar(progress, total) as show:
+    with Progress(progress, total, "growth") as bar:
         def emit(event: Event) -> None:
-            show(event)
+            if event[0] == "phase":
+                bar.step(event[1])
             if event[0] == "row":
+                bar.advance()
+                row = event[1]
+                bar.note(f"  {row['condition']} at {row['history_tokens']:,} tokens: {row['status']}, "
+                         f"{row.get('turn_ms', '-')} ms, peak {row.get('peak_mem_mib', '-')} MiB")
                 rows.append(event[1])
             elif event[0] == "meta":
                 meta_info.update(event[1])

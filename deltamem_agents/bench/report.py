@@ -84,3 +84,38 @@ def write_report(name: str, rows: list[dict[str, Any]], out_dir: Path, meta: dic
     )
     md_path.write_text(f"# {name}\n\n{header}\n\n{markdown_table(rows)}")
     return json_path, md_path
+
+
+class Progress:
+    """A progress bar on a terminal; one timestamped line per step in a log file."""
+
+    def __init__(self, enabled: bool, total: int, description: str = "") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
+
+        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), disable=not enabled)
+        self._task = self._bar.add_task(description, total=total)
+        self._log = enabled and not self._bar.console.is_terminal
+
+    def __enter__(self) -> Progress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(*exc)
+
+    def step(self, text: str) -> None:
+        self._bar.update(self._task, description=text)
+        self.note(text)
+
+    def note(self, text: str) -> None:
+        if self._log:
+            print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def advance(self, count: int = 1) -> None:
+        self._bar.advance(self._task, count)
+
+    def reset(self, total: int, description: str) -> None:
+        self._bar.update(self._task, total=total, completed=0, description=description)
+        self.note(description)

@@ -30,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.bench.conversation import COLOURS, FILLER, NAMES, PLACES, THINGS
-from deltamem_agents.bench.report import machine_info, write_report
+from deltamem_agents.bench.report import Progress, machine_info, write_report
 
 USER, SESSION = "bench", "log"
 
@@ -127,8 +127,6 @@ def run_retrieval_bench(
     """Add/search/embedding/router latencies at each log size; writes retrieval.json/md/png."""
     import chromadb
     from chromadb.config import Settings
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from deltamem_agents.memory import TextLog, TextLogConfig
     from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
     from deltamem_agents.memory.router import MemoryRouter, RouterInput
@@ -148,14 +146,12 @@ def run_retrieval_bench(
         texts = _texts(sizes[-1] + measured, config.seed)
         fill_texts, add_texts = texts[: sizes[-1]], texts[sizes[-1] :]
         queries = _queries(n, config.seed)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not progress) as bar:
-            task = bar.add_task("embedding the fill texts", total=len(texts) + len(queries))
+        with Progress(progress, len(texts) + len(queries), "embedding the fill texts") as bar:
             vectors = []
             embed_started = time.perf_counter()
             for lo in range(0, len(texts) + len(queries), 1024):
                 vectors.append(real.encode((texts + queries)[lo : lo + 1024]))
-                bar.advance(task, len(vectors[-1]))
+                bar.advance(len(vectors[-1]))
             embed_s = time.perf_counter() - embed_started
             all_vectors = np.concatenate(vectors)
             table = dict(zip(texts + queries, all_vectors))
@@ -169,10 +165,11 @@ def run_retrieval_bench(
                 first = given.add_message(ChatMessage(role="user", content=fill_texts[0]), user_id=USER, session_id=SESSION, turn=0)
                 template = given.get(first)[0].metadata
                 filled = 1
-                bar.update(task, description="filling and measuring", total=sizes[-1] + len(sizes) * (4 * n + config.router_samples), completed=0)
+                bar.reset(sizes[-1] + len(sizes) * (4 * n + config.router_samples), "filling and measuring")
                 for index, size in enumerate(sizes):
                     _fill(given, fill_texts[filled:size], fill_vectors[filled:size], filled, template, config.fill_batch)
-                    bar.advance(task, size - filled)
+                    bar.advance(size - filled)
+                    bar.note(f"log filled to {size:,} entries; measuring")
                     filled = size
                     entries = given.count()
                     adds = add_texts[index * 2 * n : (index + 1) * 2 * n]
@@ -181,18 +178,18 @@ def run_retrieval_bench(
                         lambda t: given.add_message(message(t), user_id=USER, session_id=SESSION, turn=0), adds[:n])))
                     rows.append(_row(entries, "add", _latencies(
                         lambda t: full.add_message(message(t), user_id=USER, session_id=SESSION, turn=0), adds[n:])))
-                    bar.advance(task, 2 * n)
+                    bar.advance(2 * n)
                     hits: list[Any] = []
                     rows.append(_row(entries, "search, vector given", _latencies(
                         lambda q: hits.append(given.search(q, user_id=USER, session_id=SESSION, k=config.k)), queries)))
                     rows.append(_row(entries, "search", _latencies(
                         lambda q: full.search(q, user_id=USER, session_id=SESSION, k=config.k), queries)))
                     rows.append(_row(entries, "embed one text", _latencies(lambda q: real([q]), queries)))
-                    bar.advance(task, 2 * n)
+                    bar.advance(2 * n)
                     inputs = [RouterInput(query=q, hits=h, state_confidence=0.3) for q, h in zip(queries, hits)]
                     rows.append(_row(entries, "router decide", _latencies(
                         router.decide, [inputs[i % len(inputs)] for i in range(config.router_samples)])))
-                    bar.advance(task, config.router_samples)
+                    bar.advance(config.router_samples)
                 if hasattr(client, "close"):
                     client.close()
     finally:
