@@ -136,3 +136,34 @@ def test_an_agent_on_another_llm_still_fills_the_session(hybrid, runtime, textlo
         ("assistant", "The product is 42.", [], False),
     ]
     assert runtime.session("s").state is not None and textlog.count(user_id="default", session_id="s") == 4
+
+
+def test_llama_index_own_memory_with_the_deltamem_llm_also_writes_each_message_once(hybrid, runtime, script):
+    from llama_index.core.memory import Memory
+
+    script.say(tool_call("multiply", a=6, b=7), "It is 42.", "You asked about 6 times 7.")
+    llm = DeltaMemLLM(hybrid=hybrid, session_id="s")
+    memory = Memory.from_defaults(session_id="li", token_limit=4000)
+    agent = FunctionAgent(tools=[multiply], llm=llm, system_prompt=SYSTEM)
+    run(agent, "6 times 7?", memory)
+    run(agent, "What did I ask?", memory)
+    assert [(role, text) for role, text, _, _ in conversation(runtime, "s")] == [
+        ("system", SYSTEM), ("user", "6 times 7?"), ("assistant", tool_call("multiply", a=6, b=7)), ("tool", "42"),
+        ("assistant", "It is 42."), ("user", "What did I ask?"), ("assistant", "You asked about 6 times 7."),
+    ]
+
+
+def test_structured_output_goes_through_a_tool_call(hybrid, script):
+    from llama_index.core.bridge.pydantic import BaseModel
+    from llama_index.core.prompts import PromptTemplate
+
+    class Trip(BaseModel):
+        """A trip."""
+
+        city: str
+        nights: int
+
+    script.say(tool_call("Trip", city="Lisbon", nights=3))
+    llm = DeltaMemLLM(hybrid=hybrid, session_id="s")
+    trip = llm.structured_predict(Trip, PromptTemplate("Extract the trip: {text}"), text="Three nights in Lisbon.")
+    assert trip == Trip(city="Lisbon", nights=3)

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[3] / "integrations" / "llamaindex"
 
 
 def test_llms_exports():
-    assert llms.__all__ == ["DeltaMemLLM"]
+    assert llms.__all__ == ["ConversationForkError", "DeltaMemLLM"]
     assert all(hasattr(llms, name) for name in llms.__all__)
 
 

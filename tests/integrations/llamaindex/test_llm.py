@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock, ToolCallBlock
 from llama_index.core.tools import FunctionTool
-from llama_index.llms.deltamem import DeltaMemLLM
+from llama_index.llms.deltamem import ConversationForkError, DeltaMemLLM
 
 from deltamem_agents.session import InvalidSessionIdError, SessionError, SessionKey
 from tests.integrations.llamaindex.helpers import tool_call
@@ -89,6 +89,21 @@ def test_a_system_prompt_in_front_of_a_window_of_history_is_not_a_new_conversati
         ("system", "Count."), ("user", "First?"), ("assistant", "One."), ("user", "Second?"), ("assistant", "Two."),
         ("system", "Count in English."), ("user", "Third?"), ("assistant", "Three."),
     ]
+
+
+def test_a_conversation_that_rewinds_the_session_is_refused_not_duplicated(hybrid, runtime, script):
+    script.say("A1.", "A2.")
+    llm = DeltaMemLLM(hybrid=hybrid, session_id="s")
+    u1, u2 = ChatMessage(role="user", content="Q1."), ChatMessage(role="user", content="Q2.")
+    a1 = llm.chat([u1]).message
+    llm.chat([u1, a1, u2])
+    before = said(runtime)
+    with pytest.raises(ConversationForkError, match="messages 1-2 of 4.*only grows"):
+        llm.chat([u1, a1, ChatMessage(role="user", content="Q2, asked differently.")])
+    assert said(runtime) == before
+    script.say("A3.")
+    llm.chat([ChatMessage(role="user", content="Q1.")])  # one message is a new question, not a rewind
+    assert said(runtime)[-2:] == [("user", "Q1."), ("assistant", "A3.")]
 
 
 def test_nothing_new_is_refused_with_the_fix(hybrid, script):

@@ -8,7 +8,7 @@ import pytest
 from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
 from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.llms import MockLLM
-from llama_index.llms.deltamem import DeltaMemLLM
+from llama_index.llms.deltamem import ConversationForkError, DeltaMemLLM
 from llama_index.memory.deltamem import DeltaMemMemory
 
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER
@@ -72,6 +72,19 @@ def test_a_chat_engine_with_the_deltamem_llm_writes_each_message_once(hybrid, ru
     assert seen(memory.get_all()) == [(r, c) for r, c in said(runtime) if r != "system"]
     assert ingests == []  # the model wrote everything; the memory found nothing new
     assert textlog.count(user_id="default", session_id="s") == 6
+
+
+def test_a_stale_memory_object_fails_clearly_instead_of_writing_twice(hybrid, runtime, script):
+    script.say("A1.", "A2.")
+    llm = DeltaMemLLM(hybrid=hybrid, session_id="s")
+    first = DeltaMemMemory.from_defaults(llm=llm)
+    SimpleChatEngine.from_defaults(llm=llm, memory=first).chat("Q1.")
+    stale = DeltaMemMemory.from_defaults(llm=llm)
+    assert len(stale.get_all()) == 2
+    SimpleChatEngine.from_defaults(llm=llm, memory=first).chat("Q2.")  # the session moves on without `stale`
+    with pytest.raises(ConversationForkError, match="does not continue from the session's end"):
+        SimpleChatEngine.from_defaults(llm=llm, memory=stale).chat("Q3.")
+    assert [c for _, c in said(runtime)] == ["Q1.", "A1.", "Q2.", "A2."]
 
 
 def test_with_another_llm_the_memory_writes_the_turn_itself(hybrid, runtime, textlog, ingests):

@@ -136,6 +136,11 @@ def _legacy_call(call: Any) -> dict[str, Any]:
 
 
 # -- what a session has not seen yet ------------------------------------------------------------------
+class ConversationForkError(ValueError):
+    """A conversation that rewinds a session (e.g. a retry from an earlier point): it cannot be
+    appended without writing messages twice."""
+
+
 def _key(message: DeltaMemMessage) -> tuple[Any, ...]:
     """When two messages are "the same message" for `unseen`: role and visible text, and for a
     tool result the call it answers. An assistant's tool calls are left out on purpose: an
@@ -161,6 +166,15 @@ def unseen(said: Sequence[DeltaMemMessage], incoming: Sequence[DeltaMemMessage])
     overlap = next(
         (n for n in range(min(len(spoken), len(keys)), 0, -1) if spoken[len(spoken) - n :] == keys[:n]), 0
     )
+    if not overlap and len(keys) >= 2:
+        fork = next((i for i in range(len(spoken) - 1) if spoken[i : i + 2] == keys[:2]), None)
+        if fork is not None:
+            raise ConversationForkError(
+                f"the conversation sent goes back to an earlier point of the session (its first messages are "
+                f"messages {fork + 1}-{fork + 2} of {len(spoken)}, but it does not continue from the session's end), "
+                "and a δ-mem session only grows. Send the conversation up to its latest message, or only the new "
+                "messages, or use another session_id"
+            )
     systems: list[DeltaMemMessage] = []
     for message in incoming:
         text = message.content.strip()
