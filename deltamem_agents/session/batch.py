@@ -144,6 +144,7 @@ class _Row:
     stats: TurnStats = field(default_factory=TurnStats)
     start: int = 0
     saved: tuple[int, int] = (0, 0)
+    touched: bool = False
     stop_ids: set[int] = field(default_factory=set)
     generator: torch.Generator | None = None
     generated: list[int] = field(default_factory=list)
@@ -220,6 +221,8 @@ class _Row:
 
     def undo(self) -> None:
         """Leave the session as before the turn; its context is rebuilt on the next call."""
+        if not self.touched:
+            return
         s = self.session
         del s.messages[self.start :]
         s._written, s._next_segment = self.saved
@@ -396,7 +399,7 @@ class SessionBatch:
     def _prefill(self, row: _Row) -> None:
         """Feed the row's new messages and generation prompt with the session's own code."""
         s = row.session
-        row.start, row.saved = len(s.messages), (s._written, s._next_segment)
+        row.start, row.saved, row.touched = len(s.messages), (s._written, s._next_segment), True
         row.stats = TurnStats(wrote=True)
         row.stop_ids = set() if row.gen.ignore_eos else s._stop_ids()
         s.messages.extend(row.new)

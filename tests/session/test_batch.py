@@ -188,3 +188,21 @@ def test_bad_batches_are_refused_with_a_reason(model_and_handle, chat_tokenizer)
     batch.run()
     with pytest.raises(SessionError, match="runs once"):
         batch.run()
+
+
+def test_a_row_that_fails_in_prefill_leaves_every_session_as_it_was(model_and_handle, chat_tokenizer, monkeypatch):
+    model, handle = model_and_handle
+    _, batched = _twins(model, handle, chat_tokenizer)
+    before = [[m.content for m in s.messages] for s in batched]
+    calls = []
+
+    def failing(self, *args, **kwargs):
+        calls.append(self)
+        raise RuntimeError("prefill failed")
+
+    monkeypatch.setattr(MemorySession, "_feed_messages", failing)
+    with pytest.raises(RuntimeError, match="prefill failed"):
+        reply_batch([(s, q) for s, q in zip(batched, QUESTIONS)])
+    assert calls == [batched[0]]  # the first row failed; the others were never touched
+    assert [[m.content for m in s.messages] for s in batched] == before
+    assert batched[2]._window  # an untouched session keeps its context
