@@ -48,7 +48,11 @@ def _with_settings_flags(func: Any) -> Any:
 def serve(**fields: Any) -> None:
     """Serve the OpenAI chat API with δ-mem memory per session (X-Session-Id header or `user`)."""
     settings = ServerSettings.with_env_keys(**fields)
+    import torch
     import uvicorn
+
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)  # process-wide, so here and not in create_app
 
     from deltamem_agents.server import create_app
 

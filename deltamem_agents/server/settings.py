@@ -112,6 +112,9 @@ class ServerSettings(BaseModel):
     batch_window_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="how long an idle batcher waits for more turns")
     max_batch_rows: int = Field(16, ge=1, le=256, description="most sessions decoded in one batch")
     max_workers: int = Field(64, ge=1, le=1024, description="turns that may run (or wait for the model) at once")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads for the model (default: torch's choice; 1-2 on a small shared CPU)"
+    )
     max_queued_turns: int = Field(512, ge=1, description="turns accepted at once, running or queued (503 above)")
     lock_timeout_s: float = Field(
         120.0, gt=0.0, description="how long a turn waits for its session (another request or process) before 503"
