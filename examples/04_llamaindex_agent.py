@@ -97,7 +97,8 @@ async def main() -> None:
     await ask(agent, memory, "Which city do I land in, and on which day?")
 
     [hit] = memory.search("dietary preference", k=1)
-    print(f"\ntext log, closest entry to 'dietary preference' ({hit.metadata['role']}, distance {hit.distance:.2f}):\n  {hit.text}")
+    print(f"\ntext log, closest entry to 'dietary preference' "
+          f"({hit.metadata['role']}, distance {hit.distance:.2f}):\n  {hit.text}")
     head = runtime.store.head(SessionKey(user_id=USER, session_id=SESSION))
     print(f"session {USER}/{SESSION}: {head.turn_count} turns committed, {head.tokens_written} tokens written")
 

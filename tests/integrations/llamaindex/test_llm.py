@@ -285,3 +285,16 @@ def test_one_call_kept_without_parallel_calls_and_the_turn_still_matches(hybrid,
     roles = [role for role, _ in said(runtime)]
     assert roles == ["user", "assistant", "tool", "assistant"]
     assert len(runtime.session("s").messages[-3].tool_calls) == 2
+
+
+def test_tool_calls_built_elsewhere_with_json_string_arguments_are_read():
+    from llama_index.core.base.llms.types import ChatResponse
+
+    llm = DeltaMemLLM()
+    good = ChatResponse(message=ChatMessage(role="assistant", blocks=[
+        ToolCallBlock(tool_call_id="c1", tool_name="add", tool_kwargs='{"a": 1, "b": 2}')]))
+    [selection] = llm.get_tool_calls_from_response(good)
+    assert (selection.tool_id, selection.tool_kwargs) == ("c1", {"a": 1, "b": 2})
+    bad = ChatResponse(message=ChatMessage(role="assistant", blocks=[ToolCallBlock(tool_name="add", tool_kwargs="{a: 1")]))
+    with pytest.raises(ValueError, match="'add' has arguments that are not JSON"):
+        llm.get_tool_calls_from_response(bad)

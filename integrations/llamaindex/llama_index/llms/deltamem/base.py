@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,7 +84,9 @@ class DeltaMemLLM(FunctionCallingLLM):
     store_path: str | None = Field(
         default=None, description="session store folder; None: $DELTAMEM_HOME/sessions (else ~/.local/share/deltamem)"
     )
-    text_log: bool = Field(default=True, description="keep messages verbatim in the Chroma text log and route retrieval")
+    text_log: bool = Field(
+        default=True, description="keep messages verbatim in the Chroma text log and route retrieval"
+    )
     device: str | None = Field(default=None, description="torch device; None: cuda when available, else cpu")
     dtype: str | None = Field(default=None, description="torch dtype name; None: bfloat16 on cuda, float32 on cpu")
     max_new_tokens: int = Field(default=256, ge=1, description="most tokens in one answer")
@@ -169,7 +172,8 @@ class DeltaMemLLM(FunctionCallingLLM):
             said = session_messages(hybrid, session_id=self.session_id, user_id=self.user_id)
             new = unseen(said, incoming)
             yield from hybrid.stream_chat(
-                new, session_id=self.session_id, user_id=self.user_id, tools=tools, tool_choice=tool_choice, **generation
+                new, session_id=self.session_id, user_id=self.user_id,
+                tools=tools, tool_choice=tool_choice, **generation,
             )
 
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -280,12 +284,23 @@ class DeltaMemLLM(FunctionCallingLLM):
             )
         return [
             ToolSelection(
-                tool_id=call.tool_call_id or call.tool_name,
-                tool_name=call.tool_name,
-                tool_kwargs=call.tool_kwargs if isinstance(call.tool_kwargs, dict) else {},
+                tool_id=call.tool_call_id or call.tool_name, tool_name=call.tool_name, tool_kwargs=_kwargs(call)
             )
             for call in calls
         ]
+
+
+def _kwargs(call: ToolCallBlock) -> dict[str, Any]:
+    """A call's arguments as a dict (blocks built elsewhere may hold them as a JSON string)."""
+    if isinstance(call.tool_kwargs, dict):
+        return call.tool_kwargs
+    try:
+        arguments = json.loads(call.tool_kwargs or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"tool call {call.tool_name!r} has arguments that are not JSON: {exc}") from exc
+    if not isinstance(arguments, dict):
+        raise ValueError(f"tool call {call.tool_name!r} has arguments that are not a JSON object: {call.tool_kwargs!r}")
+    return arguments
 
 
 def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:
@@ -295,7 +310,9 @@ def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:
     if isinstance(choice, dict):
         name = choice.get("function", choice).get("name")
         if not name:
-            raise ValueError(f"tool_choice {choice!r} names no function; use {{'type': 'function', 'function': {{'name': NAME}}}}")
+            raise ValueError(
+                f"tool_choice {choice!r} names no function; use {{'type': 'function', 'function': {{'name': NAME}}}}"
+            )
         return name
     if choice in ("required", "any"):
         return "any"
