@@ -88,6 +88,7 @@ def serve_loadtest(
     backbone: Annotated[str | None, typer.Option(help="backbone of the started server (default: embedded SmolLM2)")] = None,
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="batching of the started server")] = True,
     state_only: Annotated[bool, typer.Option("--state-only/--textlog", help="started server without/with the text log")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads of the started server")] = None,
     compare_serial: Annotated[
         bool, typer.Option(help="with a started server: also run once with batching off, for comparison")
     ] = False,
@@ -107,7 +108,9 @@ def serve_loadtest(
     else:
         modes = [batching, False] if compare_serial and batching else [batching]
         reports = [
-            run_against_new_server(config, backbone=backbone, batching=mode, state_only=state_only, log=err_console.print)
+            run_against_new_server(
+                config, backbone=backbone, batching=mode, state_only=state_only, threads=threads, log=err_console.print
+            )
             for mode in modes
         ]
     for report in reports:

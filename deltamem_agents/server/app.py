@@ -58,7 +58,7 @@ def create_app(
     scheduler = TurnScheduler(
         memory,
         batching=settings.batching,
-        batch_window_s=settings.batch_window_ms / 1e3,
+        batch_wait_s=settings.batch_wait_ms / 1e3,
         max_batch_rows=settings.max_batch_rows,
         max_workers=settings.max_workers,
         max_queued_turns=settings.max_queued_turns,

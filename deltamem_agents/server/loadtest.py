@@ -380,6 +380,7 @@ def run_against_new_server(
     backbone: str | None = None,
     batching: bool = True,
     state_only: bool = False,
+    threads: int | None = None,
     log: Callable[[str], Any] = print,
 ) -> LoadTestReport:
     """Start `deltamem serve` on a free loopback port with a fresh store, load-test it, stop it."""
@@ -389,6 +390,8 @@ def run_against_new_server(
     extra += ["--state-only"] if state_only else ["--textlog", str(work / "textlog")]
     if backbone:
         extra += ["--backbone", backbone]
+    if threads:
+        extra += ["--threads", str(threads)]
     log_path = work / "server.log"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "wb") as server_log:

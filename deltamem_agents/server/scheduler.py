@@ -121,7 +121,7 @@ class TurnScheduler:
         memory: HybridMemory,
         *,
         batching: bool = True,
-        batch_window_s: float = 0.005,
+        batch_wait_s: float = 5.0,
         max_batch_rows: int = 16,
         max_workers: int = 64,
         max_queued_turns: int = 512,
@@ -133,7 +133,7 @@ class TurnScheduler:
         self.lock_timeout_s = lock_timeout_s
         self.max_queued_turns = max_queued_turns
         self.max_ingest_chars = max_ingest_chars
-        self.batcher = BatchDecoder(window_s=batch_window_s, max_rows=max_batch_rows) if batching else None
+        self.batcher = BatchDecoder(max_wait_s=batch_wait_s, max_rows=max_batch_rows) if batching else None
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="deltamem-turn")
         self._locks: dict[SessionKey, _SessionLock] = {}
         self._stats = SchedulerStats()
@@ -172,12 +172,13 @@ class TurnScheduler:
 
     def _run_turn(self, turn: TurnRequest, channel: _Channel) -> Outcome:
         """The worker thread's side: run the turn start to end, passing each chunk on."""
-        decoder: TurnDecoder
-        if self.batcher is not None:
-            decoder = functools.partial(self.batcher.decode, cancelled=channel.cancelled)
-        else:
-            decoder = MemorySession.stream
+        if self.batcher is None:
             self._stats.serial_decodes += 1  # a plain int add: atomic under the GIL
+            return self._pump(turn, channel, MemorySession.stream)
+        with self.batcher.expecting() as ticket:
+            return self._pump(turn, channel, functools.partial(self.batcher.decode, cancelled=channel.cancelled, ticket=ticket))
+
+    def _pump(self, turn: TurnRequest, channel: _Channel, decoder: TurnDecoder) -> Outcome:
         chunks = self._stateful(turn, decoder) if turn.key is not None else self._stateless(turn, decoder)
         try:
             for chunk in chunks:

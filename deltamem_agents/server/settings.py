@@ -109,7 +109,10 @@ class ServerSettings(BaseModel):
 
     # -- scheduling ---------------------------------------------------------------------------------
     batching: bool = Field(True, description="decode concurrent turns of different sessions in one batch")
-    batch_window_ms: float = Field(5.0, ge=0.0, le=10_000.0, description="how long an idle batcher waits for more turns")
+    batch_wait_ms: float = Field(
+        5000.0, ge=0.0, le=60_000.0,
+        description="longest a batch waits for turns of other sessions still being prepared, to decode them together",
+    )
     max_batch_rows: int = Field(16, ge=1, le=256, description="most sessions decoded in one batch")
     max_workers: int = Field(64, ge=1, le=1024, description="turns that may run (or wait for the model) at once")
     threads: int | None = Field(

@@ -59,7 +59,7 @@ async def test_concurrent_turns_on_one_session_are_serialised(make_app, runtime,
 
 @pytest.mark.anyio
 async def test_turns_of_different_sessions_are_decoded_in_one_batch_with_the_same_answers(make_app, runtime):
-    batched_app = make_app(batching=True, max_batch_rows=4, batch_window_ms=10_000)
+    batched_app = make_app(batching=True, max_batch_rows=4, batch_wait_ms=30_000)
     serial_app = make_app(batching=False)
     async with client_for(batched_app) as batched, client_for(serial_app) as serial:
         together = await asyncio.gather(
