@@ -24,9 +24,11 @@ def evaluate(
     backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
     window: Annotated[int, typer.Option(help="recent history tokens kept in context")] = 64,
     rag_k: Annotated[int, typer.Option(help="log messages placed by RAG")] = 3,
-    router: Annotated[str, typer.Option(help="hybrid router policies, e.g. cues+retrieval or retrieval=0.5+state")] = "cues+retrieval",
+    router: Annotated[str, typer.Option(help="hybrid router policies, e.g. retrieval=0.75 or cues+retrieval+state")] = "retrieval=0.75",
     router_k: Annotated[int, typer.Option(help="most log messages the hybrid places")] = 3,
     perplexity: Annotated[bool, typer.Option(help="also check perplexity on generic text, bare vs adapter")] = True,
+    ppl_passages: Annotated[int, typer.Option(help="generic-text passages for the perplexity check")] = 8,
+    ppl_tokens: Annotated[int, typer.Option(help="tokens per passage")] = 384,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available)")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     progress: bool = True,
@@ -64,7 +66,7 @@ def evaluate(
     backbone_name = backbone or DEFAULT_BACKBONE
     path = find_shipped_adapter(backbone_name) if adapter == "auto" else None if adapter == "none" else Path(adapter)
     handle = load_adapter(model, path) if path is not None else attach_delta_mem(model)
-    ppl = perplexity_check(model, tokenizer, handle) if perplexity else None
+    ppl = perplexity_check(model, tokenizer, handle, passages=ppl_passages, tokens=ppl_tokens) if perplexity else None
     report = run_eval(model, tokenizer, handle, data, dataset=dataset, backbone=backbone_name,
                       adapter=str(path) if path else None, config=config, max_probes=max_probes, perplexity=ppl,
                       hardware=hardware(next(model.parameters()).device), progress=progress)

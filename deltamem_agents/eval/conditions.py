@@ -57,11 +57,14 @@ class EvalConfig(BaseModel):
     conditions: tuple[ConditionName, ...] = CONDITIONS
     window_tokens: int = Field(64, ge=1, description="recent history tokens kept in context")
     rag_k: int = Field(3, ge=1, description="log messages placed by RAG")
-    router: str = Field("cues+retrieval", description="router policies of the hybrid (see router_from_spec)")
+    router: str = Field(
+        "retrieval=0.75", description="router policies of the hybrid (see router_from_spec): place the log messages "
+        "within cosine distance 0.75 of the question, if any",
+    )
     router_k: int = Field(3, ge=1, description="most log messages the hybrid's router places")
     snippet_budget: int = Field(160, ge=1, description="most note tokens the hybrid's router places")
-    max_new_tokens: int = Field(16, ge=1)
-    request_max_new_tokens: int = Field(32, ge=1, description="for requests, whose replies are rule-checked")
+    max_new_tokens: int = Field(12, ge=1, description="answers to questions are a few words")
+    request_max_new_tokens: int = Field(24, ge=1, description="for requests, whose replies are rule-checked")
     full_history_limit: int = Field(7424, ge=16, description="most history tokens the full-history condition keeps")
     ingest_window: int = Field(2048, ge=64, description="attention window while writing a history into the state")
 
