@@ -164,6 +164,8 @@ class TurnScheduler:
             outcome = "failed" if done.cancelled() or done.exception() is not None else done.result()
             if outcome == "ok":
                 self._stats.turns_finished += 1
+            elif outcome == "cancelled":
+                self._stats.turns_cancelled += 1
             else:
                 self._stats.turns_failed += 1
 
@@ -260,7 +262,8 @@ class TurnScheduler:
         entry = self._locks.setdefault(key, _SessionLock())
         entry.users += 1
         try:
-            await asyncio.wait_for(entry.lock.acquire(), timeout=self.lock_timeout_s)
+            async with asyncio.timeout(self.lock_timeout_s):
+                await entry.lock.acquire()
         except TimeoutError:
             self._forget_lock(key, entry)
             raise APIError(

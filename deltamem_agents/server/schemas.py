@@ -259,8 +259,9 @@ class SchedulerStats(BaseModel):
 
     turns_started: int = 0
     turns_finished: int = 0
-    turns_failed: int = 0
-    turns_running: int = 0
+    turns_failed: int = Field(0, description="ended with an error (nothing committed)")
+    turns_cancelled: int = Field(0, description="abandoned by their streaming client (nothing committed)")
+    turns_running: int = Field(0, description="running or waiting for their session")
     batches: int = Field(0, description="batched decodes run")
     batched_rows: int = Field(0, description="turns decoded in those batches")
     max_batch_rows: int = 0
