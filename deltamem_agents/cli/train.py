@@ -40,6 +40,7 @@ def train(
     save_every: int = 50,
     eval_every: int = 250,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
+    stop_after: Annotated[int | None, typer.Option(help="stop after this step (the schedule stays planned over --steps)")] = None,
     progress: bool = True,
 ) -> None:
     """Fit the δ-mem parameters of a frozen backbone: history written into the state, answers
@@ -56,7 +57,7 @@ def train(
         device=device, dtype=dtype, threads=threads, save_every=save_every, eval_every=eval_every,
     )
     try:
-        report = train_adapter(config, out, resume=resume, progress=progress)
+        report = train_adapter(config, out, resume=resume, progress=progress, stop_after=stop_after)
     except TrainingError as exc:
         raise fail(str(exc)) from None
     dev = report.dev[-1] if report.dev else None

@@ -13,7 +13,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str, notes: str = "") -> str:
+def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str, notes: str = "", command: str | None = None) -> str:
     """Markdown: data, steps, seed, wall time, hardware, metrics, and the commands that reproduce it."""
     c = train.config
     hw = train.hardware
@@ -43,7 +43,7 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
     if dev:
         lines.append("- dev answer loss, with the state vs an empty state: " + "; ".join(
             f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}" for d in dev))
-    lines += ["", "Reproduce:", "", "```bash", train.command, "```"]
+    lines += ["", "Reproduce:", "", "```bash", command or train.command, "```"]
     if evaluation is not None:
         summaries = {s.condition: s for s in evaluation.summaries}
         lines += ["", "## Evaluation", "", f"{evaluation.dataset}: {evaluation.conversations} conversations, "
@@ -64,11 +64,12 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(train_report: str | Path, eval_report: str | Path | None, path: str | Path, *, title: str, notes: str = "") -> Path:
+def write_model_card(train_report: str | Path, eval_report: str | Path | None, path: str | Path, *, title: str,
+                     notes: str = "", command: str | None = None) -> Path:
     from deltamem_agents.eval.report import EvalReport
 
     train = TrainReport.model_validate_json(Path(train_report).read_text())
     evaluation = EvalReport.model_validate_json(Path(eval_report).read_text()) if eval_report else None
     path = Path(path)
-    path.write_text(model_card(train, evaluation, title=title, notes=notes))
+    path.write_text(model_card(train, evaluation, title=title, notes=notes, command=command))
     return path

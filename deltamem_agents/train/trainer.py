@@ -218,7 +218,10 @@ class Trainer:
                                backbone_name=self.backbone_name, keep=self.config.keep_checkpoints)
 
     # -- the run ------------------------------------------------------------------------------------------
-    def run(self, *, resume: bool = True, progress: bool = True, on_step: Callable[[int, float], None] | None = None) -> TrainReport:
+    def run(self, *, resume: bool = True, progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+            stop_after: int | None = None) -> TrainReport:
+        """Train to ``config.steps`` (or stop after step ``stop_after``, the schedule still planned
+        over ``config.steps``), checkpointing as configured; returns the report."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.out.mkdir(parents=True, exist_ok=True)
@@ -238,7 +241,8 @@ class Trainer:
                    TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*columns, disable=not progress) as bar:
             task = bar.add_task("train", total=self.config.steps, completed=self.step, loss="-", rate="-")
-            while self.step < self.config.steps:
+            last = self.config.steps if stop_after is None else min(stop_after, self.config.steps)
+            while self.step < last:
                 started = time.perf_counter()
                 loss, tokens = self.train_step(self.step)
                 seconds = time.perf_counter() - started
@@ -252,14 +256,19 @@ class Trainer:
                 bar.update(task, completed=self.step, loss=f"{recent:.3f}", rate=f"{self.tokens / max(self.elapsed, 1e-9):.0f}")
                 if on_step is not None:
                     on_step(self.step, loss)
-                if self.step % self.config.eval_every == 0 or self.step == self.config.steps:
+                if self.step % self.config.eval_every == 0 or self.step == last:
                     dev = self.dev_loss()
                     if dev is not None:
                         self.dev.append(dev)
                         self._log({"kind": "dev", "dev": dev.model_dump()})
-                if self.step % self.config.save_every == 0 or self.step == self.config.steps:
+                if self.step % self.config.save_every == 0 or self.step == last:
                     self.checkpoint()
                     self.plot()
+        if self.dev_data and (not self.dev or self.dev[-1].step != self.step):
+            final = self.dev_loss()  # e.g. a run resumed only to be finished
+            if final is not None:
+                self.dev.append(final)
+                self._log({"kind": "dev", "dev": final.model_dump()})
         return self.finish()
 
     def plot(self) -> Path:
@@ -281,6 +290,7 @@ class Trainer:
         return report
 
 
-def train_adapter(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True, **kwargs: Any) -> TrainReport:
+def train_adapter(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True,
+                  stop_after: int | None = None, **kwargs: Any) -> TrainReport:
     """Train (or continue training) an adapter into ``out``; returns the report."""
-    return Trainer(config, Path(out), **kwargs).run(resume=resume, progress=progress)
+    return Trainer(config, Path(out), **kwargs).run(resume=resume, progress=progress, stop_after=stop_after)

@@ -49,8 +49,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, chat_token
     straight.run(progress=False)
     straight.handle.detach()
     part = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "resumed", steps=3)
-    part.config.steps = 2  # stop early, as an interrupted run would
-    part.run(progress=False)
+    assert part.run(progress=False, stop_after=2).steps == 2  # stopped early, as an interrupted run would be
     part.handle.detach()
     resumed = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "resumed", steps=3)
     report = resumed.run(progress=False)
