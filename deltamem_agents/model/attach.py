@@ -23,6 +23,7 @@ from torch.utils.hooks import RemovableHandle
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.core.memory import DeltaMemoryLayer
 from deltamem_agents.core.state import DeltaMemState
+from deltamem_agents.model.compat import activation_checkpointing
 from deltamem_agents.model.targets import MatchedAttention, find_attention_modules
 from deltamem_agents.model.wrappers import DeltaLinear
 
@@ -216,7 +217,7 @@ class DeltaMemHandle:
         if not isinstance(hidden, Tensor) or hidden.dim() != 3:
             raise RuntimeError(f"δ-mem expected [batch, seq, hidden] attention input in layer {index}")
         layer = self.layers[index]
-        if torch.is_grad_enabled() and getattr(self.model, "is_gradient_checkpointing", False):
+        if torch.is_grad_enabled() and activation_checkpointing(self.model):
             # Recomputation in backward would re-run this hook against the state after the
             # forward, giving silently wrong gradients.
             raise RuntimeError(
