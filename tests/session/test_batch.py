@@ -206,3 +206,16 @@ def test_a_row_that_fails_in_prefill_leaves_every_session_as_it_was(model_and_ha
     assert calls == [batched[0]]  # the first row failed; the others were never touched
     assert [[m.content for m in s.messages] for s in batched] == before
     assert batched[2]._window  # an untouched session keeps its context
+
+
+@pytest.mark.parametrize("architecture", ["qwen3", "mistral", "smollm3"])
+def test_other_architectures_batch_like_alone(architecture, chat_tokenizer):
+    model = tiny_model(architecture, vocab_size=len(chat_tokenizer), max_position_embeddings=4096)
+    handle = attach_delta_mem(model)
+    randomize_memory(handle, seed=2)
+    alone, batched = _twins(model, handle, chat_tokenizer, histories=HISTORIES[1:], history_tokens=4)
+    expected = [s.reply(q, max_new_tokens=5) for s, q in zip(alone, QUESTIONS)]
+    replies = reply_batch([(s, q, {"max_new_tokens": 5}) for s, q in zip(batched, QUESTIONS)])
+    assert [r.text for r in replies] == [r.text for r in expected]
+    for a, b in zip(alone, batched):
+        _assert_same(a, b)
