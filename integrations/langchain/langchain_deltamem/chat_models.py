@@ -6,9 +6,9 @@ resends the whole history and one that sends only the new message both work), th
 written into the session's OSAM state and, with hybrid memory, into the text log, the router
 decides whether log snippets join the context, and the turn is committed to the session store.
 
-The session comes from ``config={"configurable": {"session_id": ...}}`` (or LangGraph's
-``thread_id``), a ``session_id=`` call argument, or the constructor, in that order of precedence
-from the call outwards.
+The session is the call's ``session_id=`` argument if given, else the run's
+``config={"configurable": {"session_id": ...}}`` (or LangGraph's ``thread_id``), else the
+constructor's ``session_id``; ``user_id`` likewise.
 """
 
 from __future__ import annotations
@@ -246,13 +246,14 @@ class DeltaMemLLM(BaseChatModel):
             raise TypeError(
                 f"DeltaMemLLM got unexpected call arguments {sorted(unknown)}; it understands {sorted(_CALL_ARGS)} and stop"
             )
-        if kwargs.get("model") not in (None, self.model):
+        if kwargs.get("model") not in (None, self.model, self.model_name):
             raise ValueError(
                 f"DeltaMemLLM serves one backbone ({self.model!r}) and cannot switch to {kwargs['model']!r} per call; "
                 f"create DeltaMemLLM(model={kwargs['model']!r}) for it"
             )
         session_id = validate_id("session_id", kwargs.get("session_id") or self.session_id)
         user_id = validate_id("user_id", kwargs.get("user_id") or self.user_id)
+        conversation = to_chat_messages(messages)  # bad input fails before the backbone loads
         generation: dict[str, Any] = {}
         for name, option in (("temperature", "temperature"), ("top_p", "top_p"), ("max_tokens", "max_new_tokens"), ("seed", "seed")):
             value = kwargs[name] if kwargs.get(name) is not None else getattr(self, name)
@@ -262,14 +263,13 @@ class DeltaMemLLM(BaseChatModel):
         if stops:
             generation["stop"] = tuple(stops)
         tools = kwargs.get("tools") or None
-        tool_choice = kwargs.get("tool_choice") if tools else None
         return _Turn(
             memory=self.hybrid_memory,
-            conversation=to_chat_messages(messages),
+            conversation=conversation,
             session_id=session_id,
             user_id=user_id,
             tools=tools,
-            tool_choice=tool_choice,
+            tool_choice=kwargs.get("tool_choice") if tools else None,
             generation=generation,
         )
 

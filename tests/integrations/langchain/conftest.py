@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import pytest_socket
 import torch
 
 from deltamem_agents import DeltaMemConfig
@@ -62,6 +63,21 @@ class ScriptedBackbone:
             last.fill_(-1e4)
             last[:, token] = 1e4
         return output
+
+
+@pytest.fixture(autouse=True)
+def _network_off(request):
+    """Tests on tiny models run with the network off (LangChain partner packages run their unit
+    tests with ``--disable-socket``): everything here, Chroma and the embeddings included, is
+    local. Unix sockets stay allowed, since asyncio's event loop needs a socket pair."""
+    if request.node.get_closest_marker("smollm2"):
+        yield
+        return
+    pytest_socket.disable_socket(allow_unix_socket=True)
+    try:
+        yield
+    finally:
+        pytest_socket.enable_socket()
 
 
 @pytest.fixture

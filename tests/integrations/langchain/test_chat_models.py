@@ -369,6 +369,28 @@ def test_bad_input_is_refused_with_the_fix_named(memory):
         DeltaMemLLM(api_key="sk-not-needed")
 
 
+def test_bad_input_fails_before_the_backbone_is_loaded(monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setattr("langchain_deltamem.chat_models.shared_runtime", no_loading)
+    llm = DeltaMemLLM()
+    with pytest.raises(ValueError, match="reads text only"):
+        llm.invoke([HumanMessage(content=[{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}])])
+    with pytest.raises(TypeError, match="unexpected call arguments"):
+        llm.invoke("hi", logprobs=True)
+    with pytest.raises(AssertionError, match="the backbone was loaded"):
+        llm.invoke("hi")  # good input goes on to load it
+
+
+async def test_astream_events_carry_the_session_from_the_config(memory, script, tiny_runtime):
+    llm = DeltaMemLLM(memory=memory, max_tokens=8)
+    script.say("Evented reply.")
+    events = [e async for e in llm.astream_events("Events?", version="v2", config={"configurable": {"session_id": "ev"}})]
+    streamed = "".join(e["data"]["chunk"].content for e in events if e["event"] == "on_chat_model_stream")
+    assert streamed == "Evented reply." and said(tiny_runtime, "ev")[-1] == ("assistant", "Evented reply.")
+
+
 def test_text_blocks_and_tool_errors_are_read_as_text(memory, script, tiny_runtime):
     llm = DeltaMemLLM(memory=memory, max_tokens=4)
     script.say("ok")

@@ -10,3 +10,13 @@ def test_all_imports_are_pinned():
     for name in EXPECTED_ALL:
         assert getattr(langchain_deltamem, name) is not None
     assert langchain_deltamem.__version__ == "0.1.0"
+
+
+def test_tiny_model_tests_run_with_the_network_off():
+    import socket
+
+    import pytest
+    import pytest_socket
+
+    with pytest.raises(pytest_socket.SocketBlockedError):
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM)
