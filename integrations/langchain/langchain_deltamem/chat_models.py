@@ -255,7 +255,8 @@ class DeltaMemLLM(BaseChatModel):
         user_id = validate_id("user_id", kwargs.get("user_id") or self.user_id)
         conversation = to_chat_messages(messages)  # bad input fails before the backbone loads
         generation: dict[str, Any] = {}
-        for name, option in (("temperature", "temperature"), ("top_p", "top_p"), ("max_tokens", "max_new_tokens"), ("seed", "seed")):
+        options = (("temperature", "temperature"), ("top_p", "top_p"), ("max_tokens", "max_new_tokens"), ("seed", "seed"))
+        for name, option in options:
             value = kwargs[name] if kwargs.get(name) is not None else getattr(self, name)
             if value is not None:
                 generation[option] = value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import warnings
 
@@ -59,7 +58,9 @@ def test_invoke_answers_and_reports_usage_and_the_memory(memory, script, tiny_ru
     assert meta["deltamem"]["session_id"] == "default" and meta["deltamem"]["turn"] == 1
     assert meta["deltamem"]["route"] == "state" and "route_reason" in meta["deltamem"]
     assert said(tiny_runtime) == [("user", "My locker code is 7312."), ("assistant", "Hello there, friend.")]
-    assert tiny_runtime.store.head(SessionKey(session_id="default")).turn_count == 1
+    committed = tiny_runtime.store.load(SessionKey(session_id="default"))
+    assert committed.metadata.turn_count == 1 and committed.metadata.tokens_written > 0
+    assert committed.state is not None and committed.state.equal(tiny_runtime.session("default").state)
     assert textlog.count(user_id="default", session_id="default") == 2
     assert "7312" in textlog.search("locker", user_id="default", session_id="default", k=1)[0].text
 
@@ -176,7 +177,8 @@ async def test_async_calls_run_each_turn_in_one_worker_thread(memory, script, ti
     handler = Tokens()
     pieces = [c.content async for c in llm.astream("Two?", config={"callbacks": [handler]})]
     assert "".join(pieces) == "Async streamed reply." == "".join(handler.tokens)
-    answers = await llm.abatch(["A?", "B?"], config=[{"configurable": {"session_id": "x"}}, {"configurable": {"session_id": "y"}}])
+    configs = [{"configurable": {"session_id": "x"}}, {"configurable": {"session_id": "y"}}]
+    answers = await llm.abatch(["A?", "B?"], config=configs)
     assert sorted(a.content for a in answers) == ["Batch a.", "Batch b."]
     assert holders and all(taken == released for taken, released in holders)
     assert holders[0][0] != threading.get_ident()  # not on the event loop's thread
@@ -260,7 +262,8 @@ def test_tool_choice_forms(memory, script, tiny_runtime):
     llm = DeltaMemLLM(memory=memory, max_tokens=4)
     script.say("a", "b", "c")
     llm.bind_tools([magic_function, other], tool_choice="required").invoke("1", session_id="any")
-    llm.bind_tools([magic_function, other], tool_choice={"type": "function", "function": {"name": "other"}}).invoke("2", session_id="named")
+    named = {"type": "function", "function": {"name": "other"}}
+    llm.bind_tools([magic_function, other], tool_choice=named).invoke("2", session_id="named")
     llm.bind_tools([magic_function, other], tool_choice="none").invoke("3", session_id="none")
 
     def notes(session_id):
@@ -302,7 +305,8 @@ def test_an_injected_runtime_gets_a_hybrid_memory_with_the_log_in_the_given_fold
     script.say("Logged.")
     llm.invoke("Log me.")
     memory = llm.hybrid_memory
-    assert memory.runtime is tiny_runtime and memory is DeltaMemLLM(runtime=tiny_runtime, textlog_path=str(tmp_path / "own-log")).hybrid_memory
+    again = DeltaMemLLM(runtime=tiny_runtime, textlog_path=str(tmp_path / "own-log"))
+    assert memory.runtime is tiny_runtime and again.hybrid_memory is memory  # shared, not opened twice
     assert memory.textlog.config.path == tmp_path / "own-log"
     assert memory.textlog.count(user_id="default", session_id="default") == 2
     assert DeltaMemLLM(runtime=tiny_runtime, hybrid=False).hybrid_memory.textlog is None
@@ -316,7 +320,8 @@ def test_a_second_process_resumes_the_session_from_the_store(chat_tokenizer, tmp
             warnings.simplefilter("ignore")
             runtime = DeltaMemRuntime(
                 "tiny-llama", model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
-                tokenizer=chat_tokenizer, adapter=None, store=tmp_path / "store", session_config=SessionConfig(context_window=512),
+                tokenizer=chat_tokenizer, adapter=None, store=tmp_path / "store",
+                session_config=SessionConfig(context_window=512),
             )
         ScriptedBackbone(runtime.model, chat_tokenizer).say(*replies)
         return runtime, DeltaMemLLM(memory=HybridMemory(runtime, textlog=None), session_id="trip", max_tokens=8)
