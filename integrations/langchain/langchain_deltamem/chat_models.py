@@ -169,6 +169,15 @@ class DeltaMemLLM(BaseChatModel):
         return values
 
     # -- LangChain identity ---------------------------------------------------------------------------
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        """Chains holding a DeltaMemLLM can be saved with ``dumpd`` (injected memories are not)."""
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_deltamem", "chat_models"]
+
     @property
     def _llm_type(self) -> str:
         return "deltamem-chat"

@@ -417,3 +417,14 @@ def test_constructing_a_model_loads_nothing():
     llm = DeltaMemLLM(temperature=0, max_tokens=100, timeout=60, stop=[], max_retries=2, streaming=True)
     assert llm.memory is None and llm.runtime is None and llm.model_name == "smollm2-135m-instruct"
     assert llm.cache is False  # a cached answer would skip the turn: memory models are never cached
+
+
+def test_a_model_round_trips_through_langchain_serialization():
+    from langchain_core.load import dumpd, load
+
+    llm = DeltaMemLLM(session_id="trip", user_id="ada", temperature=0.2, max_tokens=64, stop=["\n\n"], hybrid=False)
+    data = dumpd(llm)
+    assert data["id"] == ["langchain_deltamem", "chat_models", "DeltaMemLLM"]
+    assert "memory" not in data["kwargs"] and "runtime" not in data["kwargs"]
+    again = load(data, valid_namespaces=["langchain_deltamem"], allowed_objects=[DeltaMemLLM])
+    assert isinstance(again, DeltaMemLLM) and again.model_dump() == llm.model_dump()

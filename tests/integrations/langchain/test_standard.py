@@ -9,14 +9,19 @@ noticed). The machinery under them (tool schemas in the prompt, call parsing, ``
 round trips, JSON extraction, validation and repair) is tested with scripted replies in
 test_chat_models.py and test_structured_output.py.
 
+``test_serdes`` (unit) is an expected failure too: langchain-core 1.x loads with
+``allowed_objects="all"`` only the classes of its own mapping of LangChain packages. A
+DeltaMemLLM dumps, and loads back with ``allowed_objects=[DeltaMemLLM]`` (tested in
+test_chat_models.py).
+
 Skipped by the suite itself, by our settings:
 - model override per call (``supports_model_override = False``): one DeltaMemLLM serves one
   backbone, and a session's state is bound to the backbone that wrote it; a per-call ``model``
   that differs is refused with an error naming the fix;
 - image, PDF, audio, video and Anthropic-style block inputs: the backbones read text only;
-- serialisation round trip: ``DeltaMemLLM`` is not ``lc_serializable`` (it holds a live
-  runtime and session store);
-- ``test_stream_time``: a VCR-recorded HTTP benchmark, meaningless for a local model.
+- ``test_stream_time``: a VCR-recorded HTTP benchmark, meaningless for a local model;
+- ``test_init_from_env``: no setting is read from environment variables (the folders follow
+  ``DELTAMEM_HOME`` when first used, not at construction).
 """
 
 from __future__ import annotations
@@ -58,6 +63,15 @@ class TestDeltaMemLLMUnit(ChatModelUnitTests):
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+    @pytest.mark.xfail(
+        reason="langchain-core 1.x loads with allowed_objects='all' only the classes in its own mapping of "
+        "LangChain packages; DeltaMemLLM dumps, and loads with an explicit allowed_objects=[DeltaMemLLM] "
+        "(test_chat_models.py::test_a_model_round_trips_through_langchain_serialization)",
+        strict=True,
+    )
+    def test_serdes(self, model: BaseChatModel, snapshot: Any) -> None:
+        super().test_serdes(model, snapshot)
 
 
 @pytest.fixture(scope="module", autouse=True)
