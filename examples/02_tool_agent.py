@@ -81,7 +81,7 @@ TOOLS = {t.name: t for t in (list_products, check_stock, get_price, reorder, sub
 
 
 def plan_for(products: list[str]) -> list[tuple[str, dict]]:
-    """The audit plan after list_products. reorder's amount is decided when its turn comes."""
+    """The audit plan after list_products (the amounts to reorder are decided when their turn comes)."""
     steps: list[tuple[str, dict]] = []
     for product in products:
         steps += [("check_stock", {"product": product}), ("get_price", {"product": product}), ("reorder", {"product": product})]
@@ -98,18 +98,6 @@ def stock_from_memory(history: DeltaMemChatMessageHistory) -> dict[str, dict]:
     return facts
 
 
-llm = DeltaMemLLM(max_tokens=12)
-memory = llm.hybrid_memory
-memory.forget(session_id="restock-audit", user_id="warehouse")  # start afresh on every run
-agent = llm.bind_tools(list(TOOLS.values()), tool_choice="any")
-history = DeltaMemChatMessageHistory.from_llm(llm, session_id="restock-audit", user_id="warehouse")
-
-task = (
-    "Audit the stock: list the products; for each one check its stock, get its price and reorder it "
-    f"up to {TARGET} units if fewer than {LOW_STOCK} are left (else reorder 0); then submit a report."
-)
-
-
 def decide(name: str, args: dict, facts: dict[str, dict]) -> dict:
     """The arguments that depend on earlier results, taken from what the memory holds."""
     if name == "reorder":
@@ -119,6 +107,17 @@ def decide(name: str, args: dict, facts: dict[str, dict]) -> dict:
         lines = [f"{p}: {f['units']} units at {f['price']} EUR, ordered {f.get('ordered', 0)}" for p, f in facts.items()]
         return {"report": "\n".join(lines)}
     return args
+
+
+llm = DeltaMemLLM(max_tokens=12)
+memory = llm.hybrid_memory
+memory.forget(session_id="restock-audit", user_id="warehouse")  # start afresh on every run
+agent = llm.bind_tools(list(TOOLS.values()), tool_choice="any")
+history = DeltaMemChatMessageHistory.from_llm(llm, session_id="restock-audit", user_id="warehouse")
+task = (
+    "Audit the stock: list the products; for each one check its stock, get its price and reorder it "
+    f"up to {TARGET} units if fewer than {LOW_STOCK} are left (else reorder 0); then submit a report."
+)
 
 
 pending: list = [HumanMessage(task)]  # only what the session has not seen yet

@@ -419,6 +419,7 @@ def test_constructing_a_model_loads_nothing():
     assert llm.cache is False  # a cached answer would skip the turn: memory models are never cached
 
 
+@pytest.mark.filterwarnings("ignore:The function `load` is in beta")
 def test_a_model_round_trips_through_langchain_serialization():
     from langchain_core.load import dumpd, load
 

@@ -1,5 +1,7 @@
 """The public surface of langchain_deltamem, pinned."""
 
+import pytest
+
 import langchain_deltamem
 
 EXPECTED_ALL = ["DeltaMemChatMessageHistory", "DeltaMemLLM", "DeltaMemRetriever", "__version__"]
@@ -12,10 +14,10 @@ def test_all_imports_are_pinned():
     assert langchain_deltamem.__version__ == "0.1.0"
 
 
+@pytest.mark.filterwarnings("ignore:A test tried to use socket.socket")
 def test_tiny_model_tests_run_with_the_network_off():
     import socket
 
-    import pytest
     import pytest_socket
 
     with pytest.raises(pytest_socket.SocketBlockedError):
