@@ -35,7 +35,8 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
         f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)",
         f"- steps: {train.steps} of {c.steps} planned, batch {c.batch} conversations, AdamW peak lr {c.learning_rate}, "
         f"warm-up {c.warmup_share:.0%}, cosine; seed {c.seed}",
-        f"- tokens processed: {train.tokens:,}; wall time {train.wall_time_s / 60:.1f} min; {train.tokens_per_s:.0f} tokens/s",
+        f"- tokens processed: {train.tokens:,}; wall time of the training steps {train.wall_time_s / 60:.1f} min "
+        f"(dev checks and loading excluded); {train.tokens_per_s:.0f} tokens/s",
         f"- hardware: {hw.get('platform')}, {hw.get('cpu_count')} CPUs ({hw.get('threads')} torch threads), "
         f"torch {hw.get('torch')}, device {hw.get('device')}",
         f"- final training loss (mean of the last 50 steps): {train.final_loss:.3f}",
