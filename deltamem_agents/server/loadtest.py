@@ -124,7 +124,9 @@ class LoadTestReport(BaseModel):
         r = self.results
         return {
             "batching": self.server.get("batching"),
+            "textlog": self.server.get("textlog"),
             "backbone": self.server.get("backbone"),
+            "max_tokens": self.config.max_tokens,
             "clients": r.clients,
             "sessions": r.sessions,
             "turns": r.turns_attempted,
@@ -291,12 +293,15 @@ async def run_loadtest(config: LoadTestConfig, *, transport: httpx.AsyncBaseTran
         records: list[TurnRecord] = []
         started = time.perf_counter()
         tasks = [asyncio.create_task(_client(http, config, c, records)) for c in range(config.clients)]
-        done, pending = await asyncio.wait(tasks, timeout=config.deadline_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for task in done:
-            task.result()  # a bug in the client code itself must not pass silently
+        try:
+            await asyncio.wait(tasks, timeout=config.deadline_s)
+        finally:  # at the deadline, or when interrupted: stop every client before the connection pool closes
+            for task in tasks:
+                task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                raise outcome  # a bug in the client code itself must not pass silently
         wall = time.perf_counter() - started
         after = (await http.get("/health")).json()
         logs: dict[str, list[dict[str, Any]]] = {}
