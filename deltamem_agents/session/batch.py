@@ -330,6 +330,8 @@ class SessionBatch:
         gen = session.config.generation
         if request.options:
             gen = GenerationOptions.model_validate({**gen.model_dump(), **request.options})
+        if gen.response_prefix:
+            raise SessionError(f"row {index}: response_prefix is not batched; use MemorySession.reply for this turn")
         new = session._coerce(request.message) if request.message is not None else []
         if not new and (not session.messages or session.messages[-1].role == "assistant"):
             raise SessionError(f"row {index}: nothing to answer: give a user message")

@@ -59,6 +59,9 @@ class GenerationOptions(BaseModel):
     #: decode exactly ``max_new_tokens`` tokens, past end-of-turn tokens (stop strings still
     #: apply): equal work per turn, for benchmarks
     ignore_eos: bool = False
+    #: text the answer is made to start with (fed, then decoding continues after it): forces a
+    #: form a small model would not choose itself, e.g. ``"{"`` for JSON. Part of the answer.
+    response_prefix: str = ""
 
 
 class SessionConfig(BaseModel):
@@ -251,8 +254,13 @@ class MemorySession:
             self.messages.extend(new)
             try:
                 logits = self._feed_messages(stats, write=write, generation_prompt=True)
-                pieces: list[str] = []
+                prefix = gen.response_prefix or forced_call_prefix(specs, tool_choice)
+                if prefix:
+                    logits = self._feed_reply_prefix(prefix, stats, write=write)
+                pieces: list[str] = [prefix] if prefix else []
                 shown = 0
+                if prefix and not specs:
+                    yield prefix
                 for piece in self._decode(logits, gen, stats, write=write):
                     pieces.append(piece)
                     if not specs:
@@ -280,6 +288,14 @@ class MemorySession:
             finally:
                 if snapshot is not None:
                     self._restore(snapshot)
+
+    def _feed_reply_prefix(self, prefix: str, stats: TurnStats, *, write: bool) -> torch.Tensor:
+        """Feed the start of the answer as if the model had written it (the answer's segment)."""
+        ids = self.encoder.tokenize(prefix)
+        logits = self._feed(Encoded(ids, [self._next_segment] * len(ids), prefix), stats, write=write)
+        assert self._rendered is not None
+        self._rendered += prefix
+        return logits
 
     def new_messages(self, conversation: Sequence[MessageLike]) -> list[ChatMessage]:
         """The part of ``conversation`` this session has not seen yet.
@@ -520,6 +536,16 @@ class MemorySession:
         # makes the next turn's template delta fail and triggers a context rebuild).
         if self._rendered is not None:
             self._rendered += emitted
+
+
+def forced_call_prefix(specs: Sequence[ToolSpec], tool_choice: str | None) -> str:
+    """With a required tool choice, the answer is made to start as a call: small models often
+    will not begin one themselves, and once begun they complete it."""
+    if not specs or tool_choice is None:
+        return ""
+    if tool_choice == "any":
+        return TOOL_CALL_OPEN + '{"name": "'
+    return TOOL_CALL_OPEN + json.dumps({"name": tool_choice})[:-1] + ', "arguments": '
 
 
 def _sample(logits: torch.Tensor, gen: GenerationOptions, generator: torch.Generator | None) -> int:

@@ -170,3 +170,28 @@ def test_new_messages_drop_what_the_session_already_has(runtime, scripted):
     # a different conversation is new as a whole
     other = [{"role": "user", "content": "Weather in Paris?"}]
     assert [m.content for m in session.new_messages(other)] == ["Weather in Paris?"]
+
+
+def test_a_required_tool_makes_the_answer_start_as_its_call(runtime, scripted):
+    session = runtime.session("forced")
+    scripted('{"city": "Oslo"}}</tool_call>')  # the model only completes the arguments
+    reply = session.reply("Weather in Oslo?", tools=[WEATHER], tool_choice="get_weather")
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("get_weather", {"city": "Oslo"})]
+    assert reply.raw_text.startswith('<tool_call>{"name": "get_weather", "arguments": {"city"')
+    scripted('get_weather", "arguments": {"city": "Rome"}}</tool_call>')  # "any": the name too
+    reply = session.reply("And Rome?", tools=[WEATHER], tool_choice="any")
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("get_weather", {"city": "Rome"})]
+    # the forced start is part of the answer, in the context and in the state
+    assert session.messages[-1].content == reply.raw_text
+    assert reply.stats.prefill_tokens > 0 and reply.stats.tokens_written > 0
+
+
+def test_a_response_prefix_starts_the_answer(runtime, scripted):
+    session = runtime.session("prefix")
+    scripted('"a": 1}')
+    pieces = list(session.stream("JSON please", response_prefix="{"))
+    assert pieces[0] == "{" and "".join(pieces) == '{"a": 1}' == session.last_reply.text
+    from deltamem_agents.session import SessionError, reply_batch
+
+    with pytest.raises(SessionError, match="response_prefix is not batched"):
+        reply_batch([(session, "again", {"response_prefix": "{"})])
