@@ -92,9 +92,18 @@ def _pipeline(folder: Path) -> tuple[int | None, bool]:
     return (int(max_len) if max_len else None), normalize
 
 
-@lru_cache(maxsize=4)
+_LOAD_LOCK = threading.Lock()
+
+
 def _load(folder: str, device: str) -> tuple[Any, Any]:
-    """(tokenizer, model) for a folder and device, loaded once per process (read-only use)."""
+    """(tokenizer, model) for a folder and device, loaded once per process (read-only use),
+    even when many threads (a server's turns) ask for it at the same moment."""
+    with _LOAD_LOCK:
+        return _load_once(folder, device)
+
+
+@lru_cache(maxsize=4)
+def _load_once(folder: str, device: str) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
