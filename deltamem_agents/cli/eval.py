@@ -19,7 +19,7 @@ def evaluate(
     conversations: Annotated[int, typer.Option(help="conversations to evaluate")] = 30,
     max_probes: Annotated[int | None, typer.Option(help="at most this many probes per conversation")] = None,
     data_seed: Annotated[int, typer.Option(help="seed of the generated conversations")] = 0,
-    conditions: Annotated[str, typer.Option(help="comma-separated: no_memory, recent_window, full_history, rag, state, hybrid, state_other")] = "no_memory,recent_window,full_history,rag,state,hybrid",
+    conditions: Annotated[str, typer.Option(help="comma-separated: no_memory, recent_window, full_history, rag, state, hybrid; controls state_other, hybrid_other")] = "no_memory,recent_window,full_history,rag,state,hybrid",
     adapter: Annotated[str, typer.Option(help="adapter folder, 'auto' (the shipped one) or 'none'")] = "auto",
     backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
     window: Annotated[int, typer.Option(help="recent history tokens kept in context")] = 64,

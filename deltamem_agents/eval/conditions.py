@@ -35,7 +35,7 @@ from deltamem_agents.memory.textlog import TextLog
 from deltamem_agents.session.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions, MemorySession, SessionConfig
 
-ConditionName = Literal["no_memory", "recent_window", "full_history", "rag", "state", "hybrid", "state_other"]
+ConditionName = Literal["no_memory", "recent_window", "full_history", "rag", "state", "hybrid", "state_other", "hybrid_other"]
 CONDITIONS: tuple[ConditionName, ...] = ("no_memory", "recent_window", "full_history", "rag", "state", "hybrid")
 LABELS: dict[str, str] = {
     "no_memory": "1. no memory",
@@ -44,7 +44,8 @@ LABELS: dict[str, str] = {
     "rag": "4. RAG only",
     "state": "5. δ-mem state",
     "hybrid": "6. hybrid",
-    "state_other": "control: another conversation's state",
+    "state_other": "control: 5 with another conversation's state",
+    "hybrid_other": "control: 6 with another conversation's state",
 }
 EVAL_USER = "eval"
 
@@ -116,7 +117,7 @@ class Evaluator:
         self.config = config or EvalConfig()
         self.router = router or router_from_spec(self.config.router, k=self.config.router_k,
                                                  token_budget=self.config.snippet_budget)
-        needs_log = {"rag", "hybrid"} & set(self.config.conditions)
+        needs_log = {"rag", "hybrid", "hybrid_other"} & set(self.config.conditions)
         if needs_log and textlog is None:
             raise ValueError(f"conditions {sorted(needs_log)} need a text log")
 
@@ -127,7 +128,7 @@ class Evaluator:
         probe_session = MemorySession(self.model, self.tokenizer, self.handle)
         history_tokens = len(probe_session.encoder.encode_delta("", conversation.messages(), 0, next_segment=0)[0].ids)
         state, write_ms = None, 0.0
-        if {"state", "hybrid", "state_other"} & set(self.config.conditions):
+        if {"state", "hybrid", "state_other", "hybrid_other"} & set(self.config.conditions):
             started = time.perf_counter()
             writer = MemorySession(self.model, self.tokenizer, self.handle,
                                    config=SessionConfig(context_window=self.config.ingest_window, prefill_chunk=512))
@@ -155,7 +156,7 @@ class Evaluator:
             keep = stats.prefill_tokens
             prepared.full, prepared.full_tokens = session, keep
             prepared.full_ms = (time.perf_counter() - started) * 1e3
-        if self.textlog is not None and {"rag", "hybrid"} & set(self.config.conditions):
+        if self.textlog is not None and {"rag", "hybrid", "hybrid_other"} & set(self.config.conditions):
             for index, message in enumerate(messages):
                 self.textlog.add_message(message, user_id=EVAL_USER, session_id=log_session, turn=index // 2)
         return prepared
@@ -192,7 +193,8 @@ class Evaluator:
         max_new = cfg.request_max_new_tokens if probe.kind == "request" else cfg.max_new_tokens
         started = time.perf_counter()
         route = None
-        state = {"state": prepared.state, "hybrid": prepared.state, "state_other": other_state}.get(condition)
+        state = {"state": prepared.state, "hybrid": prepared.state, "state_other": other_state,
+                 "hybrid_other": other_state}.get(condition)
         if condition == "no_memory":
             session, context = self._session(prepared, keep=None, state=None, max_new_tokens=max_new)
         elif condition == "full_history":
@@ -206,7 +208,7 @@ class Evaluator:
             if hits:
                 context += self._note(session, [h.text for h in hits])
             route = "retrieve"
-        elif condition == "hybrid":
+        elif condition in ("hybrid", "hybrid_other"):
             assert self.textlog is not None
             hits = self.textlog.search(prompt, user_id=EVAL_USER, session_id=prepared.log_session, k=2 * cfg.router_k)
             uses_state = any(getattr(p, "name", "") == "state" for p in self.router.policies)

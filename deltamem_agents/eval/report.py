@@ -102,6 +102,14 @@ def check_goals(summaries: dict[str, ConditionSummary]) -> list[Goal]:
         goals.append(Goal(name="hybrid >= full history overall with <= 25% of its prompt tokens", met=gap >= 0 and share <= 0.25,
                           detail=f"{gap:+.1f} F1 points ({100 * hybrid.f1:.1f} vs {100 * full.f1:.1f}); prompt tokens "
                                  f"{hybrid.prompt_tokens:.0f} vs {full.prompt_tokens:.0f} = {100 * share:.1f}%"))
+    # Controls: does the state's *content* matter, or only that a state is there?
+    for ours, other, what in (("state", "state_other", "5"), ("hybrid", "hybrid_other", "6")):
+        a, b = summaries.get(ours), summaries.get(other)
+        if a and b and a.f1 is not None and b.f1 is not None:
+            gap = 100 * (a.f1 - b.f1)
+            goals.append(Goal(name=f"control: condition {what} beats itself with another conversation's state",
+                              met=gap > 0, detail=f"{gap:+.1f} F1 points ({100 * a.f1:.1f} vs {100 * b.f1:.1f}); "
+                              "0 means the gain comes from the adapter, not from what the state holds"))
     return goals
 
 

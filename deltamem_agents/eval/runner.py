@@ -39,7 +39,7 @@ def run_eval(
 
     config = config or EvalConfig()
     started = time.perf_counter()
-    needs_log = bool({"rag", "hybrid"} & set(config.conditions))
+    needs_log = bool({"rag", "hybrid", "hybrid_other"} & set(config.conditions))
     with tempfile.TemporaryDirectory(prefix="deltamem-eval-") as tmp:
         textlog = TextLog(TextLogConfig(path=Path(textlog_dir or tmp) / "textlog", collection="deltamem-eval")) if needs_log else None
         evaluator = Evaluator(model, tokenizer, handle, textlog, config=config)
@@ -58,7 +58,7 @@ def run_eval(
                 if number:
                     prepared[number - 1].full = None  # its KV cache is no longer needed
                 other = None
-                if "state_other" in config.conditions:
+                if {"state_other", "hybrid_other"} & set(config.conditions):
                     # a control: the state of another conversation (the previous one; the next for the first)
                     donor = plan[number - 1][0] if number else plan[1 % len(plan)][0]
                     other = prepared[number - 1].state if number else evaluator.prepare_state(donor)

@@ -16,7 +16,8 @@ def report(chat_tokenizer, tmp_path_factory):
     model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=2048)
     handle = attach_delta_mem(model, DeltaMemConfig())  # zero delta heads: the state changes nothing
     conversations = generate_conversations("test", 2, config=SMALL)
-    config = EvalConfig(conditions=(*CONDITIONS, "state_other"), window_tokens=24, max_new_tokens=4, request_max_new_tokens=4)
+    config = EvalConfig(conditions=(*CONDITIONS, "state_other", "hybrid_other"), window_tokens=24, max_new_tokens=4,
+                        request_max_new_tokens=4)
     return run_eval(model, chat_tokenizer, handle, conversations, dataset="tiny", backbone="tiny-llama", adapter=None,
                     config=config, max_probes=3, textlog_dir=tmp_path_factory.mktemp("log"), progress=False,
                     perplexity={"source": "x", "tokens": 10, "bare": 10.0, "adapter": 10.1, "ratio": 1.01})
@@ -24,9 +25,9 @@ def report(chat_tokenizer, tmp_path_factory):
 
 def test_every_condition_answers_every_probe(report):
     assert report.probes == 6
-    assert len(report.answers) == 6 * 7
+    assert len(report.answers) == 6 * 8
     by = {s.condition: s for s in report.summaries}
-    assert list(by) == [*CONDITIONS, "state_other"]
+    assert list(by) == [*CONDITIONS, "state_other", "hybrid_other"]
     for answer in report.answers:
         assert answer.prompt_tokens > 0 and answer.latency_ms > 0
         assert (answer.f1 is None) == (answer.kind == "request")
@@ -41,6 +42,7 @@ def test_prompt_tokens_follow_what_each_condition_puts_in_context(report):
         assert per["full_history"] > per["recent_window"]
         assert per["rag"] > per["recent_window"]  # the notes
         assert per["hybrid"] >= per["state"]
+        assert per["hybrid_other"] == per["hybrid"]  # same notes, another state
         assert per["recent_window"] - per["no_memory"] <= 24 + 30  # the window, minus the default system prompt
 
 
@@ -55,7 +57,7 @@ def test_the_report_has_a_table_goals_and_a_chart(report, tmp_path):
     text = markdown(report)
     for label in ("1. no memory", "2. recent window", "3. full history", "4. RAG only", "5. δ-mem state", "6. hybrid"):
         assert f"| {label} |" in text
-    assert len(report.goals) == 3 and "## Goals" in text and "Empty-memory check" in text
+    assert len(report.goals) == 5 and "## Goals" in text and "Empty-memory check" in text
     files = write_report(report, tmp_path, "tiny")
     assert [f.name for f in files] == ["tiny.json", "tiny.md", "tiny.png"]
     assert files[2].stat().st_size > 1000
