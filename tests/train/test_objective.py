@@ -50,7 +50,7 @@ def test_probes_sharing_the_window_score_as_if_each_had_its_own(chat_tokenizer, 
         loss, n = answer_loss(model, handle, states, [], [alone], pad_id=0)
         total, count = total + float(loss.detach()) * n, count + n
     assert tokens == count == sum(sum(label != -100 for label in r.labels) for r in episode.reads)
-    assert float(shared) == pytest.approx(total / count, rel=1e-5)
+    assert float(shared.detach()) == pytest.approx(total / count, rel=1e-5)
 
 
 @pytest.mark.parametrize("history_grad", ["state", "full"])
