@@ -255,6 +255,8 @@ class MemorySession:
             try:
                 logits = self._feed_messages(stats, write=write, generation_prompt=True)
                 prefix = gen.response_prefix or forced_call_prefix(specs, tool_choice)
+                if prefix != gen.response_prefix:  # decoding sees what the answer was made to start with
+                    gen = gen.model_copy(update={"response_prefix": prefix})
                 if prefix:
                     logits = self._feed_reply_prefix(prefix, stats, write=write)
                 pieces: list[str] = [prefix] if prefix else []

@@ -45,7 +45,8 @@ from langchain_deltamem._structured import StructuredOutput
 
 #: Call arguments `DeltaMemLLM` understands (besides ``stop``); anything else is refused.
 _CALL_ARGS = frozenset(
-    {"session_id", "user_id", "tools", "tool_choice", "temperature", "top_p", "max_tokens", "seed", "model", "stream"}
+    {"session_id", "user_id", "tools", "tool_choice", "temperature", "top_p", "max_tokens", "seed", "model", "stream",
+     "response_prefix"}
 )
 
 _BASE_FIELDS = frozenset(BaseChatModel.model_fields)
@@ -272,6 +273,8 @@ class DeltaMemLLM(BaseChatModel):
         stops = stop if stop is not None else self.stop
         if stops:
             generation["stop"] = tuple(stops)
+        if kwargs.get("response_prefix"):
+            generation["response_prefix"] = kwargs["response_prefix"]
         tools = kwargs.get("tools") or None
         return _Turn(
             memory=self.hybrid_memory,
@@ -488,7 +491,7 @@ class DeltaMemLLM(BaseChatModel):
             tool = convert_to_openai_tool(schema)
             bound: Runnable[Any, Any] = self.bind_tools([tool], tool_choice=tool["function"]["name"], **traced)
         else:
-            bound = self.bind(**traced)
+            bound = self.bind(response_prefix="{", **traced)  # the answer starts as a JSON object
         structured = StructuredOutput(
             bound=bound,
             schema=schema,

@@ -43,10 +43,20 @@ class ScriptedBackbone:
 
     def _next(self, ids: list[int]) -> int | None:
         if len(ids) >= len(self.prompt) and ids[-len(self.prompt) :] == self.prompt and self.replies:
-            self._ids = self.tokenizer.encode(self.replies.pop(0), add_special_tokens=False) + [self.end]
+            self._text = self.replies.pop(0)
+            self._ids = self.tokenizer.encode(self._text, add_special_tokens=False) + [self.end]
             self._position = 0
             self.turns += 1
             return self._ids[0]
+        if self._ids is not None and self._position == 0 and (len(ids) > 1 or ids[0] != self._ids[0]):
+            # the session fed a forced start of the answer (response_prefix, a required tool):
+            # the script goes on after where that start appears in it (prose before is dropped)
+            fed = self.tokenizer.decode(ids)
+            at = self._text.find(fed)
+            if at >= 0:
+                rest = self.tokenizer.encode(self._text[at + len(fed) :], add_special_tokens=False) + [self.end]
+                self._ids, self._position = list(ids) + rest, len(ids)
+                return self._ids[self._position]
         if self._ids is not None and len(ids) == 1 and self._position + 1 < len(self._ids):
             if ids[0] == self._ids[self._position]:
                 self._position += 1

@@ -12,19 +12,23 @@ class Script:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self.end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        self.replies: list[list[int]] = []
+        self.replies: list[str] = []
         self.current: list[int] | None = None
         self.answers = 0
 
     def say(self, *replies: str) -> Script:
-        self.replies.extend(self.tokenizer.encode(r, add_special_tokens=False) for r in replies)
+        self.replies.extend(replies)
         return self
 
     def __call__(self, logits, gen, generator) -> int:
         if self.current is None:
             if not self.replies:
                 raise AssertionError("the model was asked for more answers than were scripted")
-            self.current = self.replies.pop(0)
+            text = self.replies.pop(0)
+            forced = gen.response_prefix  # the answer was made to start with it: say the rest
+            if forced and forced in text:
+                text = text[text.find(forced) + len(forced) :]
+            self.current = self.tokenizer.encode(text, add_special_tokens=False)
             self.answers += 1
         if self.current:
             return self.current.pop(0)
