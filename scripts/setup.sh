@@ -116,8 +116,10 @@ fi
 while read -r f; do
     [ -n "$f" ] || continue
     dir="$(dirname "$f")"
-    log "installing integration $dir (editable)"
-    pip_install -e "$dir"
+    spec="$dir"
+    grep -qE '^test *=' "$f" && spec="$dir[test]"  # its test-only dependencies (e.g. langchain-tests)
+    log "installing integration $spec (editable)"
+    pip_install -e "$spec"
 done < <(integration_pyprojects)
 
 stamp_key > "$STAMP"
