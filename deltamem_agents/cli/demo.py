@@ -175,11 +175,14 @@ def demo(
         )
         console.print(Panel(how, title="honest note", title_align="left", border_style="yellow"))
     else:
-        console.print(
-            "Process 2 read the δ-mem state written by process 1 (trained adapter) and the recent conversation "
-            "restored from the log.",
-            markup=False, highlight=False,
+        how = (
+            f"Process 2 read the δ-mem state written by process 1 and re-read the recent conversation ({restored} "
+            "tokens) restored from the saved log into its attention context. The fact is still inside that "
+            "context here, so this demo cannot tell which of the two carried it. The adapter shipped for the "
+            "embedded backbone is an early one: in its evaluation its state did not yet carry facts beyond the "
+            "context window (see its MODEL_CARD.md and docs/evaluation.md)."
         )
+        console.print(Panel(how, title="honest note", title_align="left", border_style="yellow"))
     console.print(
         f"Look around: deltamem sessions show {session_id} --home {home}\n"
         f"             deltamem inspect --session {session_id} --home {home} --plot state.png",
