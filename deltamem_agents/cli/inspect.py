@@ -28,24 +28,24 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.core.state import DeltaMemState
     from deltamem_agents.session import SessionKey
 
-PLOT_HINT = "pip install deltamem-agents[plot]"
+PLOT_HINT = "pip install matplotlib"
 GATE_EXTRA_KEY = "gate_stats"  # optional {layer: mean write gate} in a session's metadata extra
 
 
 def _pyplot():
+    from deltamem_agents.plotting import pyplot
+
     try:
-        import matplotlib
+        return pyplot()
     except ImportError:
         raise fail(f"--plot needs matplotlib, which is not installed: {PLOT_HINT}") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_state(state: DeltaMemState, path: Path, title: str) -> Path:
     """One heatmap per layer (first batch row, heads side by side), titled with its norm."""
     import torch
+
+    from deltamem_agents.plotting import save_figure
 
     plt = _pyplot()
     layers = list(state.layers.items())
@@ -70,11 +70,7 @@ def plot_state(state: DeltaMemState, path: Path, title: str) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def probe_gates(key: SessionKey, text: str, runtime_options: dict) -> dict[int, float]:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.data.records import MEMORY_KINDS
 from deltamem_agents.eval.conditions import LABELS, Answer, EvalConfig
+from deltamem_agents.plotting import pyplot, save_figure
 
 
 class ConditionSummary(BaseModel):
@@ -157,14 +158,9 @@ def markdown(report: EvalReport) -> str:
 
 def bar_chart(report: EvalReport, path: str | Path) -> Path:
     """F1 per question kind (and overall), one bar per condition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     kinds = sorted({k for s in report.summaries for k in s.f1_by_kind})
     groups = ["overall", *kinds]
-    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups) + 2), 4.2), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(max(7, 1.6 * len(groups) + 2), 4.2), dpi=120)
     width = 0.8 / max(len(report.summaries), 1)
     for i, s in enumerate(report.summaries):
         values = [100 * (s.f1 or 0.0), *[100 * s.f1_by_kind.get(k, 0.0) for k in kinds]]
@@ -174,12 +170,7 @@ def bar_chart(report: EvalReport, path: str | Path) -> Path:
     ax.set_title(f"δ-mem evaluation: {report.dataset}")
     ax.legend(fontsize=7, ncols=2)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(report: EvalReport, out: str | Path, name: str) -> list[Path]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from deltamem_agents.plotting import pyplot, save_figure
+
 
 def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
     """Exponential moving average, bias-corrected so the first points are not pulled to 0."""
@@ -18,12 +20,7 @@ def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:
 def plot_loss(steps: Sequence[int], losses: Sequence[float], path: str | Path, *,
               dev: Sequence[tuple[int, float, float]] = (), title: str = "δ-mem training") -> Path:
     """Training loss (raw and smoothed) and dev answer loss with and without the state."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=120)
     ax.plot(steps, losses, color="#9ecae1", linewidth=0.8, label="train loss (per step)")
     ax.plot(steps, smooth(losses), color="#08519c", linewidth=1.6, label="train loss (smoothed)")
     if dev:
@@ -34,9 +31,4 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], path: str | Path, *
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

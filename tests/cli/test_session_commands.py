@@ -147,7 +147,7 @@ def test_inspect_prints_norms_and_plots(store, tmp_path):
 def test_inspect_plot_without_matplotlib(store, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     line = one_line_error(invoke("inspect", "--session", "trip", "--home", str(store.root), "--plot", str(tmp_path / "x.png")))
-    assert "pip install deltamem-agents[plot]" in line
+    assert "pip install matplotlib" in line
 
 
 # -- the real backbone ---------------------------------------------------------------------------------
