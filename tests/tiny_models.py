@@ -49,3 +49,38 @@ def randomize_memory(handle, *, seed: int = 0, delta_std: float = 0.05, gate_std
             w[3 * d :].copy_(torch.randn(w[3 * d :].shape, generator=generator) * gate_std)
             memory.delta_out_proj.copy_(torch.randn(memory.delta_out_proj.shape, generator=generator) * delta_std)
             memory.gate_bias.add_(torch.randn(memory.gate_bias.shape, generator=generator) * 0.3)
+
+
+def tiny_runtime(
+    tokenizer,
+    store,
+    *,
+    window: int = 512,
+    seed: int = 2,
+    config=None,
+    model: PreTrainedModel | None = None,
+    randomize: bool = True,
+):
+    """A `DeltaMemRuntime` on a tiny random Llama with a real tokenizer (``store``: a folder or a
+    `SessionStore`); with ``randomize``, its memory has non-trivial weights, so it matters."""
+    import warnings
+
+    from deltamem_agents import DeltaMemConfig
+    from deltamem_agents.session import (
+        DeltaMemRuntime,
+        SessionConfig,
+        UntrainedMemoryWarning,
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UntrainedMemoryWarning)
+        runtime = DeltaMemRuntime(
+            "tiny-llama",
+            model=model or tiny_model("llama", vocab_size=len(tokenizer), max_position_embeddings=4096),
+            tokenizer=tokenizer, adapter=None, config=config or DeltaMemConfig(), store=store,
+            session_config=SessionConfig(context_window=window),
+        )
+    if randomize:
+        randomize_memory(runtime.handle, seed=seed)
+    return runtime
+

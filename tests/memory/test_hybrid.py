@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
-from deltamem_agents import DeltaMemConfig
 from deltamem_agents.memory import TextLog, TextLogConfig, TextLogError
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER, HybridMemory
 from deltamem_agents.memory.router import AlwaysRetrieve, MemoryRouter, NeverRetrieve
-from deltamem_agents.session import DeltaMemRuntime, SessionConfig, SessionError, SessionKey, UntrainedMemoryWarning
-from tests.tiny_models import randomize_memory, tiny_model
+from deltamem_agents.session import (
+    SessionError,
+    SessionKey,
+)
+from tests.tiny_models import tiny_runtime
 
 
 @pytest.fixture
 def runtime(chat_tokenizer, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedMemoryWarning)
-        runtime = DeltaMemRuntime(
-            "tiny-llama", model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
-            tokenizer=chat_tokenizer, adapter=None, config=DeltaMemConfig(), store=tmp_path / "store",
-            session_config=SessionConfig(context_window=512),
-        )
-    randomize_memory(runtime.handle, seed=2)
-    return runtime
+    return tiny_runtime(chat_tokenizer, tmp_path / "store")
 
 
 @pytest.fixture

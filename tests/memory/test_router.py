@@ -6,15 +6,12 @@ routes hits searched from a real ``TextLog`` on Chroma's ``EphemeralClient``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from pathlib import Path
 
 import chromadb
 import numpy as np
 import pytest
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings
 
 from deltamem_agents.memory.router import (
@@ -41,6 +38,7 @@ from deltamem_agents.memory.router import (
 )
 from deltamem_agents.memory.textlog import LogHit, TextLog, TextLogConfig
 from deltamem_agents.session.records import ChatMessage
+from tests.memory.hashing import HashingEmbedding
 
 
 def hit(id_: str, distance: float | None = 0.2, words: int = 5) -> LogHit:
@@ -507,33 +505,6 @@ def test_load_calibration_set_empty_or_missing(tmp_path):
 
 
 # -- with a real TextLog ----------------------------------------------------------------------------------
-class HashingEmbedding(EmbeddingFunction[Documents]):
-    """A real (if crude) embedding function: hashed bag of words, 64 dims, unit length."""
-
-    def __init__(self) -> None:
-        pass
-
-    @staticmethod
-    def name() -> str:
-        return "test-router-hashing-bow"
-
-    def get_config(self) -> dict:
-        return {}
-
-    @staticmethod
-    def build_from_config(config: dict) -> HashingEmbedding:
-        return HashingEmbedding()
-
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002
-        out = []
-        for text in input:
-            v = np.zeros(64, dtype=np.float32)
-            for word in text.lower().split():
-                v[int(hashlib.md5(word.strip(".,!?").encode()).hexdigest(), 16) % 64] += 1.0
-            out.append(v / max(np.linalg.norm(v), 1e-9))
-        return out
-
-
 def test_search_and_route_on_a_real_textlog():
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
     config = TextLogConfig(collection="router-test", chunk_tokens=None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -14,7 +13,6 @@ from pathlib import Path
 import chromadb
 import numpy as np
 import pytest
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.config import Settings
 
 from deltamem_agents.memory import (
@@ -29,8 +27,14 @@ from deltamem_agents.memory import (
     default_textlog_path,
     split_sentences,
 )
-from deltamem_agents.memory.embeddings import EMBEDDING_DIM, MODEL_PACKAGE, MiniLMEmbeddingFunction, default_model_dir
+from deltamem_agents.memory.embeddings import (
+    EMBEDDING_DIM,
+    MODEL_PACKAGE,
+    MiniLMEmbeddingFunction,
+    default_model_dir,
+)
 from deltamem_agents.session.records import ChatMessage, InvalidSessionIdError
+from tests.memory.hashing import HashingEmbedding
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -282,33 +286,6 @@ def test_default_path_follows_deltamem_home(tmp_path, monkeypatch, embedder):
 
 
 # -- injected client and embedding function -------------------------------------------------------
-class HashingEmbedding(EmbeddingFunction[Documents]):
-    """A real (if crude) embedding function: hashed bag of words, 64 dims, unit length."""
-
-    def __init__(self) -> None:
-        pass
-
-    @staticmethod
-    def name() -> str:
-        return "test-hashing-bow"
-
-    def get_config(self) -> dict:
-        return {}
-
-    @staticmethod
-    def build_from_config(config: dict) -> HashingEmbedding:
-        return HashingEmbedding()
-
-    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002
-        out = []
-        for text in input:
-            v = np.zeros(64, dtype=np.float32)
-            for word in text.lower().split():
-                v[int(hashlib.md5(word.strip(".,!?").encode()).hexdigest(), 16) % 64] += 1.0
-            out.append(v / max(np.linalg.norm(v), 1e-9))
-        return out
-
-
 def test_injected_ephemeral_client_and_other_embedding_function(embedder):
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
     config = TextLogConfig(collection="injected-hashing", chunk_tokens=None)

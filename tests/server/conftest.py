@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +14,15 @@ import pytest
 import torch
 import uvicorn
 
-from deltamem_agents import DeltaMemConfig
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
 from deltamem_agents.server import ServerSettings, close_app, create_app
-from deltamem_agents.session import DeltaMemRuntime, DirectorySessionStore, SessionConfig, UntrainedMemoryWarning
-from tests.tiny_models import randomize_memory, tiny_model
+from deltamem_agents.session import (
+    DeltaMemRuntime,
+    DirectorySessionStore,
+)
+from tests.tiny_models import tiny_runtime
 
 API_KEYS = {"key-alice-0123456789abcdef": "alice", "key-bob-0123456789abcdefgh": "bob"}
 
@@ -42,15 +43,7 @@ def _one_torch_thread():
 
 
 def make_runtime(tokenizer, store: Path) -> DeltaMemRuntime:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedMemoryWarning)
-        runtime = DeltaMemRuntime(
-            "tiny-llama", model=tiny_model("llama", vocab_size=len(tokenizer), max_position_embeddings=4096),
-            tokenizer=tokenizer, adapter=None, config=DeltaMemConfig(),
-            store=DirectorySessionStore(store, lock_timeout=30), session_config=SessionConfig(context_window=512),
-        )
-    randomize_memory(runtime.handle, seed=2)
-    return runtime
+    return tiny_runtime(tokenizer, DirectorySessionStore(store, lock_timeout=30))
 
 
 @pytest.fixture

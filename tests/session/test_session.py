@@ -16,7 +16,7 @@ from deltamem_agents.session import (
     SessionMismatchError,
     UntrainedMemoryWarning,
 )
-from tests.tiny_models import randomize_memory, tiny_model
+from tests.tiny_models import tiny_model, tiny_runtime
 
 
 def _model(tokenizer):
@@ -24,16 +24,9 @@ def _model(tokenizer):
 
 
 def _runtime(tokenizer, tmp_path, model=None, config=None, window=256, randomize=True):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedMemoryWarning)
-        runtime = DeltaMemRuntime(
-            "tiny-llama", model=model or _model(tokenizer), tokenizer=tokenizer, adapter=None,
-            config=config or DeltaMemConfig(), store=tmp_path / "store",
-            session_config=SessionConfig(context_window=window),
-        )
-    if randomize:
-        randomize_memory(runtime.handle, seed=1)
-    return runtime
+    return tiny_runtime(
+        tokenizer, tmp_path / "store", window=window, seed=1, config=config, model=model or _model(tokenizer), randomize=randomize
+    )
 
 
 @pytest.fixture

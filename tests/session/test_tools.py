@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import pytest
 
-from deltamem_agents import DeltaMemConfig
-from deltamem_agents.session import DeltaMemRuntime, SessionConfig, SessionKey, UntrainedMemoryWarning
+from deltamem_agents.session import (
+    SessionKey,
+)
 from deltamem_agents.session import session as session_module
 from deltamem_agents.session.records import ChatMessage
 from deltamem_agents.session.tools import (
@@ -21,7 +21,7 @@ from deltamem_agents.session.tools import (
     render_tools_prompt,
     tool_call_prefix_length,
 )
-from tests.tiny_models import randomize_memory, tiny_model
+from tests.tiny_models import tiny_runtime
 
 WEATHER = {
     "type": "function",
@@ -90,15 +90,7 @@ def test_markup_that_may_start_a_call_is_held_back():
 # -- in a session ----------------------------------------------------------------------------------
 @pytest.fixture
 def runtime(chat_tokenizer, tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedMemoryWarning)
-        runtime = DeltaMemRuntime(
-            "tiny-llama", model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
-            tokenizer=chat_tokenizer, adapter=None, config=DeltaMemConfig(), store=tmp_path / "store",
-            session_config=SessionConfig(context_window=1024),
-        )
-    randomize_memory(runtime.handle, seed=3)
-    return runtime
+    return tiny_runtime(chat_tokenizer, tmp_path / "store", window=1024, seed=3)
 
 
 @pytest.fixture

@@ -9,19 +9,19 @@ writes, tool-call parsing, streaming, the text log, the store) runs for real.
 from __future__ import annotations
 
 import inspect
-import warnings
 from pathlib import Path
 
 import pytest
 import pytest_socket
 import torch
 
-from deltamem_agents import DeltaMemConfig
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
-from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
-from tests.tiny_models import randomize_memory, tiny_model
+from deltamem_agents.session import (
+    DeltaMemRuntime,
+)
+from tests.tiny_models import tiny_runtime as build_tiny_runtime
 
 
 class ScriptedBackbone:
@@ -92,19 +92,7 @@ def _network_off(request):
 
 @pytest.fixture
 def tiny_runtime(chat_tokenizer, tmp_path) -> DeltaMemRuntime:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UntrainedMemoryWarning)
-        runtime = DeltaMemRuntime(
-            "tiny-llama",
-            model=tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096),
-            tokenizer=chat_tokenizer,
-            adapter=None,
-            config=DeltaMemConfig(),
-            store=tmp_path / "store",
-            session_config=SessionConfig(context_window=512),
-        )
-    randomize_memory(runtime.handle, seed=2)
-    return runtime
+    return build_tiny_runtime(chat_tokenizer, tmp_path / "store")
 
 
 @pytest.fixture
