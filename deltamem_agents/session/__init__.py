@@ -29,6 +29,7 @@ from deltamem_agents.session.store import (
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
 from deltamem_agents.session.runtime import DeltaMemRuntime, UntrainedMemoryWarning, find_shipped_adapter
 from deltamem_agents.session.session import (
+    ConversationForkError,
     GenerationOptions,
     MemorySession,
     Reply,
@@ -52,6 +53,7 @@ __all__ = [
     # conversations (chat.py, session.py, runtime.py)
     "ChatEncoder",
     "ChatTemplateError",
+    "ConversationForkError",
     "DeltaMemRuntime",
     "GenerationOptions",
     "MemorySession",

@@ -136,15 +136,62 @@ def is_note(message: ChatMessage) -> bool:
 
 def conversation_key(message: ChatMessage) -> tuple[Any, ...]:
     """What makes two messages "the same message" when a client sends the conversation back:
-    role, visible text, tool calls and the call a tool result answers (not timestamps or
-    metadata, and not the tool-call markup the model wrote)."""
+    role, visible text, and for a tool result the call it answers. Timestamps, metadata and the
+    tool-call markup the model wrote do not count, and neither do an assistant's tool calls: an
+    agent that keeps only the first of several calls sends the same turn back with fewer calls."""
     content = message.content
-    calls = [(c["function"]["name"], c["function"].get("arguments")) for c in message.tool_calls or []]
     if message.role == "assistant" and TOOL_CALL_OPEN in content:
-        content, parsed = parse_tool_calls(content)
-        calls = calls or [(c.name, c.arguments) for c in parsed]
-    normalised = [(name, json.loads(args) if isinstance(args, str) and args.strip() else args or {}) for name, args in calls]
-    return (message.role, " ".join(content.split()), json.dumps(normalised, sort_keys=True), message.tool_call_id)
+        content = parse_tool_calls(content)[0]
+    return (message.role, " ".join(content.split()), message.tool_call_id if message.role == "tool" else None)
+
+
+class ConversationForkError(SessionError):
+    """A conversation that rewinds a session (e.g. a retry from an earlier point): it cannot be
+    appended without writing messages twice, and a δ-mem state cannot be rewound."""
+
+
+def unseen_messages(said: Sequence[ChatMessage], conversation: Sequence[MessageLike]) -> list[ChatMessage]:
+    """The messages of ``conversation`` that a session whose messages are ``said`` has not seen.
+
+    Clients send only the new messages, or the whole conversation each time, or (chains with a
+    memory window, agents) a system prompt plus the latest part of the conversation. So:
+
+    - a system message is seen if the session has one with the same text, wherever it stands;
+    - the other messages are cut after the last place where they repeat the session's last two
+      messages (normally the last question and its answer); what follows is new;
+    - when they do not repeat them at all, all of them are new, unless their first two messages
+      are two consecutive messages from earlier in the session: that conversation goes back to
+      an earlier point, and `ConversationForkError` says so instead of writing it twice.
+
+    New system messages come first in the result, then the other new messages in order.
+    """
+    incoming = [as_message(m) for m in conversation]
+    seen_systems = {m.content.strip() for m in said if m.role == "system" and not is_note(m)}
+    spoken = [conversation_key(m) for m in said if m.role != "system"]
+    rest = [m for m in incoming if m.role != "system"]
+    keys = [conversation_key(m) for m in rest]
+    start = 0
+    if spoken:
+        ends = (e for e in range(len(keys) - 1, -1, -1) if keys[e] == spoken[-1])
+        cut = next((e for e in ends if e == 0 or len(spoken) < 2 or keys[e - 1] == spoken[-2]), None)
+        if cut is not None:
+            start = cut + 1
+        elif len(keys) >= 2:
+            fork = next((i for i in range(len(spoken) - 1) if spoken[i : i + 2] == keys[:2]), None)
+            if fork is not None:
+                raise ConversationForkError(
+                    f"the conversation sent goes back to an earlier point of the session (its first messages are "
+                    f"messages {fork + 1}-{fork + 2} of {len(spoken)}, but it does not continue from the session's "
+                    "end), and a δ-mem session only grows. Send the conversation up to its latest message, or only "
+                    "the new messages, or use another session_id"
+                )
+    systems: list[ChatMessage] = []
+    for message in incoming:
+        text = message.content.strip()
+        if message.role == "system" and not is_note(message) and text not in seen_systems:
+            seen_systems.add(text)
+            systems.append(message)
+    return [*systems, *rest[start:]]
 
 
 class MemorySession:
@@ -300,20 +347,9 @@ class MemorySession:
         return logits
 
     def new_messages(self, conversation: Sequence[MessageLike]) -> list[ChatMessage]:
-        """The part of ``conversation`` this session has not seen yet.
-
-        Clients either send only the new messages or the whole conversation each time (as
-        stateless chat apps and LangChain do). The longest prefix of ``conversation`` that
-        repeats the end of this session's conversation (notes aside) is dropped; the rest is
-        new. A client that sends the whole history again after a restart thus adds nothing twice.
-        """
-        incoming = [as_message(m) for m in conversation]
-        said = [conversation_key(m) for m in self.messages if not is_note(m)]
-        keys = [conversation_key(m) for m in incoming]
-        for overlap in range(min(len(said), len(keys)), 0, -1):
-            if said[len(said) - overlap :] == keys[:overlap]:
-                return incoming[overlap:]
-        return incoming
+        """The part of ``conversation`` this session has not seen yet (see `unseen_messages`):
+        a client that sends the whole history again, even after a restart, adds nothing twice."""
+        return unseen_messages(self.messages, conversation)
 
     def _tools_note(self, specs: Sequence[ToolSpec], tool_choice: str | None) -> list[ChatMessage]:
         """The tools note for this turn, unless the same one was given since the last user message."""

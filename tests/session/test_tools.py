@@ -187,3 +187,29 @@ def test_a_response_prefix_starts_the_answer(runtime, scripted):
 
     with pytest.raises(SessionError, match="response_prefix is not batched"):
         reply_batch([(session, "again", {"response_prefix": "{"})])
+
+
+def test_a_system_prompt_and_a_memory_window_add_only_the_new_turn(runtime, scripted):
+    session = runtime.session("window")
+    for question in ("One?", "Two?"):
+        scripted(f"Answer to {question}")
+        session.reply(question)
+    session.ingest({"role": "system", "content": "Be brief."})
+    said = [{"role": m.role, "content": m.content} for m in session.messages if m.role != "system"]
+    # an agent: its system prompt, the last exchange of its memory window, the new question
+    sent = [{"role": "system", "content": "Be brief."}, *said[-2:], {"role": "user", "content": "Three?"}]
+    assert [m.content for m in session.new_messages(sent)] == ["Three?"]
+    new_prompt = [{"role": "system", "content": "Be kind."}, *said, {"role": "user", "content": "Three?"}]
+    assert [m.content for m in session.new_messages(new_prompt)] == ["Be kind.", "Three?"]
+
+
+def test_a_rewound_conversation_is_refused_rather_than_written_twice(runtime, scripted):
+    from deltamem_agents.session import ConversationForkError
+
+    session = runtime.session("fork")
+    for question in ("One?", "Two?"):
+        scripted(f"Answer to {question}")
+        session.reply(question)
+    said = [{"role": m.role, "content": m.content} for m in session.messages]
+    with pytest.raises(ConversationForkError, match="messages 1-2 of 4.*only grows"):
+        session.new_messages([*said[:2], {"role": "user", "content": "Two, again?"}])

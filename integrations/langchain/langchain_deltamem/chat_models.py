@@ -25,7 +25,6 @@ from typing import Any, Literal
 from deltamem_agents.backbone import DEFAULT_BACKBONE
 from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
 from deltamem_agents.session import ChatMessage, DeltaMemRuntime, SessionKey, SessionLockTimeout, validate_id
-from deltamem_agents.session.session import conversation_key, is_note
 from deltamem_agents.session.tools import as_tool_spec
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -304,30 +303,6 @@ class DeltaMemLLM(BaseChatModel):
                         raise
             yield
 
-    @staticmethod
-    def _unseen(turn: _Turn) -> list[ChatMessage]:
-        """The part of the conversation after the session's latest exchange.
-
-        LangChain apps resend their history, often trimmed (``trim_messages``) or rebuilt
-        from a store that keeps repeated text once, behind a fixed system prompt. So the
-        conversation is cut after the last place where it repeats the session's last two
-        messages (normally the last question and its answer). When it does not repeat them,
-        it is passed on whole and `HybridMemory` keeps what it has not seen."""
-        conversation = turn.conversation
-        if len(conversation) < 2:
-            return conversation
-        session = turn.memory.runtime.session(turn.session_id, user_id=turn.user_id)
-        said = [conversation_key(m) for m in session.messages if not is_note(m)]
-        if not said:
-            return conversation
-        keys = [conversation_key(m) for m in conversation]
-        for end in range(len(keys) - 1, -1, -1):
-            if keys[end] != said[-1]:
-                continue
-            if end == 0 or len(said) < 2 or keys[end - 1] == said[-2]:
-                return conversation[end + 1 :]
-        return conversation
-
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -338,7 +313,7 @@ class DeltaMemLLM(BaseChatModel):
         turn = self._turn(messages, stop, kwargs)
         with self._session_lock(turn):
             for piece in turn.memory.stream_chat(
-                self._unseen(turn),
+                turn.conversation,
                 session_id=turn.session_id,
                 user_id=turn.user_id,
                 tools=turn.tools,

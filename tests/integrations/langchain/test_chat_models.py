@@ -90,8 +90,9 @@ def test_a_chain_config_reaches_the_model_inside_an_lcel_chain(memory, script, t
     script.say("Porto.", "You live in Porto.")
     chain.invoke({"question": "I live in Porto."}, config={"configurable": {"session_id": "chain"}})
     chain.invoke({"question": "Where do I live?"}, config={"configurable": {"session_id": "chain"}})
-    # the second call sent only the system prompt and the new question: the session kept the rest
-    assert [role for role, _ in said(tiny_runtime, "chain")] == ["system", "user", "assistant", "system", "user", "assistant"]
+    # the second call sent the system prompt again and the new question: the prompt is already in
+    # the session, so only the question is new
+    assert [role for role, _ in said(tiny_runtime, "chain")] == ["system", "user", "assistant", "user", "assistant"]
     assert said(tiny_runtime, "chain")[1] == ("user", "I live in Porto.")
 
 

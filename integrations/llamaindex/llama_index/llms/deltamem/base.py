@@ -2,8 +2,8 @@
 
 Every call is a turn of one δ-mem session (``session_id``/``user_id``): what the session has not
 seen is written into its OSAM state and its text log, the answer too, and the session is
-committed. LlamaIndex sends the whole conversation on every call; `unseen` keeps what is new,
-so nothing is written twice. Pair it with `DeltaMemMemory.from_defaults(llm=llm)` so that the
+committed. LlamaIndex sends the whole conversation on every call; the session keeps only what is new
+(`deltamem_agents.session.unseen_messages`), so nothing is written twice. Pair it with `DeltaMemMemory.from_defaults(llm=llm)` so that the
 agent's memory and the model share the session.
 """
 
@@ -45,10 +45,8 @@ from llama_index.llms.deltamem.utils import (
     DEFAULT_SESSION_ID,
     reply_message,
     reply_raw,
-    session_messages,
     shared_hybrid,
     to_deltamem,
-    unseen,
 )
 
 if TYPE_CHECKING:
@@ -168,13 +166,11 @@ class DeltaMemLLM(FunctionCallingLLM):
         generation, tools, tool_choice = self._options(kwargs)
         incoming = [to_deltamem(m) for m in messages]
         hybrid = self.hybrid
-        with hybrid.runtime.store.lock(SessionKey(user_id=self.user_id, session_id=self.session_id)):
-            said = session_messages(hybrid, session_id=self.session_id, user_id=self.user_id)
-            new = unseen(said, incoming)
-            yield from hybrid.stream_chat(
-                new, session_id=self.session_id, user_id=self.user_id,
-                tools=tools, tool_choice=tool_choice, **generation,
-            )
+        # stream_chat sends the session only what it has not seen (unseen_messages)
+        yield from hybrid.stream_chat(
+            incoming, session_id=self.session_id, user_id=self.user_id,
+            tools=tools, tool_choice=tool_choice, **generation,
+        )
 
     def _chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         final = None

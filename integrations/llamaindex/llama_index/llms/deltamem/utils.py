@@ -2,14 +2,15 @@
 
 LlamaIndex components are stateless towards their LLM: an agent sends its system prompt, the
 history its memory returns and its scratchpad on every call. A δ-mem session must write each
-message once. `unseen` is the rule both classes use to find what a session has not seen yet.
+message once. The rule that finds what a session has not seen yet is the SDK's own
+(`deltamem_agents.session.unseen_messages`), shared with LangChain and the server.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -24,7 +25,6 @@ from llama_index.core.base.llms.types import (
 from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
 from deltamem_agents.session import ChatMessage as DeltaMemMessage
 from deltamem_agents.session import DeltaMemRuntime, ToolCall
-from deltamem_agents.session.session import is_note
 from deltamem_agents.session.tools import TOOL_CALL_OPEN, parse_tool_calls
 
 #: The session a `DeltaMemLLM` and a `DeltaMemMemory` share when none is named.
@@ -133,55 +133,6 @@ def _legacy_call(call: Any) -> dict[str, Any]:
         call = dump()
     function = call.get("function", call)
     return _openai_call(call.get("id"), function.get("name"), function.get("arguments") or {})
-
-
-# -- what a session has not seen yet ------------------------------------------------------------------
-class ConversationForkError(ValueError):
-    """A conversation that rewinds a session (e.g. a retry from an earlier point): it cannot be
-    appended without writing messages twice."""
-
-
-def _key(message: DeltaMemMessage) -> tuple[Any, ...]:
-    """When two messages are "the same message" for `unseen`: role and visible text, and for a
-    tool result the call it answers. An assistant's tool calls are left out on purpose: an
-    agent that keeps only the first of several calls (``allow_parallel_tool_calls=False``) sends
-    back the same turn with fewer calls."""
-    content = message.content
-    if message.role == "assistant" and TOOL_CALL_OPEN in content:
-        content = parse_tool_calls(content)[0]
-    return (message.role, " ".join(content.split()), message.tool_call_id if message.role == "tool" else None)
-
-
-def unseen(said: Sequence[DeltaMemMessage], incoming: Sequence[DeltaMemMessage]) -> list[DeltaMemMessage]:
-    """The messages of ``incoming`` that a session whose conversation is ``said`` has not seen.
-
-    System messages are matched by content wherever they are: agents and chat engines send
-    their system prompt in front of every call, and a memory window may start anywhere. The other
-    messages follow the rule of `MemorySession.new_messages`: the longest prefix of them that
-    repeats the end of the session's conversation is dropped. New system messages come first."""
-    seen_systems = {m.content.strip() for m in said if m.role == "system" and not is_note(m)}
-    spoken = [_key(m) for m in said if m.role != "system"]
-    rest = [m for m in incoming if m.role != "system"]
-    keys = [_key(m) for m in rest]
-    overlap = next(
-        (n for n in range(min(len(spoken), len(keys)), 0, -1) if spoken[len(spoken) - n :] == keys[:n]), 0
-    )
-    if not overlap and len(keys) >= 2:
-        fork = next((i for i in range(len(spoken) - 1) if spoken[i : i + 2] == keys[:2]), None)
-        if fork is not None:
-            raise ConversationForkError(
-                f"the conversation sent goes back to an earlier point of the session (its first messages are "
-                f"messages {fork + 1}-{fork + 2} of {len(spoken)}, but it does not continue from the session's end), "
-                "and a δ-mem session only grows. Send the conversation up to its latest message, or only the new "
-                "messages, or use another session_id"
-            )
-    systems: list[DeltaMemMessage] = []
-    for message in incoming:
-        text = message.content.strip()
-        if message.role == "system" and text not in seen_systems:
-            seen_systems.add(text)
-            systems.append(message)
-    return [*systems, *rest[overlap:]]
 
 
 def session_messages(hybrid: HybridMemory, *, session_id: str, user_id: str) -> list[DeltaMemMessage]:

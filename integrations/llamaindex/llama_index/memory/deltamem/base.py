@@ -25,6 +25,7 @@ from llama_index.core.memory import BaseMemory
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER, HybridMemory
 from deltamem_agents.memory.textlog import LogHit
 from deltamem_agents.session import SessionKey
+from deltamem_agents.session.session import unseen_messages
 from llama_index.llms.deltamem.base import DeltaMemLLM
 from llama_index.llms.deltamem.utils import (
     DEFAULT_SESSION_ID,
@@ -32,7 +33,6 @@ from llama_index.llms.deltamem.utils import (
     shared_hybrid,
     to_deltamem,
     to_llama,
-    unseen,
     without_notes,
 )
 
@@ -184,7 +184,7 @@ class DeltaMemMemory(BaseMemory):
         if not end:
             return
         said = session_messages(self.hybrid, session_id=self.session_id, user_id=self.user_id)
-        new = unseen(said, [to_deltamem(m) for m in view[:end]])
+        new = unseen_messages(said, [to_deltamem(m) for m in view[:end]])
         if new:
             self.hybrid.ingest(new, session_id=self.session_id, user_id=self.user_id)
 
