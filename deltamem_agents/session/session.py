@@ -509,7 +509,11 @@ class MemorySession:
         if segments is not None and self.handle.config.write_strategy == "ssw":
             segment_ids = torch.tensor([segments], device=self.device)
         with self.handle.segments(segment_ids):
-            out = self.model(input_ids=input_ids, use_cache=True, **cache_kwargs(self.model, self._cache))
+            # logits of the last position only: a 512-token chunk's full logits are ~100 MB of
+            # float32 at a 49k vocabulary, and would make peak memory depend on the window's state
+            out = self.model(
+                input_ids=input_ids, use_cache=True, logits_to_keep=1, **cache_kwargs(self.model, self._cache)
+            )
         self._cache = output_cache(out)
         self._window.extend(ids)
         return out.logits[:, -1, :].float()
