@@ -26,10 +26,10 @@ reported too, never crashed on.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
-import queue as queue_module
 import statistics
 import tempfile
 import time
@@ -397,10 +397,7 @@ def _from_stats(stats: Any, turn_ms: float, context: int | None, peak: float) ->
     )
 
 
-# -- one worker through all sizes (in a child process or in this one) -----------------------------
-Event = tuple[str, Any]
-
-
+# -- workers driven by commands (in child processes, or in this one) ------------------------------
 def _is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError | torch.OutOfMemoryError):
         return True
@@ -431,95 +428,147 @@ def _aggregate(condition: Condition, size: int, actual: int, measures: list[Turn
     )
 
 
-def run_worker(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> None:
-    """Grow one worker's history through ``config.sizes``, measuring turns; events go to ``emit``:
-    ``("phase", text)``, ``("row", row)`` and finally ``("meta", info)``."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    conditions = tuple(c for c in WORKERS[name] if c in config.conditions)
+Reply = tuple[Any, ...]
+
+
+class _Commands:
+    """What a worker does on each command; the same in a child process and in this one.
+
+    ``("prepare", size)`` grows the history to ``size`` (untimed) or says it does not fit;
+    ``("turn", turn)`` measures one turn at the prepared size. Replies: ``("ready", meta)``,
+    ``("prepared", actual_tokens)``, ``("skip", status, note)``, ``("measured", {condition: measure})``.
+    """
+
+    def __init__(self, name: str, config: GrowthConfig, workdir: Path) -> None:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        self.config = config
+        self.worker = WORKER_CLASSES[name](config, workdir)
+        self.worker.warm_up()
+        self.history: list[Any] = []
+
+    def meta(self) -> Reply:
+        w = self.worker
+        return ("ready", {
+            "memory_method": w.peak.method,
+            "attn_implementation": getattr(w.model.config, "_attn_implementation", None),
+            "backbone_parameters": sum(p.numel() for p in w.model.parameters()),
+            "dtype": str(next(w.model.parameters()).dtype).removeprefix("torch."),
+        })
+
+    def __call__(self, command: Reply) -> Reply:
+        try:
+            if command[0] == "prepare":
+                size = command[1]
+                budget = self.config.memory_limit_mib
+                if budget is None:
+                    free = available_mib()
+                    budget = 0.9 * free if free is not None else math.inf
+                need = self.worker.extra_mib(size)
+                if need > budget:
+                    return ("skip", "does not fit", f"needs about {need:,.0f} MiB more; {budget:,.0f} MiB allowed")
+                self.history, actual = self.worker.conversation.prefix(size)
+                self.worker.grow(self.history)
+                return ("prepared", actual)
+            if command[0] == "turn":
+                question = self.worker.conversation.question(command[1], len(self.history))
+                return ("measured", {c: m.model_dump() for c, m in self.worker.turn(self.history, question).items()})
+            raise ValueError(f"unknown growth worker command {command!r}")
+        except Exception as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            return ("skip", "out of memory", f"{type(exc).__name__}: {str(exc)[:160]}")
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def _serve(name: str, config_json: str, conn: Any) -> None:
+    """A child process: one worker answering the parent's commands until ``("stop",)``."""
+    config = GrowthConfig.model_validate_json(config_json)
     with tempfile.TemporaryDirectory(prefix=f"deltamem-growth-{name}-") as tmp:
-        emit(("phase", f"{name}: loading"))
-        worker = WORKER_CLASSES[name](config, Path(tmp))
+        commands = _Commands(name, config, Path(tmp))
+        conn.send(commands.meta())
         try:
-            worker.warm_up()
-            budget = config.memory_limit_mib
-            if budget is None:
-                free = available_mib()
-                budget = 0.9 * free if free is not None else math.inf
-            turns = config.full_turns if name == "full" else config.turns
-            stopped: tuple[Status, str] | None = None
-            for size in config.sizes:
-                if stopped is None and worker.extra_mib(size) > budget:
-                    stopped = ("does not fit", f"needs about {worker.extra_mib(size):,.0f} MiB more; {budget:,.0f} MiB allowed")
-                if stopped is not None:
-                    for condition in conditions:
-                        emit(("row", _row(condition, size, stopped[0], note=stopped[1])))
-                    continue
-                try:
-                    emit(("phase", f"{name}: history to {size:,} tokens"))
-                    history, actual = worker.conversation.prefix(size)
-                    worker.grow(history)
-                    measures: dict[Condition, list[TurnMeasure]] = {c: [] for c in conditions}
-                    for turn in range(turns):
-                        emit(("phase", f"{name}: turn {turn + 1}/{turns} at {size:,} tokens"))
-                        question = worker.conversation.question(turn, len(history))
-                        for condition, measure in worker.turn(history, question).items():
-                            if condition in measures:
-                                measures[condition].append(measure)
-                except Exception as exc:
-                    if not _is_out_of_memory(exc):
-                        raise
-                    stopped = ("out of memory", f"{type(exc).__name__}: {str(exc)[:160]}")
-                    for condition in conditions:
-                        emit(("row", _row(condition, size, stopped[0], note=stopped[1])))
-                    continue
-                for condition in conditions:
-                    emit(("row", _aggregate(condition, size, actual, measures[condition])))
-            emit(("meta", {
-                "memory_method": worker.peak.method,
-                "attn_implementation": getattr(worker.model.config, "_attn_implementation", None),
-                "backbone_parameters": sum(p.numel() for p in worker.model.parameters()),
-                "dtype": str(next(worker.model.parameters()).dtype).removeprefix("torch."),
-            }))
+            while (command := conn.recv())[0] != "stop":
+                conn.send(commands(command))
         finally:
-            worker.close()
+            commands.close()
 
 
-def _child(name: str, config_json: str, events: Any) -> None:
-    run_worker(name, GrowthConfig.model_validate_json(config_json), events.put)
+class _Host:
+    """One worker as the parent sees it: send a command, receive its reply (possibly later,
+    so several workers can grow their histories at the same time)."""
+
+    def __init__(self, name: str, config: GrowthConfig) -> None:
+        self.name, self.config = name, config
+        self.conditions = tuple(c for c in WORKERS[name] if c in config.conditions)
+        self.failure: str | None = None
+        self.stopped: tuple[Status, str] | None = None
+
+    def send(self, command: Reply) -> None:
+        raise NotImplementedError
+
+    def receive(self) -> Reply:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
 
 
-def _run_isolated(name: str, config: GrowthConfig, emit: Callable[[Event], None]) -> str | None:
-    """`run_worker` in a fresh process. If it dies, the sizes it did not report are reported (out of
-    memory when it was killed, failed otherwise); returns the failure, if any."""
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    process = context.Process(target=_child, args=(name, config.model_dump_json(), events), daemon=True)
-    process.start()
-    reported: set[tuple[str, int]] = set()
-    finished = False
-    while True:
-        try:
-            event = events.get(timeout=2.0)
-        except queue_module.Empty:
-            if not process.is_alive():
+class _InProcess(_Host):
+    def __init__(self, name: str, config: GrowthConfig) -> None:
+        super().__init__(name, config)
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"deltamem-growth-{name}-")
+        self._commands = _Commands(name, config, Path(self._tmp.name))
+        self._reply: Reply = self._commands.meta()
+
+    def send(self, command: Reply) -> None:
+        self._reply = self._commands(command)
+
+    def receive(self) -> Reply:
+        return self._reply
+
+    def close(self) -> None:
+        self._commands.close()
+        self._tmp.cleanup()
+
+
+class _ChildProcess(_Host):
+    """A worker in its own process: its peak memory is its own. If the process dies, the
+    worker is stopped: out of memory when it was killed, failed otherwise."""
+
+    def __init__(self, name: str, config: GrowthConfig) -> None:
+        super().__init__(name, config)
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(name, config.model_dump_json(), child), daemon=True)
+        self._process.start()
+        child.close()
+
+    def send(self, command: Reply) -> None:
+        self._conn.send(command)
+
+    def receive(self) -> Reply:
+        while not self._conn.poll(1.0):
+            if not self._process.is_alive():
                 break
-            continue
-        if event[0] == "row":
-            reported.add((event[1]["condition"], event[1]["history_tokens"]))
-        finished = finished or event[0] == "meta"
-        emit(event)
-    process.join()
-    if process.exitcode == 0 and finished:
-        return None
-    killed = process.exitcode in (-9, 137)
-    status: Status = "out of memory" if killed else "failed"
-    why = (f"the worker process was killed (exit code {process.exitcode}), probably for memory" if killed
-           else f"the worker failed (exit code {process.exitcode}); its traceback is in the log")
-    for size in config.sizes:
-        for condition in WORKERS[name]:
-            if condition in config.conditions and (condition, size) not in reported:
-                emit(("row", _row(condition, size, status, note=why)))
-    return None if killed else f"growth worker {name!r} failed (exit code {process.exitcode}); see its traceback above"
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            self._process.join()
+            code = self._process.exitcode
+            if code in (-9, 137):
+                return ("skip", "out of memory", f"the worker process was killed (exit code {code}), probably for memory")
+            self.failure = f"growth worker {self.name!r} failed (exit code {code}); see its traceback above"
+            return ("skip", "failed", f"the worker failed (exit code {code}); its traceback is in the log")
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                self._conn.send(("stop",))
+            self._process.join(timeout=60)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -575,33 +624,36 @@ def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
-    """Measure every condition at every size; writes ``growth.json``, ``growth.md`` and ``growth.png``."""
+    """Measure every condition at every size; writes ``growth.json``, ``growth.md`` and ``growth.png``.
+
+    All workers live at once. For each size they grow their histories at the same time (untimed),
+    then their turns are measured one worker at a time, the order rotating from turn to turn, so
+    that every condition of a size is measured in the same minutes and alone on the machine."""
     config = config or GrowthConfig()
+    started = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    names = config.workers()
+    turns = {name: config.full_turns if name == "full" else config.turns for name in names}
+    steps = len(config.sizes) * (len(names) + sum(turns.values()))
     rows: list[dict[str, Any]] = []
     meta_info: dict[str, Any] = {}
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    total = len(config.sizes) * len(config.conditions)
-    started = time.perf_counter()
-    with Progress(progress, total, "growth") as bar:
-        def emit(event: Event) -> None:
-            if event[0] == "phase":
-                bar.step(event[1])
-            if event[0] == "row":
-                bar.advance()
-                row = event[1]
-                bar.note(f"  {row['condition']} at {row['history_tokens']:,} tokens: {row['status']}, "
-                         f"{row.get('turn_ms', '-')} ms, peak {row.get('peak_mem_mib', '-')} MiB")
-                rows.append(event[1])
-            elif event[0] == "meta":
-                meta_info.update(event[1])
-
-        failures = []
-        for name in config.workers():
-            if config.isolate:
-                failure = _run_isolated(name, config, emit)
-                failures += [failure] if failure else []
-            else:
-                run_worker(name, config, emit)
+    hosts: list[_Host] = []
+    with Progress(progress, steps, "growth: starting the workers") as bar:
+        try:
+            for name in names:
+                host = (_ChildProcess if config.isolate else _InProcess)(name, config)
+                hosts.append(host)
+            for host in hosts:
+                reply = host.receive()
+                if reply[0] == "ready":
+                    meta_info.update(reply[1])
+                else:
+                    host.stopped = (reply[1], reply[2])
+            for size in config.sizes:
+                rows += _measure_size(hosts, size, turns, bar)
+        finally:
+            for host in hosts:
+                host.close()
     rows = _with_speedups(rows)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     meta = {
@@ -611,6 +663,8 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
         "machine": machine_info(device),
         "load_average": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "wall_s": round(time.perf_counter() - started, 1),
+        "protocol": "all workers alive at once; per size: histories grown in parallel (untimed), then turns "
+        "measured one worker at a time, the order rotating each turn",
         **meta_info,
         "summary": summarize(rows, config.sizes),
         "plots": ["growth.png"],
@@ -619,6 +673,50 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
     from deltamem_agents.bench.plots import plot_report
 
     plot_report("growth", {"meta": meta, "rows": rows}, Path(out_dir) / "growth.png")
+    failures = [host.failure for host in hosts if host.failure]
     if failures:  # the report is written first: hours of measurements are not lost to one worker
         raise RuntimeError("; ".join(failures))
+    return rows
+
+
+def _measure_size(hosts: list[_Host], size: int, turns: dict[str, int], bar: Progress) -> list[dict[str, Any]]:
+    """Grow every live worker to ``size``, then measure their turns interleaved; the rows."""
+    rows: list[dict[str, Any]] = []
+    live = [h for h in hosts if h.stopped is None]
+    bar.step(f"{size:,} tokens: growing {len(live)} histories")
+    for host in live:
+        host.send(("prepare", size))
+    actual: dict[str, int] = {}
+    for host in live:
+        reply = host.receive()
+        bar.advance()
+        if reply[0] == "prepared":
+            actual[host.name] = reply[1]
+        else:
+            host.stopped = (reply[1], reply[2])
+    measures: dict[str, dict[str, list[TurnMeasure]]] = {h.name: {c: [] for c in h.conditions} for h in hosts}
+    for turn in range(max(turns.values())):
+        order = [h for h in live if h.stopped is None and turn < turns[h.name]]
+        order = order[turn % len(order) :] + order[: turn % len(order)] if order else []
+        for host in order:
+            bar.step(f"{size:,} tokens: {host.name} turn {turn + 1}/{turns[host.name]}")
+            host.send(("turn", turn))
+            reply = host.receive()
+            bar.advance()
+            if reply[0] == "measured":
+                for condition, measure in reply[1].items():
+                    measures[host.name][condition].append(TurnMeasure.model_validate(measure))
+            else:
+                host.stopped = (reply[1], reply[2])
+    for host in hosts:
+        for condition in host.conditions:
+            done = measures[host.name][condition]
+            if host.stopped is None and done:
+                row = _aggregate(condition, size, actual[host.name], done)
+            else:
+                status, note = host.stopped or ("failed", "no turn was measured")
+                row = _row(condition, size, status, note=note)
+            rows.append(row)
+            bar.note(f"  {condition} at {size:,} tokens: {row['status']}, {row.get('turn_ms', '-')} ms, "
+                     f"peak {row.get('peak_mem_mib', '-')} MiB")
     return rows

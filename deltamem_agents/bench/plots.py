@@ -28,6 +28,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def _legend(ax: Any, **kwargs: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("status", "ok") == "ok"]
 
@@ -54,7 +59,7 @@ def _growth(plt: Any, report: Report) -> Any:
         ax.set_xlabel("history (tokens)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
+    _legend(axes[0])
     fig.suptitle(f"one turn ({report['meta']['params']['decode_tokens']} tokens decoded) as the conversation grows")
     return fig
 
@@ -74,7 +79,7 @@ def _batch(plt: Any, report: Report) -> Any:
     ax.set_xlabel("concurrent sessions")
     ax.set_ylabel("aggregate decoded tokens/s")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _legend(ax)
     return fig
 
 
@@ -93,7 +98,7 @@ def _retrieval(plt: Any, report: Report) -> Any:
     ax.set_xlabel("entries in the text log")
     ax.set_ylabel("latency (ms); dashed: p95")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     return fig
 
 
@@ -109,7 +114,7 @@ def _scan(plt: Any, report: Report) -> Any:
     ax.set_xlabel("tokens")
     ax.set_ylabel("ms")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    _legend(ax)
     return fig
 
 
