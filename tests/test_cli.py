@@ -49,4 +49,4 @@ def test_benchmarks_page_is_generated_from_reports(tmp_path):
     text = page.read_text()
     report = json.loads((tmp_path / "scan.json").read_text())
     assert "## scan" in text and str(report["rows"][0]["chunk_ms"]) in text.replace("|", " ")
-    assert "_not measured yet: run `deltamem bench overhead`_" in text
+    assert f"_Not measured yet: run `deltamem bench overhead --out {tmp_path}` (or `deltamem bench all`)._" in text

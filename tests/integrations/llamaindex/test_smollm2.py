@@ -61,6 +61,7 @@ def test_a_function_agent_runs_on_smollm2_and_its_memory_persists(smollm2, tmp_p
         assert sum(m.content == "I land in Lisbon on Friday." for m in runtime.session("trip").messages) == 1
     finally:
         log.close()
+        runtime.handle.detach()  # the backbone is shared by the whole test session
 
 
 def test_the_example_runs_end_to_end_offline(tmp_path):
