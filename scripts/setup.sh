@@ -122,6 +122,19 @@ while read -r f; do
     pip_install -e "$spec"
 done < <(integration_pyprojects)
 
+# 6. servers the tests start on loopback: redis-server (Debian's package) for the Redis
+#    session store. Installed when missing and apt-get can run as root; otherwise the Redis
+#    tests say how to install it (CI sets DELTAMEM_REQUIRE_REDIS=1, so there they fail).
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing redis-server (apt-get)"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } \
+            || log "warning: apt-get could not install redis-server; the Redis tests will not run"
+    else
+        log "note: redis-server is not installed (apt-get install redis-server); the Redis tests will not run"
+    fi
+fi
+
 stamp_key > "$STAMP"
 log "torch $("$VPY" -c 'import torch; print(torch.__version__, "| CUDA available:", torch.cuda.is_available())')"
 log "done in $((SECONDS - START))s"
