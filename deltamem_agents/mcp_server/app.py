@@ -1,0 +1,189 @@
+"""`build_mcp_server`: the memory as Model Context Protocol tools and a resource (official `mcp` SDK).
+
+The tools are async wrappers over `MemoryService`: each call runs in a worker thread, one at a
+time (the model and the session locks are shared), so the event loop keeps serving the transport
+while the model decodes. Errors the caller can fix (unknown session, bad ids, empty text) come
+back as MCP tool errors with one clear sentence; the memory is left as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+from pydantic import Field, ValidationError
+
+from deltamem_agents.mcp_server.schemas import (
+    ForgetResult,
+    ForgetScope,
+    RecallResult,
+    RememberResult,
+    RememberRole,
+    SessionId,
+    SessionList,
+    SessionStats,
+    UserId,
+)
+from deltamem_agents.mcp_server.service import LOG_URI, MemoryService, describe
+
+if TYPE_CHECKING:
+    from mcp.server.fastmcp import FastMCP
+
+    from deltamem_agents.memory.hybrid import HybridMemory
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "the MCP server needs the official MCP SDK: pip install 'deltamem-agents[mcp]'"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def require_mcp() -> None:
+    """Import check with the install hint (the SDK is an optional extra)."""
+    try:
+        import mcp.server.fastmcp  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from deltamem_agents.memory.router import RouterError
+    from deltamem_agents.memory.textlog import TextLogError
+    from deltamem_agents.session.records import InvalidSessionIdError
+    from deltamem_agents.session.session import SessionError
+    from deltamem_agents.session.store import SessionStoreError
+
+    return (SessionError, SessionStoreError, TextLogError, RouterError, InvalidSessionIdError, ValidationError)
+
+
+INSTRUCTIONS = """\
+Long-term memory of a δ-mem language model ({backbone}; adapter: {adapter}).
+Each (user_id, session_id) session keeps an associative memory state inside the model, plus a
+verbatim text log ({textlog}). `remember` writes text into a session; `recall` routes a query
+(state alone, or log snippets too) and returns the decision and the model's reply, by default
+without changing memory; `forget` removes log entries (the state is rebuilt by replaying the rest),
+a session or a user. `list_sessions` and `session_stats` read; each session's messages are the
+resource {log_uri}."""
+
+
+def build_mcp_server(
+    hybrid: HybridMemory,
+    *,
+    name: str = "deltamem",
+    max_new_tokens: int = 128,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    **settings: Any,
+) -> FastMCP:
+    """A FastMCP server exposing ``hybrid`` (``host``/``port`` and ``settings`` go to `FastMCP`;
+    they matter for the streamable-HTTP transport only)."""
+    require_mcp()
+    import anyio
+    from mcp.server.fastmcp import FastMCP
+    from mcp.server.fastmcp.exceptions import ToolError
+    from mcp.types import ToolAnnotations
+
+    service = MemoryService(hybrid, max_new_tokens=max_new_tokens)
+    facts = describe(hybrid)
+    server = FastMCP(
+        name, instructions=INSTRUCTIONS.format(**facts, log_uri=LOG_URI), host=host, port=port, **settings
+    )
+    limiter = anyio.CapacityLimiter(1)  # one model operation at a time; the transport keeps running
+    user_errors = _user_errors()
+
+    def in_worker(func: Callable[P, T]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(func)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs), limiter=limiter)
+            except user_errors as exc:
+                raise ToolError(" ".join(str(exc).split())) from exc
+
+        return run
+
+    remember = in_worker(service.remember)
+    recall = in_worker(service.recall)
+    forget = in_worker(service.forget)
+    list_sessions = in_worker(service.list_sessions)
+    session_stats = in_worker(service.session_stats)
+    session_log = in_worker(service.session_log)
+
+    @server.tool(
+        name="remember",
+        annotations=ToolAnnotations(title="Remember text", readOnlyHint=False, destructiveHint=False, idempotentHint=False),
+    )
+    async def remember_tool(
+        text: Annotated[str, Field(min_length=1, description="what to remember, verbatim")],
+        user_id: UserId,
+        session_id: SessionId,
+        role: Annotated[RememberRole, Field(description="who said it; system text goes into the state, not the log")] = "user",
+    ) -> RememberResult:
+        """Write text into a session's memory: the δ-mem state (model memory) and the text log.
+        The session is created if it does not exist. Returns the log entry ids (for `forget`)."""
+        return await remember(text, user_id=user_id, session_id=session_id, role=role)
+
+    @server.tool(
+        name="recall",
+        annotations=ToolAnnotations(title="Recall", readOnlyHint=False, destructiveHint=False, idempotentHint=False),
+    )
+    async def recall_tool(
+        query: Annotated[str, Field(min_length=1, description="the question to answer from memory")],
+        user_id: UserId,
+        session_id: SessionId,
+        write: Annotated[
+            bool, Field(description="False (default): a probe, memory is unchanged. True: the turn is saved and logged")
+        ] = False,
+        max_new_tokens: Annotated[int | None, Field(ge=1, description="reply length limit (default: the server's)")] = None,
+    ) -> RecallResult:
+        """Answer a query from a session's memory: the router's decision (state, retrieve or both),
+        its reason and votes, the log snippets it used (with ids), and the reply of the model
+        reading its δ-mem state. By default nothing is written."""
+        return await recall(query, user_id=user_id, session_id=session_id, write=write, max_new_tokens=max_new_tokens)
+
+    @server.tool(
+        name="forget",
+        annotations=ToolAnnotations(title="Forget", readOnlyHint=False, destructiveHint=True, idempotentHint=False),
+    )
+    async def forget_tool(
+        scope: Annotated[
+            ForgetScope,
+            Field(description="entries: these log entries (and their messages); session: a whole session; user: all of a user's sessions"),
+        ],
+        user_id: UserId,
+        session_id: Annotated[SessionId | None, Field(description="the session (scopes entries and session)")] = None,
+        entry_ids: Annotated[list[str] | None, Field(description="text-log entry ids (scope entries)")] = None,
+    ) -> ForgetResult:
+        """Forget memory. The δ-mem state cannot unlearn: forgetting entries removes their
+        messages and rebuilds the session's state by replaying the messages that remain."""
+        return await forget(scope, user_id=user_id, session_id=session_id, entry_ids=entry_ids)
+
+    @server.tool(name="list_sessions", annotations=ToolAnnotations(title="List sessions", readOnlyHint=True))
+    async def list_sessions_tool(
+        user_id: Annotated[UserId | None, Field(description="only this user's sessions (default: every user)")] = None,
+    ) -> SessionList:
+        """Every stored session: turns, messages, tokens written, last update, log resource URI."""
+        return await list_sessions(user_id)
+
+    @server.tool(name="session_stats", annotations=ToolAnnotations(title="Session stats", readOnlyHint=True))
+    async def session_stats_tool(user_id: UserId, session_id: SessionId) -> SessionStats:
+        """One session's counters, δ-mem state size (fixed, whatever the conversation's length),
+        text-log entries and the model fingerprint its state is valid for."""
+        return await session_stats(user_id=user_id, session_id=session_id)
+
+    @server.resource(
+        LOG_URI, name="session_log", mime_type="application/json",
+        description="every committed message of a session, in order (JSON)",
+    )
+    async def session_log_resource(user_id: str, session_id: str) -> str:
+        try:
+            log = await session_log(user_id=user_id, session_id=session_id)
+        except ToolError as exc:  # same message, raised as a resource error by FastMCP
+            raise ValueError(str(exc)) from None
+        return log.model_dump_json(indent=2)
+
+    return server
+
+
+__all__ = ["INSTALL_HINT", "build_mcp_server", "require_mcp"]
