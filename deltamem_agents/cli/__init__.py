@@ -35,6 +35,7 @@ app.command("serve-loadtest")(serve_loadtest)
 app.command("demo")(demo)
 app.command("train")(train)
 app.command("eval")(evaluate)
+app.command("mcp")(__import__("deltamem_agents.cli.mcp", fromlist=["mcp"]).mcp)
 
 
 def main() -> None:  # pragma: no cover - console entry point

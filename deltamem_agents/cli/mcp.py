@@ -1,0 +1,139 @@
+"""`deltamem mcp`: serve the memory over the Model Context Protocol (stdio or streamable HTTP).
+
+The model, the session store, the text log and the router are built by the same helpers as
+`deltamem chat --hybrid` (`build_runtime`, `build_hybrid`). On stdio, stdout belongs to the
+protocol: before anything loads, file descriptor 1 is pointed at stderr (so a library that prints
+cannot corrupt the stream) and the protocol gets a private copy of the real stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, BinaryIO
+
+import typer
+
+from deltamem_agents.cli._common import Device, err_console, fail, user_errors
+from deltamem_agents.cli.memory import ChromaOpt, build_hybrid
+from deltamem_agents.cli.sessions import (
+    AdapterOpt,
+    BackboneOpt,
+    ContextOpt,
+    DtypeOpt,
+    HomeOpt,
+    HybridOpt,
+    RouterOpt,
+    SystemOpt,
+    TextLogOpt,
+    build_runtime,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mcp.server.fastmcp import FastMCP
+
+
+class Transport(str, Enum):
+    stdio = "stdio"
+    streamable_http = "streamable-http"
+
+
+@contextlib.contextmanager
+def protocol_stdout() -> Iterator[BinaryIO]:
+    """A private handle on the real stdout for the protocol; meanwhile fd 1 and ``sys.stdout``
+    go to stderr, so stray prints (ours, a library's, C code's) never reach the client."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    previous = sys.stdout
+    sys.stdout = sys.stderr
+    stream = os.fdopen(saved, "wb", buffering=0)
+    try:
+        yield stream
+    finally:
+        sys.stdout = previous
+        os.dup2(saved, 1)
+        stream.close()
+
+
+async def run_stdio(server: FastMCP, out: BinaryIO) -> None:
+    """`FastMCP.run_stdio_async`, writing to ``out`` instead of whatever fd 1 is."""
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    stdout = anyio.wrap_file(io.TextIOWrapper(out, encoding="utf-8", write_through=True))
+    lowlevel = server._mcp_server  # the SDK's own in-memory helper (mcp.shared.memory) reaches it the same way
+    async with stdio_server(stdout=stdout) as (read_stream, write_stream):
+        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+
+
+@user_errors
+def mcp(
+    transport: Annotated[Transport, typer.Option("--transport", help="stdio (an MCP client starts this command) or streamable-http")] = Transport.stdio,
+    host: Annotated[str, typer.Option("--host", help="streamable-http: address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="streamable-http: port")] = 8000,
+    path: Annotated[str, typer.Option("--path", help="streamable-http: the endpoint's path")] = "/mcp",
+    home: HomeOpt = None,
+    backbone: BackboneOpt = None,
+    adapter: AdapterOpt = "auto",
+    device: Device = None,
+    dtype: DtypeOpt = None,
+    context_window: ContextOpt = None,
+    system_prompt: SystemOpt = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, max=1024, help="default reply length of recall")] = 128,
+    hybrid: HybridOpt = True,
+    textlog: TextLogOpt = None,
+    chroma_url: ChromaOpt = None,
+    router: RouterOpt = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (on stderr)")] = "WARNING",
+) -> None:
+    """Serve the memory as MCP tools (remember, recall, forget, list_sessions, session_stats) and
+    each session's log as a resource; see docs/mcp.md for a client configuration."""
+    from deltamem_agents.mcp_server import INSTALL_HINT
+
+    try:
+        from deltamem_agents.mcp_server import build_mcp_server, require_mcp
+
+        require_mcp()
+    except ImportError:
+        raise fail(INSTALL_HINT) from None
+    level = log_level.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise fail(f"--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
+    if not path.startswith("/"):
+        raise fail(f"--path must start with '/', got {path!r}")
+    stdio = transport is Transport.stdio
+    with protocol_stdout() if stdio else contextlib.nullcontext() as out:
+        runtime = build_runtime(
+            home=home, backbone=backbone, adapter=adapter, device=device, dtype=dtype, context_window=context_window,
+            system_prompt=system_prompt,
+        )
+        if hybrid:
+            memory = build_hybrid(runtime, textlog=textlog, chroma_url=chroma_url, router=router)
+        else:
+            from deltamem_agents.memory.hybrid import HybridMemory
+
+            memory = HybridMemory(runtime, None)
+        server = build_mcp_server(
+            memory, max_new_tokens=max_new_tokens, host=host, port=port, streamable_http_path=path, log_level=level,
+        )
+        where = "stdio" if stdio else f"http://{host}:{port}{path}"
+        err_console.print(
+            f"deltamem MCP server on {where}: {runtime.backbone_name}, sessions in {runtime.store}, "
+            f"text log {'off' if memory.textlog is None else 'on'}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+        if stdio:
+            import anyio
+
+            assert out is not None
+            anyio.run(run_stdio, server, out)
+        else:
+            server.run("streamable-http")
+
+
+__all__ = ["mcp"]

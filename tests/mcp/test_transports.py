@@ -1,0 +1,128 @@
+"""`deltamem mcp` as a real process, driven by the SDK's own clients: stdio and streamable HTTP.
+
+The command is pointed at a tiny random model saved to a folder (with the SmolLM2 tokenizer), so
+a process starts in seconds; the text log is the real embedded Chroma with the shipped MiniLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mcp import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.tiny_models import tiny_model
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def tiny_backbone(chat_tokenizer, tmp_path) -> Path:
+    folder = tmp_path / "tiny-backbone"
+    tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096).save_pretrained(folder)
+    chat_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def command(backbone: Path, home: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "deltamem_agents.cli", "mcp", "--backbone", str(backbone), "--adapter", "none",
+        "--device", "cpu", "--home", str(home / "sessions"), "--textlog", str(home / "textlog"), "--max-new-tokens", "3",
+        *extra,
+    ]
+
+
+def environment(home: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DELTAMEM_HOME": str(home)}
+
+
+async def exercise(client: ClientSession) -> None:
+    """The same short conversation over any transport."""
+    await client.initialize()
+    tools = {t.name for t in (await client.list_tools()).tools}
+    assert tools == {"remember", "recall", "forget", "list_sessions", "session_stats"}
+    remembered = await client.call_tool("remember", {"text": "My locker code is 7312.", "user_id": "ada", "session_id": "gym"})
+    assert not remembered.isError and remembered.structuredContent["log_entry_ids"]
+    recalled = await client.call_tool("recall", {"query": "What is my locker code?", "user_id": "ada", "session_id": "gym"})
+    assert not recalled.isError, recalled.content[0].text
+    out = recalled.structuredContent
+    assert out["wrote"] is False and out["decision"]["route"] in ("state", "retrieve", "both")
+    assert 1 <= out["completion_tokens"] <= 3
+    listed = await client.call_tool("list_sessions", {})
+    assert [(s["user_id"], s["session_id"], s["turns"]) for s in listed.structuredContent["sessions"]] == [("ada", "gym", 1)]
+    log = await client.read_resource("deltamem://sessions/ada/gym/log")
+    assert [m["content"] for m in json.loads(log.contents[0].text)["messages"]] == ["My locker code is 7312."]
+    missing = await client.call_tool("session_stats", {"user_id": "ada", "session_id": "nope"})
+    assert missing.isError and "no session ada/nope" in missing.content[0].text
+
+
+async def test_stdio_with_the_sdk_client(tiny_backbone, tmp_path):
+    errors = tmp_path / "stderr.txt"
+    params = StdioServerParameters(
+        command=sys.executable, args=command(tiny_backbone, tmp_path)[1:], env=environment(tmp_path), cwd=tmp_path,
+    )
+    with errors.open("w") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as client:
+            await exercise(client)
+    log = errors.read_text()
+    assert "deltamem MCP server on stdio" in log  # the start-up line went to stderr, not into the protocol
+    assert (tmp_path / "sessions" / "ada" / "gym").is_dir() and (tmp_path / "textlog").is_dir()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_streamable_http_with_the_sdk_client(tiny_backbone, tmp_path):
+    port = free_port()
+    errors = (tmp_path / "stderr.txt").open("w")
+    process = subprocess.Popen(
+        command(tiny_backbone, tmp_path, "--transport", "streamable-http", "--port", str(port)),
+        env=environment(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=errors,
+    )
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        async with streamable_http_client(url) as (read, write, _), ClientSession(read, write) as client:
+            await exercise(client)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        errors.close()
+    assert f"deltamem MCP server on {url}" in (tmp_path / "stderr.txt").read_text()
+
+
+def test_stdout_is_the_protocols_alone(tmp_path):
+    """Inside `protocol_stdout`, prints (Python's and C's) go to stderr; only the handle reaches stdout."""
+    script = (
+        "import os\n"
+        "from deltamem_agents.cli.mcp import protocol_stdout\n"
+        "with protocol_stdout() as out:\n"
+        "    print('python noise')\n"
+        "    os.write(1, b'fd noise\\n')\n"
+        "    out.write(b'protocol\\n')\n"
+        "print('after')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "protocol\nafter\n"
+    assert "python noise" in done.stderr and "fd noise" in done.stderr
