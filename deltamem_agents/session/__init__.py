@@ -24,6 +24,9 @@ from deltamem_agents.session.store import (
     SessionStoreError,
     default_store_root,
 )
+from deltamem_agents.session.store_url import STORE_ENV, is_store_url, open_session_store
+
+# The Redis store imports `redis` only when one is made: `RedisSessionStore` is loaded on first use.
 
 # Conversations (chat.py, session.py, runtime.py).
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
@@ -87,4 +90,17 @@ __all__ = [
     "SessionStoreError",
     "default_store_root",
     "validate_id",
+    # store selection (store_url.py, redis_store.py)
+    "STORE_ENV",
+    "RedisSessionStore",
+    "is_store_url",
+    "open_session_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "RedisSessionStore":
+        from deltamem_agents.session.redis_store import RedisSessionStore
+
+        return RedisSessionStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

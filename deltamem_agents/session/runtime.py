@@ -23,7 +23,8 @@ from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprin
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
 from deltamem_agents.session.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
 from deltamem_agents.session.session import MemorySession, SessionConfig
-from deltamem_agents.session.store import DirectorySessionStore, SessionStore
+from deltamem_agents.session.store import SessionStore
+from deltamem_agents.session.store_url import is_store_url, open_session_store
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class DeltaMemRuntime:
             adapter = find_shipped_adapter(self.backbone_name)
         self.adapter_path = Path(adapter) if adapter is not None else None
         self.handle = self._attach(config)
-        self.store = store if isinstance(store, SessionStore) else DirectorySessionStore(store)
+        # A folder, a redis:// URL (see `open_session_store`) or a store object.
+        self.store = open_session_store(store)
         self.session_config = session_config or SessionConfig()
         self.lock = threading.RLock()
         self.fingerprint = Fingerprint(
@@ -120,7 +122,10 @@ class DeltaMemRuntime:
 
         Integrations create many model objects (a LangChain chat model per chain, a LlamaIndex
         LLM per agent); they must not each load the backbone and attach δ-mem again."""
-        root = str(Path(store).expanduser().resolve()) if store is not None else None
+        if store is None or is_store_url(store):
+            root = store
+        else:
+            root = str(Path(store).expanduser().resolve())
         key = (backbone, str(adapter) if adapter is not None else None, root, device, dtype)
         with _SHARED_GUARD:
             runtime = _SHARED.get(key)

@@ -171,6 +171,11 @@ class SessionStore(ABC):
         """Exclusive access to one session across processes and threads, reentrant in the
         holding thread. ``timeout=None`` uses the store's default; on expiry `SessionLockTimeout`."""
 
+    @property
+    def location(self) -> str:
+        """Where the sessions live, for messages to people (a folder, a Redis URL)."""
+        return repr(self)
+
     def head(self, key: SessionKey) -> SessionMetadata | None:
         """The committed metadata alone (no state, no log): a cheap "did anyone commit?".
 
@@ -209,9 +214,188 @@ def _write_state(directory: Path, turn: int, state: DeltaMemState | None) -> tup
     if state is None:
         return None, None
     data = state.to_bytes()
-    name = f"{STATE_PREFIX}{turn:06d}{STATE_SUFFIX}"
+    name = state_name(turn)
     atomic_write_bytes(directory / name, data)
     return name, hashlib.sha256(data).hexdigest()
+
+
+# -- verification shared by every backend -----------------------------------------------------
+# A backend reads bytes its own way; what the bytes must be (schema, key, fingerprint, checksum,
+# hash chain) is decided here, once, so every store refuses the same damage with the same words.
+encode_log = _log_lines
+
+
+def state_name(turn: int) -> str:
+    """The name of the state committed by ``turn`` (``state-000007.safetensors``)."""
+    return f"{STATE_PREFIX}{turn:06d}{STATE_SUFFIX}"
+
+
+def parse_metadata(key: SessionKey, raw: bytes, source: str) -> SessionMetadata:
+    """Committed metadata from its JSON bytes, checked: schema version, fields, and that it
+    describes ``key`` (``source`` names where it was read, for the error)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SessionCorruptError(
+            f"session {key}: {source} is not valid JSON ({exc}); restore it from a backup or delete the session"
+        ) from exc
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SESSION_SCHEMA_VERSION:
+        hint = (
+            "it was written by a newer deltamem-agents: upgrade to read it"
+            if isinstance(version, int) and version > SESSION_SCHEMA_VERSION
+            else "restore it from a backup or delete the session"
+        )
+        raise SessionCorruptError(
+            f"session {key}: {source} has schema_version {version!r}, this version reads "
+            f"{SESSION_SCHEMA_VERSION}; {hint}"
+        )
+    try:
+        meta = SessionMetadata.model_validate(data)
+    except ValidationError as exc:
+        raise SessionCorruptError(
+            f"session {key}: {source} is not valid session metadata ({exc}); "
+            "restore it from a backup or delete the session"
+        ) from exc
+    if meta.key != key:
+        raise SessionCorruptError(
+            f"session {key}: {source} describes session {meta.key}; a stored session cannot be "
+            "renamed or copied under another id"
+        )
+    return meta
+
+
+def check_fingerprint(meta: SessionMetadata, expect: Fingerprint | None) -> None:
+    """`SessionMismatchError` if ``expect`` is given and is not what the session was saved for."""
+    if expect is not None and meta.fingerprint != expect:
+        raise SessionMismatchError(meta.key, meta.fingerprint, expect)
+
+
+def decode_state(key: SessionKey, meta: SessionMetadata, data: bytes, source: str, device: str) -> DeltaMemState:
+    """The committed state from its bytes, after checking them against ``meta.state_sha256``."""
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta.state_sha256:
+        raise SessionCorruptError(
+            f"session {key}: {source} fails its checksum (sha256 {digest}, the metadata "
+            f"records {meta.state_sha256}); it was modified or damaged"
+        )
+    try:
+        return DeltaMemState.from_bytes(data, device=device)
+    except StateFileError as exc:
+        raise SessionCorruptError(f"session {key}: {source} is unreadable: {exc}") from exc
+
+
+def decode_log(key: SessionKey, meta: SessionMetadata, data: bytes, source: str) -> list[ChatMessage]:
+    """The committed messages from the log's bytes (at least ``meta.log_bytes`` of them, JSONL
+    as written by `encode_log`), verified line by line against the hash chain in ``meta``."""
+
+    def corrupt(what: str) -> SessionCorruptError:
+        return SessionCorruptError(
+            f"session {key}: {source} {what}; the log was modified or damaged "
+            "(restore it from a backup, or delete the session)"
+        )
+
+    if meta.message_count == 0:
+        return []
+    if len(data) < meta.log_bytes:
+        raise corrupt(f"is truncated ({len(data)} bytes, {meta.log_bytes} committed)")
+    data = data[: meta.log_bytes]
+    if not data.endswith(b"\n"):
+        raise corrupt(f"does not end a line at the committed length ({meta.log_bytes} bytes)")
+    lines = data[:-1].split(b"\n")
+    if len(lines) != meta.message_count:
+        raise corrupt(f"has {len(lines)} committed lines, the metadata records {meta.message_count} messages")
+    chain = ""
+    messages: list[ChatMessage] = []
+    for index, line in enumerate(lines):
+        try:
+            entry = json.loads(line)
+            ok = isinstance(entry, dict) and set(entry) == {"i", "chain", "message"}
+        except (ValueError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise corrupt(f"line {index + 1} is not a log entry")
+        if entry["i"] != index:
+            raise corrupt(f"line {index + 1} has index {entry['i']!r}, expected {index}")
+        chain = chain_next(chain, entry["message"])
+        if entry["chain"] != chain:
+            raise corrupt(f"line {index + 1} fails the hash chain")
+        try:
+            messages.append(ChatMessage.model_validate(entry["message"]))
+        except ValidationError as exc:
+            raise corrupt(f"line {index + 1} is not a valid message ({exc})") from exc
+    if chain != meta.log_chain:
+        raise corrupt("does not end with the chain recorded in the metadata")
+    return messages
+
+
+def check_current(key: SessionKey, record: SessionRecord, current: SessionMetadata) -> None:
+    """Optimistic concurrency: `SessionConflictError` unless ``record`` is the committed turn."""
+    if (current.turn_count, current.log_chain, current.state_sha256) != (
+        record.metadata.turn_count,
+        record.metadata.log_chain,
+        record.metadata.state_sha256,
+    ):
+        raise SessionConflictError(
+            f"cannot commit to session {key}: it is at turn {current.turn_count} but this record is "
+            f"from turn {record.metadata.turn_count} (another writer committed in between); hold "
+            "store.lock(key) for the whole turn (load -> compute -> commit) and load again"
+        )
+
+
+def as_messages(messages: Sequence[ChatMessage | Mapping[str, Any]]) -> list[ChatMessage]:
+    return [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+
+
+def not_found_for_commit(key: SessionKey) -> SessionNotFoundError:
+    return SessionNotFoundError(f"cannot commit to session {key}: it does not exist (deleted?); create it again first")
+
+
+def exists_error(key: SessionKey) -> SessionExistsError:
+    return SessionExistsError(
+        f"session {key} already exists: load it (store.load / load_or_create), pick another "
+        f"session_id, or delete it first (`deltamem sessions delete {key}`)"
+    )
+
+def after_commit(
+    current: SessionMetadata, *, added: int, log_bytes_added: int, chain: str, state_file: str | None,
+    state_sha: str | None, tokens_written: int, extra: Mapping[str, Any] | None,
+) -> SessionMetadata:
+    """The metadata a `SessionStore.commit` of one turn on top of ``current`` records."""
+    return current.model_copy(
+        update={
+            "updated_at": utc_now(),
+            "turn_count": current.turn_count + 1,
+            "message_count": current.message_count + added,
+            "tokens_written": current.tokens_written + tokens_written,
+            "state_file": state_file,
+            "state_sha256": state_sha,
+            "log_chain": chain,
+            "log_bytes": current.log_bytes + log_bytes_added,
+            "extra": dict(extra) if extra is not None else current.extra,
+        }
+    )
+
+
+def after_rewrite(
+    current: SessionMetadata, *, count: int, log_bytes: int, chain: str, state_file: str | None,
+    state_sha: str | None, tokens_written: int, log_file: str,
+) -> SessionMetadata:
+    """The metadata a `SessionStore.rewrite` on top of ``current`` records."""
+    return current.model_copy(
+        update={
+            "updated_at": utc_now(),
+            "turn_count": current.turn_count + 1,
+            "message_count": count,
+            "tokens_written": tokens_written,
+            "state_file": state_file,
+            "state_sha256": state_sha,
+            "log_chain": chain,
+            "log_bytes": log_bytes,
+            "log_file": log_file,
+        }
+    )
+
 
 
 # -- directory implementation -----------------------------------------------------------------
@@ -259,6 +443,10 @@ class DirectorySessionStore(SessionStore):
 
     def __repr__(self) -> str:
         return f"DirectorySessionStore({str(self.root)!r})"
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     # -- paths -------------------------------------------------------------------------------
     def session_dir(self, key: SessionKey | str) -> Path:
@@ -346,42 +534,12 @@ class DirectorySessionStore(SessionStore):
             return None
 
     def _parse_meta(self, key: SessionKey, raw: bytes, path: Path) -> SessionMetadata:
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SessionCorruptError(
-                f"session {key}: {path} is not valid JSON ({exc}); restore it from a backup or delete the session"
-            ) from exc
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SESSION_SCHEMA_VERSION:
-            hint = (
-                "it was written by a newer deltamem-agents: upgrade to read it"
-                if isinstance(version, int) and version > SESSION_SCHEMA_VERSION
-                else "restore it from a backup or delete the session"
-            )
-            raise SessionCorruptError(
-                f"session {key}: {path} has schema_version {version!r}, this version reads "
-                f"{SESSION_SCHEMA_VERSION}; {hint}"
-            )
-        try:
-            meta = SessionMetadata.model_validate(data)
-        except ValidationError as exc:
-            raise SessionCorruptError(
-                f"session {key}: {path} is not valid session metadata ({exc}); "
-                "restore it from a backup or delete the session"
-            ) from exc
-        if meta.key != key:
-            raise SessionCorruptError(
-                f"session {key}: {path} describes session {meta.key}; a session directory cannot be "
-                "renamed or copied under another id"
-            )
-        return meta
+        return parse_metadata(key, raw, str(path))
 
     def _load(self, key: SessionKey, raw: bytes, expect: Fingerprint | None, device: str) -> SessionRecord:
         directory = self.session_dir(key)
         meta = self._parse_meta(key, raw, directory / META_FILE)
-        if expect is not None and meta.fingerprint != expect:
-            raise SessionMismatchError(key, meta.fingerprint, expect)
+        check_fingerprint(meta, expect)
         state = self._read_state(key, meta, device)
         messages = self._read_log(key, meta)
         return SessionRecord(metadata=meta, state=state, messages=messages)
@@ -400,62 +558,21 @@ class DirectorySessionStore(SessionStore):
                 f"session {key}: the committed state file {path} is missing; its memory cannot be restored "
                 "(restore the file from a backup, or delete the session)"
             ) from exc
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != meta.state_sha256:
-            raise SessionCorruptError(
-                f"session {key}: state file {path} fails its checksum (sha256 {digest}, meta.json "
-                f"records {meta.state_sha256}); the file was modified or damaged"
-            )
-        try:
-            return DeltaMemState.from_bytes(data, device=device)
-        except StateFileError as exc:
-            raise SessionCorruptError(f"session {key}: state file {path} is unreadable: {exc}") from exc
+        return decode_state(key, meta, data, f"state file {path}", device)
 
     def _read_log(self, key: SessionKey, meta: SessionMetadata) -> list[ChatMessage]:
         path = self.session_dir(key) / meta.log_file
         if meta.message_count == 0:
             return []
-
-        def corrupt(what: str) -> SessionCorruptError:
-            return SessionCorruptError(
-                f"session {key}: message log {path} {what}; the log was modified or damaged "
-                "(restore it from a backup, or delete the session)"
-            )
-
         try:
             with open(path, "rb") as handle:
                 data = handle.read(meta.log_bytes)
         except FileNotFoundError as exc:
-            raise corrupt("is missing") from exc
-        if len(data) < meta.log_bytes:
-            raise corrupt(f"is truncated ({len(data)} bytes, {meta.log_bytes} committed)")
-        if not data.endswith(b"\n"):
-            raise corrupt(f"does not end a line at the committed length ({meta.log_bytes} bytes)")
-        lines = data[:-1].split(b"\n")
-        if len(lines) != meta.message_count:
-            raise corrupt(f"has {len(lines)} committed lines, meta.json records {meta.message_count} messages")
-        chain = ""
-        messages: list[ChatMessage] = []
-        for index, line in enumerate(lines):
-            try:
-                entry = json.loads(line)
-                ok = isinstance(entry, dict) and set(entry) == {"i", "chain", "message"}
-            except (ValueError, UnicodeDecodeError):
-                ok = False
-            if not ok:
-                raise corrupt(f"line {index + 1} is not a log entry")
-            if entry["i"] != index:
-                raise corrupt(f"line {index + 1} has index {entry['i']!r}, expected {index}")
-            chain = chain_next(chain, entry["message"])
-            if entry["chain"] != chain:
-                raise corrupt(f"line {index + 1} fails the hash chain")
-            try:
-                messages.append(ChatMessage.model_validate(entry["message"]))
-            except ValidationError as exc:
-                raise corrupt(f"line {index + 1} is not a valid message ({exc})") from exc
-        if chain != meta.log_chain:
-            raise corrupt("does not end with the chain recorded in meta.json")
-        return messages
+            raise SessionCorruptError(
+                f"session {key}: message log {path} is missing; the log was modified or damaged "
+                "(restore it from a backup, or delete the session)"
+            ) from exc
+        return decode_log(key, meta, data, f"message log {path}")
 
     # -- writes ------------------------------------------------------------------------------
     def create(
@@ -465,10 +582,7 @@ class DirectorySessionStore(SessionStore):
         with self.lock(key):
             directory = self.session_dir(key)
             if (directory / META_FILE).exists():
-                raise SessionExistsError(
-                    f"session {key} already exists: load it (store.load / load_or_create), pick another "
-                    f"session_id, or delete it first (`deltamem sessions delete {key}`)"
-                )
+                raise exists_error(key)
             self._remove_contents(directory)  # leftovers of an interrupted create or delete
             now = utc_now()
             meta = SessionMetadata(
@@ -490,7 +604,7 @@ class DirectorySessionStore(SessionStore):
         key = record.metadata.key
         if tokens_written < 0:
             raise ValueError(f"tokens_written must be >= 0, got {tokens_written}")
-        messages = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in new_messages]
+        messages = as_messages(new_messages)
         with self.lock(key):
             directory = self.session_dir(key)
             meta_path = directory / META_FILE
@@ -518,18 +632,9 @@ class DirectorySessionStore(SessionStore):
             state_file, state_sha = _write_state(directory, turn, state)
 
             # 3. the commit point: meta.json, replaced atomically.
-            meta = current.model_copy(
-                update={
-                    "updated_at": utc_now(),
-                    "turn_count": turn,
-                    "message_count": current.message_count + len(messages),
-                    "tokens_written": current.tokens_written + tokens_written,
-                    "state_file": state_file,
-                    "state_sha256": state_sha,
-                    "log_chain": chain,
-                    "log_bytes": current.log_bytes + len(payload),
-                    "extra": dict(extra) if extra is not None else current.extra,
-                }
+            meta = after_commit(
+                current, added=len(messages), log_bytes_added=len(payload), chain=chain, state_file=state_file,
+                state_sha=state_sha, tokens_written=tokens_written, extra=extra,
             )
             self._write_meta(directory, meta)
 
@@ -546,7 +651,7 @@ class DirectorySessionStore(SessionStore):
         tokens_written: int = 0,
     ) -> SessionRecord:
         key = record.metadata.key
-        messages = [m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages]
+        messages = as_messages(messages)
         with self.lock(key):
             directory = self.session_dir(key)
             current = self._current(key, record, directory / META_FILE)
@@ -556,18 +661,9 @@ class DirectorySessionStore(SessionStore):
             log_file = f"messages-{turn:06d}.jsonl"
             atomic_write_bytes(directory / log_file, payload)
             state_file, state_sha = _write_state(directory, turn, state)
-            meta = current.model_copy(
-                update={
-                    "updated_at": utc_now(),
-                    "turn_count": turn,
-                    "message_count": len(messages),
-                    "tokens_written": tokens_written,
-                    "state_file": state_file,
-                    "state_sha256": state_sha,
-                    "log_chain": chain,
-                    "log_bytes": len(payload),
-                    "log_file": log_file,
-                }
+            meta = after_rewrite(
+                current, count=len(messages), log_bytes=len(payload), chain=chain, state_file=state_file,
+                state_sha=state_sha, tokens_written=tokens_written, log_file=log_file,
             )
             self._write_meta(directory, meta)
             self._clean_orphans(directory, keep=state_file, log_file=log_file)
@@ -577,20 +673,9 @@ class DirectorySessionStore(SessionStore):
         """The committed metadata, which ``record`` must still be (optimistic concurrency)."""
         raw = self._read_meta_bytes(meta_path)
         if raw is None:
-            raise SessionNotFoundError(
-                f"cannot commit to session {key}: it does not exist (deleted?); create it again first"
-            )
+            raise not_found_for_commit(key)
         current = self._parse_meta(key, raw, meta_path)
-        if (current.turn_count, current.log_chain, current.state_sha256) != (
-            record.metadata.turn_count,
-            record.metadata.log_chain,
-            record.metadata.state_sha256,
-        ):
-            raise SessionConflictError(
-                f"cannot commit to session {key}: it is at turn {current.turn_count} but this record is "
-                f"from turn {record.metadata.turn_count} (another writer committed in between); hold "
-                "store.lock(key) for the whole turn (load -> compute -> commit) and load again"
-            )
+        check_current(key, record, current)
         return current
 
     def delete(self, key: SessionKey | str) -> bool:
