@@ -51,13 +51,16 @@ def protocol_stdout() -> Iterator[BinaryIO]:
     os.dup2(2, 1)
     previous = sys.stdout
     sys.stdout = sys.stderr
-    stream = os.fdopen(saved, "wb", buffering=0)
+    # a copy of its own: the transport closes its stream when it ends, ``saved`` restores fd 1
+    stream = os.fdopen(os.dup(saved), "wb", buffering=0)
     try:
         yield stream
     finally:
         sys.stdout = previous
         os.dup2(saved, 1)
-        stream.close()
+        os.close(saved)
+        with contextlib.suppress(OSError):
+            stream.close()
 
 
 async def run_stdio(server: FastMCP, out: BinaryIO) -> None:

@@ -210,7 +210,7 @@ class MemoryService:
             return ForgetResult(
                 scope=scope, user_id=user_id, session_id=session_id, sessions_deleted=1,
                 messages_removed=head.message_count, log_entries_removed=report.log_entries_removed, state_rebuilt=False,
-                note=f"deleted session {user_id}/{session_id}: its state, its {head.message_count} messages and its log entries",
+                note=f"deleted session {user_id}/{session_id}: its state, its {head.message_count} message(s) and its log entries",
             )
         if session_id is not None:
             raise SessionError("scope 'user' forgets every session of the user: leave session_id out")

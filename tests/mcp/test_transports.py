@@ -119,6 +119,7 @@ def test_stdout_is_the_protocols_alone(tmp_path):
         "    print('python noise')\n"
         "    os.write(1, b'fd noise\\n')\n"
         "    out.write(b'protocol\\n')\n"
+        "    out.close()  # the transport closes its stream when it ends\n"
         "print('after')\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
