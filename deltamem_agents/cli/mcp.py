@@ -37,6 +37,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from mcp.server.fastmcp import FastMCP
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class Transport(str, Enum):
     stdio = "stdio"
     streamable_http = "streamable-http"
@@ -80,6 +83,9 @@ def mcp(
     host: Annotated[str, typer.Option("--host", help="streamable-http: address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="streamable-http: port")] = 8000,
     path: Annotated[str, typer.Option("--path", help="streamable-http: the endpoint's path")] = "/mcp",
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="streamable-http: listen on a non-loopback --host (there is no authentication)")
+    ] = False,
     home: HomeOpt = None,
     backbone: BackboneOpt = None,
     adapter: AdapterOpt = "auto",
@@ -110,6 +116,11 @@ def mcp(
     if not path.startswith("/"):
         raise fail(f"--path must start with '/', got {path!r}")
     stdio = transport is Transport.stdio
+    if not stdio and host not in LOOPBACK and not allow_remote:
+        raise fail(
+            f"--host {host} is reachable from other machines, and the MCP server has no authentication: anyone who "
+            "reaches it can read and forget every session. Put it behind an authenticating proxy and pass --allow-remote"
+        )
     with protocol_stdout() if stdio else contextlib.nullcontext() as out:
         runtime = build_runtime(
             home=home, backbone=backbone, adapter=adapter, device=device, dtype=dtype, context_window=context_window,
