@@ -27,7 +27,7 @@ from deltamem_agents.cli._common import Device, console, err_console, fail, user
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.core.state import DeltaMemState
-    from deltamem_agents.session import DeltaMemRuntime, DirectorySessionStore, SessionKey, TurnStats
+    from deltamem_agents.session import DeltaMemRuntime, SessionKey, SessionStore, TurnStats
 
 # -- shared options -----------------------------------------------------------------------------
 BackboneOpt = Annotated[
@@ -38,7 +38,11 @@ AdapterOpt = Annotated[
 ]
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="session store root (default: $DELTAMEM_HOME/sessions or ~/.local/share/deltamem/sessions)"),
+    typer.Option(
+        "--home",
+        help="session store folder (default: $DELTAMEM_STORE, a folder or a redis:// URL, else "
+        "$DELTAMEM_HOME/sessions or ~/.local/share/deltamem/sessions)",
+    ),
 ]
 UserOpt = Annotated[str, typer.Option("--user", help="user id the sessions belong to")]
 SessionOpt = Annotated[str, typer.Option("--session", "-s", help="session id (or USER/SESSION)")]
@@ -64,10 +68,12 @@ RouterOpt = Annotated[
 LOCK_TIMEOUT_S = 120.0  # how long a command waits for another process's turn on the same session
 
 
-def open_store(home: Path | None) -> DirectorySessionStore:
-    from deltamem_agents.session.store import DirectorySessionStore
+def open_store(home: Path | None) -> SessionStore:
+    """The folder ``--home`` names, else the store ``$DELTAMEM_STORE`` names (a folder or a
+    ``redis://`` URL, so every command can share sessions with servers), else the default folder."""
+    from deltamem_agents.session.store_url import store_from_env
 
-    return DirectorySessionStore(home, lock_timeout=LOCK_TIMEOUT_S)
+    return store_from_env(home, lock_timeout=LOCK_TIMEOUT_S)
 
 
 def session_key(session: str, user: str = "default") -> SessionKey:
@@ -82,11 +88,11 @@ def session_key(session: str, user: str = "default") -> SessionKey:
     return SessionKey(user_id=user, session_id=session)
 
 
-def require_session(store: DirectorySessionStore, key: SessionKey) -> None:
+def require_session(store: SessionStore, key: SessionKey) -> None:
     """A clear error for a session that does not exist (checked before loading any model)."""
     if not store.exists(key):
         raise fail(
-            f"no session {key} in {store.root} (see `deltamem sessions list`); start one with "
+            f"no session {key} in {store.location} (see `deltamem sessions list`); start one with "
             f"`deltamem chat --session {key.session_id}` or `deltamem ingest FILE --session {key.session_id}`"
         )
 
@@ -234,7 +240,7 @@ def chat(
     with store.lock(key):
         current = runtime.session(key.session_id, user_id=key.user_id)
     where = f"resumed, {len(current.messages)} messages" if existed else "new session"
-    console.print(f"{key} ({where}) in {store.root}", style="bold", markup=False, highlight=False)
+    console.print(f"{key} ({where}) in {store.location}", style="bold", markup=False, highlight=False)
     console.print(CHAT_HELP, style="dim", markup=False, highlight=False)
     generation = _generation(max_new_tokens)
     last_stats = None
@@ -574,7 +580,7 @@ def ask(
     if as_json:
         typer.echo(json.dumps({
             "session": str(key),
-            "store": str(store.root),
+            "store": store.location,
             "created": not existed,
             "question": question,
             "reply": "".join(pieces),
@@ -616,9 +622,9 @@ def sessions_list(
     store = open_store(home)
     found = store.list(user)
     if not found:
-        console.print(f"no sessions in {store.root}", markup=False, highlight=False)
+        console.print(f"no sessions in {store.location}", markup=False, highlight=False)
         return
-    table = Table(title=f"sessions in {store.root}")
+    table = Table(title=f"sessions in {store.location}")
     for column in ("user", "session", "turns", "messages", "tokens written", "updated"):
         table.add_column(column, justify="right" if column in ("turns", "messages", "tokens written") else "left")
     for meta in found:
@@ -650,7 +656,7 @@ def sessions_show(
     info.add_column()
     rows = [
         ("session", str(key)),
-        ("folder", str(store.session_dir(key))),
+        ("folder", str(store.session_dir(key))) if hasattr(store, "session_dir") else ("store", store.location),
         ("created", _when(meta.created_at)),
         ("updated", _when(meta.updated_at)),
         ("turns", str(meta.turn_count)),
@@ -704,4 +710,4 @@ def sessions_delete(
         console.print("nothing deleted", markup=False)
         raise typer.Exit(1)
     store.delete(key)
-    console.print(f"deleted session {key} from {store.root}", markup=False, highlight=False)
+    console.print(f"deleted session {key} from {store.location}", markup=False, highlight=False)

@@ -15,11 +15,14 @@ if TYPE_CHECKING:
 
 
 def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
-    """Load the backbone and adapter once, with the session store at ``settings.home``.
+    """Load the backbone and adapter once, with the session store ``settings.store`` or
+    ``settings.home`` names (else ``$DELTAMEM_STORE``, else the default folder).
 
     The store waits ``lock_timeout_s`` for a session held by another process, then the turn
-    fails with 503 instead of hanging."""
-    from deltamem_agents.session import DeltaMemRuntime, DirectorySessionStore, SessionConfig, UntrainedMemoryWarning
+    fails with 503 instead of hanging; with Redis, a dead server's locks expire after
+    ``lock_lease_s``."""
+    from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
+    from deltamem_agents.session.store_url import store_from_env
 
     session_fields: dict[str, Any] = {"context_window": settings.context_window, "system_prompt": settings.system_prompt}
     session_fields = {name: value for name, value in session_fields.items() if value is not None}
@@ -35,7 +38,10 @@ def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
         warnings.simplefilter("ignore", UntrainedMemoryWarning)
         return DeltaMemRuntime(
             settings.backbone, adapter=adapter,
-            store=DirectorySessionStore(settings.home, lock_timeout=settings.lock_timeout_s),
+            store=store_from_env(
+                settings.store if settings.store is not None else settings.home,
+                lock_timeout=settings.lock_timeout_s, lease_ttl=settings.lock_lease_s,
+            ),
             session_config=SessionConfig(**session_fields) if session_fields else None,
             device=settings.device, dtype=settings.dtype, progress=False,
         )

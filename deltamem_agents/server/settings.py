@@ -84,6 +84,15 @@ class ServerSettings(BaseModel):
     home: Path | None = Field(
         None, description="session store root, shared by every server process (default: $DELTAMEM_HOME/sessions)"
     )
+    store: str | None = Field(
+        None,
+        description="session store shared by every server: a folder, or redis://HOST:6379/0 (rediss://, unix://) "
+        "for servers on several machines (default: --home, else $DELTAMEM_STORE, else the default folder)",
+    )
+    lock_lease_s: float = Field(
+        30.0, gt=0.0, le=3600.0,
+        description="Redis store: how long a session stays locked after its server died (renewed while a turn runs)",
+    )
     textlog: Path | None = Field(None, description="embedded text log folder (one process only; default: $DELTAMEM_HOME/textlog)")
     chroma_url: str | None = Field(None, description="http://HOST:PORT of a `chroma run` server (for several processes)")
     state_only: bool = Field(False, description="no text log and no retrieval: the δ-mem state alone")
@@ -173,6 +182,8 @@ class ServerSettings(BaseModel):
             raise ValueError(
                 f"default_max_tokens ({self.default_max_tokens}) is larger than max_tokens ({self.max_tokens})"
             )
+        if self.store is not None and self.home is not None:
+            raise ValueError("give the session store once: home (a folder) or store (a folder or a redis:// URL)")
         if self.state_only and (self.textlog is not None or self.chroma_url is not None):
             raise ValueError("state_only turns the text log off; do not also give textlog or chroma_url")
         if not is_loopback(self.host) and not self.api_keys:

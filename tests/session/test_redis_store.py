@@ -445,3 +445,23 @@ def test_a_memory_session_persists_through_redis_and_resumes(chat_tokenizer, red
     # the first runtime sees the other's commit and reopens the session from Redis
     assert len(runtime.session("persist", user_id="ada").messages) == 4
     assert [m.key.session_id for m in again.sessions("ada")] == ["persist"]
+
+
+def test_the_cli_reads_sessions_from_the_store_deltamem_store_names(rstore, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from deltamem_agents.cli import app
+
+    two_turns(rstore)
+    monkeypatch.setenv("DELTAMEM_STORE", f"{rstore.url}?prefix={rstore.prefix}")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["sessions", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "alice" in listed.output and "chat-1" in listed.output and rstore.prefix in listed.output
+    shown = runner.invoke(app, ["sessions", "show", "alice/chat-1"])
+    assert shown.exit_code == 0 and "how are you?" in shown.output and "redis://" in shown.output
+    assert runner.invoke(app, ["sessions", "delete", "alice/chat-1", "--yes"]).exit_code == 0
+    assert not rstore.exists(KEY)
+    # --home (a folder) wins over $DELTAMEM_STORE
+    empty = runner.invoke(app, ["sessions", "list", "--home", str(tmp_path / "folder")])
+    assert empty.exit_code == 0 and "no sessions in" in empty.output and str(tmp_path) in empty.output.replace("\n", "")
