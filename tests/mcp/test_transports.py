@@ -83,31 +83,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_streamable_http_with_the_sdk_client(tiny_backbone, tmp_path):
+@pytest.fixture
+def http_server(tiny_backbone, tmp_path):
+    """`deltamem mcp --transport streamable-http` on a free port; yields its URL once it answers."""
     port = free_port()
-    errors = (tmp_path / "stderr.txt").open("w")
-    process = subprocess.Popen(
-        command(tiny_backbone, tmp_path, "--transport", "streamable-http", "--port", str(port)),
-        env=environment(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=errors,
-    )
     url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
-            try:
-                httpx.get(url, timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.5)
-        async with streamable_http_client(url) as (read, write, _), ClientSession(read, write) as client:
-            await exercise(client)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        errors.close()
-    assert f"deltamem MCP server on {url}" in (tmp_path / "stderr.txt").read_text()
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as errors:
+        process = subprocess.Popen(
+            command(tiny_backbone, tmp_path, "--transport", "streamable-http", "--port", str(port)),
+            env=environment(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=errors,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while True:
+                assert process.poll() is None, stderr.read_text()[-3000:]
+                try:
+                    httpx.get(url, timeout=1)
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.5)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    assert f"deltamem MCP server on {url}" in stderr.read_text()
+
+
+async def test_streamable_http_with_the_sdk_client(http_server):
+    async with streamable_http_client(http_server) as (read, write, _), ClientSession(read, write) as client:
+        await exercise(client)
 
 
 def test_stdout_is_the_protocols_alone(tmp_path):
@@ -122,7 +128,7 @@ def test_stdout_is_the_protocols_alone(tmp_path):
         "    out.close()  # the transport closes its stream when it ends\n"
         "print('after')\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert done.returncode == 0, done.stderr
     assert done.stdout == "protocol\nafter\n"
