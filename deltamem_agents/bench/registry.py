@@ -60,6 +60,12 @@ def _retrieval(out: Path, *, device: str | None) -> Any:
     return run_retrieval_bench(out, RetrievalBenchConfig(threads=1), progress=True)
 
 
+def _store(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.store import run_store_bench
+
+    return run_store_bench(out, progress=True)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -107,6 +113,16 @@ BENCHMARKS: dict[str, Benchmark] = {
             "with the embedding precomputed (the log and Chroma alone), of embedding one text, and of "
             "`MemoryRouter.decide` on real hits.",
             "deltamem bench retrieval", f"{__name__}:_retrieval",
+        ),
+        Benchmark(
+            "store", "saving and loading a turn",
+            "One turn's commit (the OSAM state of SmolLM2-135M with the default δ-mem config, plus a user and an "
+            "assistant message) and one verified load, in the directory store (ext4, fsync on every commit) and in "
+            "Redis (a local redis-server without persistence, over loopback TCP), with 1, 16 and 64 concurrent writers "
+            "(threads of one process, each on its own sessions of 20 messages). `lock` is taking the session's lock "
+            "(uncontended), `load` reading and verifying the session, `save` the commit; `turns_per_s` is all "
+            "writers' turns over the wall time.",
+            "deltamem bench store", f"{__name__}:_store",
         ),
         Benchmark(
             "eval", "evaluation",

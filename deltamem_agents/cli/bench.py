@@ -132,6 +132,27 @@ def bench_retrieval(
     console.print(f"wrote {out / 'retrieval.json'}, {out / 'retrieval.md'} and {out / 'retrieval.png'}")
 
 
+@bench_app.command("store")
+@user_errors
+def bench_store(
+    out: OutDir = Path("bench-out"),
+    writers: Annotated[str, typer.Option(help="concurrent writers, each on its own sessions")] = "1,16,64",
+    samples: Annotated[int, typer.Option(min=1, help="measured turns per store and writer count")] = 192,
+    stores: Annotated[str, typer.Option(help="directory, redis or both")] = "directory,redis",
+    redis_url: Annotated[str | None, typer.Option(help="a running Redis (default: start a redis-server for the bench)")] = None,
+    backbone: Annotated[str | None, typer.Option(help="whose state a turn saves (default: embedded SmolLM2)")] = None,
+) -> None:
+    """Save and load latency p50/p95 of one turn in the directory store and Redis, 1..64 concurrent writers."""
+    from deltamem_agents.bench.store import StoreBenchConfig, run_store_bench
+
+    config = StoreBenchConfig(
+        writers=parse_ints(writers), samples=samples, stores=tuple(parse_names(stores)), redis_url=redis_url,
+        backbone=backbone,
+    )
+    print_rows(run_store_bench(out, config, progress=True), "session store: one turn's save and load")
+    console.print(f"wrote {out / 'store.json'} and {out / 'store.md'}")
+
+
 @bench_app.command("all")
 @user_errors
 def bench_all(

@@ -137,6 +137,7 @@ class _Lease:
     key: SessionKey
     depth: int = 1
     lost: bool = False
+    released: bool = False
 
 
 class _Leases:
@@ -168,7 +169,9 @@ class _Leases:
 
     def remove(self, ident: tuple[int, str, str]) -> None:
         with self._guard:
-            self._held.pop(ident, None)
+            lease = self._held.pop(ident, None)
+            if lease is not None:
+                lease.released = True  # before its key is deleted: a renewal racing the release is no loss
 
     def _renew_forever(self) -> None:
         while True:
@@ -183,14 +186,14 @@ class _Leases:
 
     @staticmethod
     def _renew(lease: _Lease) -> None:
-        if lease.lost:
+        if lease.lost or lease.released:
             return
         try:
             extended = lease.client.eval(_RENEW, 1, lease.name, lease.token, lease.ttl_ms)
         except Exception as exc:  # noqa: BLE001 - a network error must not kill the renewer
             logger.warning("could not renew the lease of session %s (will retry): %s", lease.key, exc)
             return
-        if not extended:
+        if not extended and not lease.released:
             lease.lost = True
             logger.warning(
                 "the lease of session %s expired while held (this process stalled for longer than its TTL); "
