@@ -20,7 +20,7 @@ from deltamem_agents.bench.report import markdown_table
 Report = dict[str, Any]
 
 
-def _from_eval_report(data: Report) -> Report:
+def _from_eval_report(data: Report, path: Path) -> Report:
     """The evaluation's own report (`deltamem_agents.eval.report.EvalReport`) in the shape of
     the others: one row per condition, its goals as the summary, its chart as the plot."""
     if "rows" in data and "meta" in data:
@@ -46,7 +46,7 @@ def _from_eval_report(data: Report) -> Report:
             "headline": "; ".join(f"{g.get('name')}: {g.get('detail')}" for g in goals) or None,
             "met": all(g.get("met") for g in goals) if goals and all(g.get("met") is not None for g in goals) else None,
         },
-        "plots": ["eval.png"],
+        "plots": [f"{path.stem}.png"],  # the evaluation draws its chart next to its report
     }
     return {"name": "eval", "meta": meta, "rows": rows}
 
@@ -54,9 +54,10 @@ def _from_eval_report(data: Report) -> Report:
 NORMALIZERS = {"eval": _from_eval_report}
 
 
-def load_report(path: Path) -> Report:
+def load_report(path: Path, name: str | None = None) -> Report:
     data = json.loads(Path(path).read_text())
-    return NORMALIZERS.get(path.stem, lambda d: d)(data)
+    normalize = NORMALIZERS.get(name or Path(path).stem)
+    return normalize(data, Path(path)) if normalize else data
 
 
 def _machine_line(meta: Report) -> str:
@@ -90,11 +91,11 @@ def _section(name: str, report_dir: Path, page_dir: Path, redraw: bool) -> list[
     parts = ["", title, ""]
     if spec:
         parts += [spec.about, ""]
-    path = report_dir / f"{name}.json"
+    path = spec.report_path(report_dir) if spec else report_dir / f"{name}.json"
     if not path.is_file():
         command = spec.command if spec else f"deltamem bench {name}"
-        return parts + [f"_Not measured yet: run `{command} --out {report_dir}` (or `deltamem bench all`)._"]
-    report = load_report(path)
+        return parts + [f"_Not measured yet: run `{command} --out {path.parent}` (or `deltamem bench all`)._"]
+    report = load_report(path, name)
     meta = report.get("meta", {})
     wall = f" ({meta['wall_s'] / 60:.0f} min)" if isinstance(meta.get("wall_s"), int | float) and meta["wall_s"] >= 60 else ""
     parts += [
@@ -106,7 +107,7 @@ def _section(name: str, report_dir: Path, page_dir: Path, redraw: bool) -> list[
         parts.append(f"- memory: {meta['memory_method']}")
     parts += _summary_lines(meta.get("summary") or {})
     parts += ["", markdown_table(report.get("rows", [])).rstrip()]
-    for plot in _plots(name, report, report_dir, redraw):
+    for plot in _plots(name, report, path.parent, redraw):
         rel = Path(os.path.relpath(plot, page_dir)).as_posix()
         parts += ["", f"![{name}]({rel})"]
     return parts

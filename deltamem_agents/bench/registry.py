@@ -22,6 +22,12 @@ class Benchmark:
     about: str
     command: str
     runner: str | None = None
+    # where the report lives, relative to the reports folder, when it is not ``<name>.json``
+    # (the evaluation writes its own report next to its answers, in docs/eval/)
+    report: str | None = None
+
+    def report_path(self, report_dir: Path) -> Path:
+        return report_dir / (self.report or f"{self.name}.json")
 
     def load_runner(self) -> Callable[..., Any] | None:
         if self.runner is None:
@@ -125,10 +131,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             "deltamem bench store", f"{__name__}:_store",
         ),
         Benchmark(
+            "serve", "the server under load",
+            "`deltamem serve` (OpenAI-compatible, cross-session batching) under `deltamem serve-loadtest`: concurrent "
+            "clients, each sending turns to its own and to shared sessions, half of them streamed. Every turn must "
+            "be answered and committed exactly once (`lost` and `corrupted` count the others); latency p50/p95 "
+            "and the turns per second of the whole run.",
+            "deltamem serve-loadtest",
+        ),
+        Benchmark(
             "eval", "evaluation",
-            "Answer quality of δ-mem, full replay, hybrid and RAG on the evaluation sets (deltamem_agents.eval). "
-            "Rendered from `eval.json` once the evaluation writes it.",
-            "deltamem eval",
+            "Answer quality of δ-mem, full replay, hybrid and RAG on the synthetic test split "
+            "(deltamem_agents.eval), rendered from the evaluation's own report in docs/eval/.",
+            "deltamem eval", report="../eval/synthetic-test.json",
         ),
     )
 }

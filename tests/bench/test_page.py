@@ -47,20 +47,22 @@ def test_the_page_has_every_benchmark_in_order_with_tables_and_plots(tmp_path):
 
 
 def test_the_eval_section_is_filled_from_the_evaluation_report(tmp_path):
-    reports = tmp_path / "benchmarks"
+    """The evaluation writes its report and chart in its own folder (docs/eval/), next to its answers."""
+    reports, evaluation = tmp_path / "benchmarks", tmp_path / "eval"
     reports.mkdir()
-    (reports / "eval.json").write_text(json.dumps({
+    evaluation.mkdir()
+    (evaluation / "synthetic-test.json").write_text(json.dumps({
         "command": "deltamem eval run", "hardware": {"platform": "Linux", "threads": 2},
         "summaries": [{"condition": "delta", "label": "δ-mem", "questions": 10, "f1": 0.5, "prompt_tokens": 300.0,
                        "latency_ms": 900.0}],
         "goals": [{"name": "F1 above full replay", "met": True, "detail": "0.5 vs 0.4"}],
         "wall_time_s": 120.0,
     }))
-    (reports / "eval.png").write_bytes(b"png")
+    (evaluation / "synthetic-test.png").write_bytes(b"png")
     text = write_benchmarks_page(reports, tmp_path / "benchmarks.md").read_text()
     section = text.split("## eval")[1]
     assert "`deltamem eval run`" in section and "| δ-mem | 10 | 0.5 |" in section
-    assert "- goal: F1 above full replay: **met**" in section and "![eval](benchmarks/eval.png)" in section
+    assert "- goal: F1 above full replay: **met**" in section and "![eval](eval/synthetic-test.png)" in section
 
 
 def test_bench_page_and_all_from_the_command_line(tmp_path):
