@@ -28,7 +28,7 @@ from deltamem_agents.mcp_server.schemas import (
     StateSize,
     Vote,
 )
-from deltamem_agents.memory.hybrid import SNIPPET_HEADER
+from deltamem_agents.memory.hybrid import snippet_note
 from deltamem_agents.memory.textlog import TextLogError, content_hash
 from deltamem_agents.session.records import ChatMessage, SessionKey, validate_id
 from deltamem_agents.session.session import SessionError
@@ -68,20 +68,6 @@ def snippets_of(decision: RouteDecision | None) -> list[Snippet]:
     return [
         Snippet(id=h.id, text=h.text, distance=h.distance, role=h.metadata.get("role"), turn=h.metadata.get("turn"))
         for h in decision.snippets
-    ]
-
-
-def snippet_note(decision: RouteDecision | None) -> list[ChatMessage]:
-    """The system note `HybridMemory` puts before the question when the router retrieved:
-    context for this answer only, never written into the state."""
-    if decision is None or not decision.snippets:
-        return []
-    notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
-    return [
-        ChatMessage(
-            role="system", content=f"{SNIPPET_HEADER}\n{notes}",
-            metadata={"kind": "retrieved", "retrieved_ids": list(decision.retrieved_ids)},
-        )
     ]
 
 
@@ -166,7 +152,8 @@ class MemoryService:
                 if decision is None and self.hybrid.config.measure_state_confidence:
                     confidence = session.state_confidence(query)
                 question = ChatMessage(role="user", content=query)
-                reply = session.reply([*snippet_note(decision), question], write=False, max_new_tokens=tokens)
+                note = snippet_note(decision)
+                reply = session.reply([note, question] if note else [question], write=False, max_new_tokens=tokens)
             except BaseException:
                 self.runtime.close(session_id, user_id=user_id)  # reopened from the store next time
                 raise
@@ -287,4 +274,4 @@ def describe(hybrid: HybridMemory) -> dict[str, Any]:
     }
 
 
-__all__ = ["LOG_URI", "MemoryService", "describe", "log_uri", "route_info", "snippet_note", "snippets_of"]
+__all__ = ["LOG_URI", "MemoryService", "describe", "log_uri", "route_info", "snippets_of"]

@@ -47,6 +47,20 @@ logger = logging.getLogger(__name__)
 
 SNIPPET_HEADER = "Notes retrieved from earlier in this conversation (verbatim):"
 
+def snippet_note(decision: RouteDecision | None) -> ChatMessage | None:
+    """The system note that puts the router's snippets before the question: context for this
+    answer only (``metadata.kind == "retrieved"``: never written into the state); ``None`` when
+    nothing was retrieved."""
+    if decision is None or not decision.snippets:
+        return None
+    notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
+    return ChatMessage(
+        role="system",
+        content=f"{SNIPPET_HEADER}\n{notes}",
+        metadata={"kind": "retrieved", "retrieved_ids": list(decision.retrieved_ids)},
+    )
+
+
 #: Decodes the answer of one turn: ``decoder(session, message, tools=..., tool_choice=..., **generation)``
 #: yields the text and leaves the `Reply` in ``session.last_reply``, as `MemorySession.stream` (the
 #: default) does. A server passes one that decodes several sessions in one batch (`session.batch`).
@@ -263,15 +277,9 @@ class HybridMemory:
         inp = self._router_input(session, query, user_id=user_id, session_id=session_id)
         decision = self.router.route(inp)
         confidence = inp.state_confidence
-        if decision.snippets:
-            notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
-            session.ingest(
-                ChatMessage(
-                    role="system",
-                    content=f"{SNIPPET_HEADER}\n{notes}",
-                    metadata={"kind": "retrieved", "retrieved_ids": decision.retrieved_ids},
-                )
-            )
+        note = snippet_note(decision)
+        if note is not None:
+            session.ingest(note)
         return decision, confidence
 
     def _log(self, new: Sequence[ChatMessage], answer: ChatMessage, *, user_id: str, session_id: str, turn: int) -> None:
@@ -366,4 +374,5 @@ __all__ = [
     "SNIPPET_HEADER",
     "TurnDecoder",
     "Usage",
+    "snippet_note",
 ]
