@@ -141,6 +141,15 @@ class ServerSettings(BaseModel):
     def _user_id(cls, value: str) -> str:
         return _valid_user(value)
 
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from deltamem_agents.session.store_url import check_store_spec
+
+        return check_store_spec(value)
+
     @field_validator("cors_origins")
     @classmethod
     def _no_wildcard(cls, value: list[str]) -> list[str]:

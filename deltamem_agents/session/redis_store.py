@@ -83,12 +83,16 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 
+class RedisNotInstalledError(SessionStoreError, ImportError):
+    """The `redis` client package is missing (a `SessionStoreError`, so the CLI prints one line)."""
+
+
 def import_redis() -> Any:
-    """The `redis` package, or an ImportError that says how to install it."""
+    """The `redis` package, or an error that says how to install it."""
     try:
         import redis
-    except ImportError as exc:  # pragma: no cover - the dev environment has it
-        raise ImportError(f"the Redis session store needs the `redis` package: {INSTALL_HINT}") from exc
+    except ImportError as exc:
+        raise RedisNotInstalledError(f"the Redis session store needs the `redis` package: {INSTALL_HINT}") from exc
     return redis
 
 
@@ -138,6 +142,7 @@ class _Lease:
     depth: int = 1
     lost: bool = False
     released: bool = False
+    due: float = 0.0  # time.monotonic() of the next renewal
 
 
 class _Leases:
@@ -161,6 +166,7 @@ class _Leases:
 
     def add(self, ident: tuple[int, str, str], lease: _Lease) -> None:
         with self._guard:
+            lease.due = time.monotonic() + lease.ttl_ms / 3000.0
             self._held[ident] = lease
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._renew_forever, name="deltamem-redis-leases", daemon=True)
@@ -174,14 +180,20 @@ class _Leases:
                 lease.released = True  # before its key is deleted: a renewal racing the release is no loss
 
     def _renew_forever(self) -> None:
+        """Renew each lease a third of its TTL after it was taken or last renewed (a new lease
+        wakes this thread only to recompute the next due time, not to renew everything)."""
         while True:
             with self._guard:
                 while not self._held:
                     self._guard.wait()
-                interval = min(lease.ttl_ms for lease in self._held.values()) / 3000.0
-                self._guard.wait(interval)
-                leases = list(self._held.values())
-            for lease in leases:
+                now = time.monotonic()
+                due = [lease for lease in self._held.values() if lease.due <= now]
+                if not due:
+                    self._guard.wait(min(lease.due for lease in self._held.values()) - now)
+                    continue
+                for lease in due:
+                    lease.due = now + lease.ttl_ms / 3000.0
+            for lease in due:
                 self._renew(lease)
 
     @staticmethod
@@ -523,6 +535,7 @@ __all__ = [
     "DEFAULT_LEASE_TTL_S",
     "DEFAULT_PREFIX",
     "INSTALL_HINT",
+    "RedisNotInstalledError",
     "RedisSessionStore",
     "RedisStoreConfig",
     "SessionLeaseLost",

@@ -14,12 +14,24 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from deltamem_agents.session.store import DirectorySessionStore, SessionStore
+from deltamem_agents.session.store import DirectorySessionStore, SessionStore, SessionStoreError
 
 #: Environment variable naming the store when no folder is given (CLI and `deltamem serve`).
 STORE_ENV = "DELTAMEM_STORE"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 _STORE_QUERY = ("prefix", "lease_ttl", "lock_timeout")
+
+
+class UnknownStoreError(SessionStoreError, ValueError):
+    """A store URL whose scheme names no backend."""
+
+
+def check_store_spec(text: str) -> str:
+    """``text`` if it names a folder or a known store URL, else `UnknownStoreError`."""
+    scheme = urlsplit(text).scheme.lower()
+    if len(scheme) > 1 and "://" in text and scheme not in (*REDIS_SCHEMES, "file"):  # not a Windows drive
+        raise UnknownStoreError(f"unknown session store {text!r}: give a folder, or a redis://, rediss:// or unix:// URL")
+    return text
 
 
 def is_store_url(spec: object) -> bool:
@@ -58,11 +70,7 @@ def open_session_store(
         return RedisSessionStore.from_config(RedisStoreConfig(url=url, **options))
     if isinstance(spec, str) and scheme == "file":
         return DirectorySessionStore(Path(unquote(parts.path)), lock_timeout=lock_timeout)
-    if isinstance(spec, str) and len(scheme) > 1 and "://" in text:  # not a Windows drive letter
-        raise ValueError(
-            f"unknown session store {text!r}: give a folder, or a redis://, rediss:// or unix:// URL"
-        )
-    return DirectorySessionStore(text, lock_timeout=lock_timeout)
+    return DirectorySessionStore(check_store_spec(text), lock_timeout=lock_timeout)
 
 
 def store_from_env(home: str | os.PathLike[str] | None = None, **options: float | str | None) -> SessionStore:
@@ -71,4 +79,12 @@ def store_from_env(home: str | os.PathLike[str] | None = None, **options: float 
     return open_session_store(spec, **options)  # type: ignore[arg-type]
 
 
-__all__ = ["REDIS_SCHEMES", "STORE_ENV", "is_store_url", "open_session_store", "store_from_env"]
+__all__ = [
+    "REDIS_SCHEMES",
+    "STORE_ENV",
+    "UnknownStoreError",
+    "check_store_spec",
+    "is_store_url",
+    "open_session_store",
+    "store_from_env",
+]

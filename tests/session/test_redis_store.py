@@ -318,23 +318,26 @@ def test_a_lease_is_renewed_while_held(redis_server, redis_prefix):  # noqa: F81
     assert not store.client.exists(store.key_name(KEY, "lock"))  # released
 
 
-def test_an_expired_holder_cannot_release_or_commit_over_a_new_holder(redis_server, redis_prefix):  # noqa: F811
-    store = RedisSessionStore(redis_server.url, prefix=redis_prefix, lease_ttl=5.0)
+def test_an_expired_holder_cannot_release_or_commit_over_a_new_holder(redis_server, redis_prefix, monkeypatch):  # noqa: F811
+    from deltamem_agents.session import redis_store
+
+    # a holder that stalls (its renewals never run) for longer than its lease
+    monkeypatch.setattr(redis_store._Leases, "_renew", staticmethod(lambda lease: None))
+    store = RedisSessionStore(redis_server.url, prefix=redis_prefix, lease_ttl=0.5)
     record = store.create(KEY, FP)
     lock_key = store.key_name(KEY, "lock")
     taken, done = threading.Event(), threading.Event()
     second_token: list[bytes] = []
 
     def newcomer():
-        with same_store(store).lock(KEY, timeout=10):
+        with RedisSessionStore(store.url, prefix=store.prefix, lease_ttl=30).lock(KEY, timeout=10):
             second_token.append(store.client.get(lock_key))
             taken.set()
             done.wait(10)
 
     with store.lock(KEY):
         first_token = store.client.get(lock_key)
-        store.client.pexpire(lock_key, 1)  # the first holder's lease runs out (a long stall)
-        thread = threading.Thread(target=newcomer)
+        thread = threading.Thread(target=newcomer)  # takes the lock once the lease ran out
         thread.start()
         assert taken.wait(10)
         assert second_token[0] != first_token
@@ -414,8 +417,19 @@ def test_open_session_store_picks_the_backend(tmp_path, redis_server, redis_pref
     assert isinstance(redis, RedisSessionStore)
     assert (redis.prefix, redis.lease_ttl, redis.lock_timeout) == (redis_prefix, 7.0, 9.0)
     assert open_session_store(f"{redis_server.url}?prefix=a:", prefix="b:").prefix == "b:"  # keywords win
-    with pytest.raises(ValueError, match="redis://"):
+    with pytest.raises(SessionStoreError, match="redis://"):  # also a ValueError
         open_session_store("s3://bucket/sessions")
+    from deltamem_agents.server import ServerSettings
+
+    assert ServerSettings(store=redis_server.url).store == redis_server.url
+    with pytest.raises(ValueError, match="unknown session store"):
+        ServerSettings(store="s3://bucket/sessions")
+    with pytest.raises(ValueError, match="give the session store once"):
+        ServerSettings(store=redis_server.url, home=tmp_path)
+    monkeypatch.setitem(sys.modules, "redis", None)  # the client package not installed
+    with pytest.raises(SessionStoreError, match=r"pip install 'deltamem-agents\[redis\]'"):
+        open_session_store(redis_server.url)
+    monkeypatch.undo()
     with pytest.raises(SessionStoreError, match="cannot reach the Redis session store"):
         open_session_store("redis://127.0.0.1:1/0")
     assert redact_url("redis://user:secret@host:6380/1") == "redis://user:***@host:6380/1"
