@@ -121,7 +121,7 @@ def inspect_session(
     if (state is None or not len(state)) and plot is not None:
         raise fail(f"session {key} has no δ-mem state yet (nothing written): nothing to plot")
     console.print(
-        f"{key} in {store.session_dir(key)}: turn {meta.turn_count}, {meta.message_count} messages, "
+        f"{key} in {store.where(key)}: turn {meta.turn_count}, {meta.message_count} messages, "
         f"{meta.tokens_written:,} tokens written",
         markup=False, highlight=False,
     )

@@ -176,6 +176,10 @@ class SessionStore(ABC):
         """Where the sessions live, for messages to people (a folder, a Redis URL)."""
         return repr(self)
 
+    def where(self, key: SessionKey) -> str:
+        """Where one session lives, for messages to people."""
+        return f"{self.location} ({key})"
+
     def head(self, key: SessionKey) -> SessionMetadata | None:
         """The committed metadata alone (no state, no log): a cheap "did anyone commit?".
 
@@ -447,6 +451,9 @@ class DirectorySessionStore(SessionStore):
     @property
     def location(self) -> str:
         return str(self.root)
+
+    def where(self, key: SessionKey | str) -> str:
+        return str(self.session_dir(key))
 
     # -- paths -------------------------------------------------------------------------------
     def session_dir(self, key: SessionKey | str) -> Path:

@@ -474,6 +474,9 @@ def test_the_cli_reads_sessions_from_the_store_deltamem_store_names(rstore, monk
     assert "alice" in listed.output and "chat-1" in listed.output and rstore.prefix in listed.output
     shown = runner.invoke(app, ["sessions", "show", "alice/chat-1"])
     assert shown.exit_code == 0 and "how are you?" in shown.output and "redis://" in shown.output
+    inspected = runner.invoke(app, ["inspect", "--session", "alice/chat-1"])
+    assert inspected.exit_code == 0, inspected.output
+    assert "turn 2, 3 messages" in inspected.output and "redis://" in inspected.output
     assert runner.invoke(app, ["sessions", "delete", "alice/chat-1", "--yes"]).exit_code == 0
     assert not rstore.exists(KEY)
     # --home (a folder) wins over $DELTAMEM_STORE
