@@ -28,10 +28,21 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"], responses=ERROR_RESPONSES)
 
 SESSION_HEADER = "X-Session-Id"
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "description": "a `ChatCompletionChunk` as JSON, or `[DONE]` after the last one"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 STREAM_DOC = {
     200: {
         "description": "the answer; with `stream: true` a text/event-stream of `ChatCompletionChunk`s ending in `data: [DONE]`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        # OpenAPI before 3.2: the schema of a text/event-stream describes one event
+        "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
     }
 }
 
