@@ -19,7 +19,11 @@ starts, and tokens computed this turn). Conditions, all on the same backbone:
 
 Each worker runs in its own child process (``isolate=True``), grows its history once through
 the sizes (history is reused, not rebuilt per size), and resets its peak-memory counter before
-each measured turn. A size whose estimated memory exceeds the budget is reported as
+each measured turn. The windowed workers keep their memory on disk (session store, text log), so
+with ``reopen=True`` each size is grown in one process and measured in a fresh one that opens
+the stored session, as a server does after a restart: the measured peak is then what answering
+costs at that history length, not what the allocator kept from ingesting 32k tokens earlier in
+the same process (the ingest is a one-time cost, measured by nothing here). A size whose estimated memory exceeds the budget is reported as
 ``does not fit`` and larger sizes are skipped; an out-of-memory error or a killed process is
 reported too, never crashed on.
 """
@@ -75,6 +79,10 @@ class GrowthConfig(BaseModel):
     device: str | None = None
     dtype: str | None = None
     isolate: bool = Field(True, description="one child process per worker (clean peak memory)")
+    reopen: bool = Field(
+        True, description="measure the windowed conditions in a fresh process that opens the grown memory from disk "
+        "(needs isolate)",
+    )
     memory_limit_mib: float | None = Field(
         None, description="most memory a turn may add to the loaded model; None: 90% of what the machine has free"
     )
@@ -146,6 +154,8 @@ class _Worker:
     """Grows one kind of memory through the sizes and answers measured turns."""
 
     conditions: tuple[Condition, ...] = ()
+    #: keeps its grown memory under ``workdir``, so a fresh process can open it and measure
+    persistent = False
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
         from deltamem_agents.backbone import default_device, load_backbone, resolve_dtype
@@ -157,6 +167,16 @@ class _Worker:
         )
         self.conversation = SyntheticConversation(self.tokenizer, seed=config.seed)
         self.peak = PeakMemory(self.device)
+
+    # how many conversation messages the stored memory holds (survives a reopen)
+    @property
+    def fed(self) -> int:
+        path = self.workdir / "fed"
+        return int(path.read_text()) if path.exists() else 0
+
+    @fed.setter
+    def fed(self, count: int) -> None:
+        (self.workdir / "fed").write_text(str(count))
 
     # memory a turn adds at ``size`` tokens of history (an estimate, for the fit check)
     def extra_mib(self, size: int) -> float:
@@ -244,6 +264,7 @@ class _SessionWorker(_Worker):
     """A `MemorySession` on the runtime: recent window + OSAM state."""
 
     conditions = ("delta-mem",)
+    persistent = True
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
@@ -259,14 +280,13 @@ class _SessionWorker(_Worker):
                 config.backbone, model=self.model, tokenizer=self.tokenizer, adapter=config.adapter,
                 store=workdir / "sessions", session_config=session_config, progress=False,
             )
-        self.fed = 0
 
     def warm_up(self) -> None:
         self.runtime.session("warm-up", user_id=USER).reply(WARM_UP_TEXT, max_new_tokens=4)
 
     def grow(self, history: list[Any]) -> None:
-        if len(history) > self.fed:
-            self.runtime.session(SESSION, user_id=USER).ingest(history[self.fed :])
+        if len(history) > (fed := self.fed):
+            self.runtime.session(SESSION, user_id=USER).ingest(history[fed:])
             self.fed = len(history)
 
     def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
@@ -296,8 +316,8 @@ class _HybridWorker(_SessionWorker):
         self.hybrid.reply(WARM_UP_TEXT, session_id="warm-up", user_id=USER, max_new_tokens=4)
 
     def grow(self, history: list[Any]) -> None:
-        if len(history) > self.fed:
-            self.hybrid.ingest(history[self.fed :], session_id=SESSION, user_id=USER)
+        if len(history) > (fed := self.fed):
+            self.hybrid.ingest(history[fed:], session_id=SESSION, user_id=USER)
             self.fed = len(history)
 
     def turn(self, history: list[Any], question: str) -> dict[Condition, TurnMeasure]:
@@ -324,6 +344,7 @@ class _RagWorker(_Worker):
     the recent window and the question, prefill it all and decode."""
 
     conditions = ("rag",)
+    persistent = True
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
@@ -332,7 +353,6 @@ class _RagWorker(_Worker):
 
         self.textlog = TextLog(TextLogConfig(path=workdir / "textlog"))
         self.router = router_from_spec("always")
-        self.fed = 0
 
     def extra_mib(self, size: int) -> float:
         tokens = self.config.window + self.router.token_budget * 2 + 2 * self.config.decode_tokens
@@ -348,7 +368,8 @@ class _RagWorker(_Worker):
             _decode(self.model, logits, cache, 4)
 
     def grow(self, history: list[Any]) -> None:
-        for index in range(self.fed, len(history)):
+        fed = self.fed
+        for index in range(fed, len(history)):
             self.textlog.add_message(history[index], user_id=USER, session_id=SESSION, turn=index // 2)
         self.fed = len(history)
 
@@ -436,7 +457,7 @@ class _Commands:
 
     ``("prepare", size)`` grows the history to ``size`` (untimed) or says it does not fit;
     ``("turn", turn)`` measures one turn at the prepared size. Replies: ``("ready", meta)``,
-    ``("prepared", actual_tokens)``, ``("skip", status, note)``, ``("measured", {condition: measure})``.
+    ``("prepared", actual_tokens, messages_added)``, ``("skip", status, note)``, ``("measured", {condition: measure})``.
     """
 
     def __init__(self, name: str, config: GrowthConfig, workdir: Path) -> None:
@@ -467,8 +488,9 @@ class _Commands:
                 if need > budget:
                     return ("skip", "does not fit", f"needs about {need:,.0f} MiB more; {budget:,.0f} MiB allowed")
                 self.history, actual = self.worker.conversation.prefix(size)
+                held = self.worker.fed if self.worker.persistent else 0
                 self.worker.grow(self.history)
-                return ("prepared", actual)
+                return ("prepared", actual, len(self.history) - held)
             if command[0] == "turn":
                 question = self.worker.conversation.question(command[1], len(self.history))
                 return ("measured", {c: m.model_dump() for c, m in self.worker.turn(self.history, question).items()})
@@ -482,17 +504,16 @@ class _Commands:
         self.worker.close()
 
 
-def _serve(name: str, config_json: str, conn: Any) -> None:
+def _serve(name: str, config_json: str, workdir: str, conn: Any) -> None:
     """A child process: one worker answering the parent's commands until ``("stop",)``."""
     config = GrowthConfig.model_validate_json(config_json)
-    with tempfile.TemporaryDirectory(prefix=f"deltamem-growth-{name}-") as tmp:
-        commands = _Commands(name, config, Path(tmp))
-        conn.send(commands.meta())
-        try:
-            while (command := conn.recv())[0] != "stop":
-                conn.send(commands(command))
-        finally:
-            commands.close()
+    commands = _Commands(name, config, Path(workdir))
+    conn.send(commands.meta())
+    try:
+        while (command := conn.recv())[0] != "stop":
+            conn.send(commands(command))
+    finally:
+        commands.close()
 
 
 class _Host:
@@ -509,6 +530,15 @@ class _Host:
         raise NotImplementedError
 
     def receive(self) -> Reply:
+        raise NotImplementedError
+
+    @property
+    def reopens(self) -> bool:
+        """Whether each size is measured in a fresh process (see `GrowthConfig.reopen`)."""
+        return False
+
+    def reopen(self) -> None:
+        """Start a fresh worker on the same stored memory (its reply to ``ready`` is pending)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -539,11 +569,24 @@ class _ChildProcess(_Host):
 
     def __init__(self, name: str, config: GrowthConfig) -> None:
         super().__init__(name, config)
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"deltamem-growth-{name}-")
+        self._start()
+
+    def _start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(name, config.model_dump_json(), child), daemon=True)
+        args = (self.name, self.config.model_dump_json(), self._workdir.name, child)
+        self._process = context.Process(target=_serve, args=args, daemon=True)
         self._process.start()
         child.close()
+
+    @property
+    def reopens(self) -> bool:
+        return self.config.reopen and WORKER_CLASSES[self.name].persistent
+
+    def reopen(self) -> None:
+        self._stop()
+        self._start()
 
     def send(self, command: Reply) -> None:
         self._conn.send(command)
@@ -562,13 +605,18 @@ class _ChildProcess(_Host):
             self.failure = f"growth worker {self.name!r} failed (exit code {code}); see its traceback above"
             return ("skip", "failed", f"the worker failed (exit code {code}); its traceback is in the log")
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self._process.is_alive():
             with contextlib.suppress(OSError, BrokenPipeError):
                 self._conn.send(("stop",))
             self._process.join(timeout=60)
         if self._process.is_alive():
             self._process.kill()
+        self._conn.close()
+
+    def close(self) -> None:
+        self._stop()
+        self._workdir.cleanup()
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -663,8 +711,9 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
         "machine": machine_info(device),
         "load_average": {"before": load_before, "after": os.getloadavg() if hasattr(os, "getloadavg") else None},
         "wall_s": round(time.perf_counter() - started, 1),
-        "protocol": "all workers alive at once; per size: histories grown in parallel (untimed), then turns "
-        "measured one worker at a time, the order rotating each turn",
+        "protocol": "all workers alive at once; per size: histories grown in parallel (untimed), "
+        + ("the windowed workers (delta-mem, hybrid, rag) restarted on their stored memory, " if config.reopen and config.isolate else "")
+        + "then turns measured one worker at a time, the order rotating each turn",
         **meta_info,
         "summary": summarize(rows, config.sizes),
         "plots": ["growth.png"],
@@ -677,6 +726,24 @@ def run_growth_bench(out_dir: Path, config: GrowthConfig | None = None, *, progr
     if failures:  # the report is written first: hours of measurements are not lost to one worker
         raise RuntimeError("; ".join(failures))
     return rows
+
+
+def _reopen(hosts: list[_Host], size: int, bar: Progress) -> None:
+    """Restart these workers on their stored memory (in parallel), at ``size`` again: nothing
+    is grown, the fresh process only learns the history it will be asked about."""
+    if not hosts:
+        return
+    bar.note(f"{size:,} tokens: reopening {', '.join(h.name for h in hosts)} on the stored memory")
+    for host in hosts:
+        host.reopen()
+    for host in hosts:
+        if (reply := host.receive())[0] != "ready":
+            host.stopped = (reply[1], reply[2])
+            continue
+        host.send(("prepare", size))
+    for host in hosts:
+        if host.stopped is None and (reply := host.receive())[0] != "prepared":
+            host.stopped = (reply[1], reply[2])
 
 
 def _measure_size(hosts: list[_Host], size: int, turns: dict[str, int], bar: Progress) -> list[dict[str, Any]]:
@@ -694,6 +761,7 @@ def _measure_size(hosts: list[_Host], size: int, turns: dict[str, int], bar: Pro
             actual[host.name] = reply[1]
         else:
             host.stopped = (reply[1], reply[2])
+    _reopen([h for h in live if h.stopped is None and h.reopens], size, bar)
     measures: dict[str, dict[str, list[TurnMeasure]]] = {h.name: {c: [] for c in h.conditions} for h in hosts}
     for turn in range(max(turns.values())):
         order = [h for h in live if h.stopped is None and turn < turns[h.name]]

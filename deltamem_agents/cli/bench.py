@@ -79,6 +79,9 @@ def bench_growth(
     memory_limit_mib: Annotated[float | None, typer.Option(help="most memory a turn may add (default: 90% of free)")] = None,
     device: Device = None,
     dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+    reopen: Annotated[
+        bool, typer.Option(help="measure each size of the windowed conditions in a fresh process that opens the stored memory")
+    ] = True,
 ) -> None:
     """Per-turn latency, peak memory and prompt tokens as a conversation grows (full replay, δ-mem, hybrid, RAG)."""
     from deltamem_agents.bench.growth import GrowthConfig, run_growth_bench
@@ -86,7 +89,7 @@ def bench_growth(
     config = GrowthConfig(
         backbone=backbone, adapter=adapter, sizes=parse_ints(sizes), conditions=tuple(parse_names(conditions)),
         window=window, decode_tokens=decode_tokens, turns=turns, full_turns=full_turns,
-        memory_limit_mib=memory_limit_mib, device=device, dtype=dtype,
+        memory_limit_mib=memory_limit_mib, device=device, dtype=dtype, reopen=reopen,
     )
     rows = run_growth_bench(out, config, progress=True)
     print_rows(rows, "growth: one turn as the conversation grows")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deltamem_agents.bench.growth import CONDITIONS, GrowthConfig, run_growth_bench, summarize
+from deltamem_agents.bench.growth import CONDITIONS, GrowthConfig, WORKER_CLASSES, _ChildProcess, run_growth_bench, summarize
 from deltamem_agents.bench.conversation import SyntheticConversation
 
 
@@ -89,3 +89,27 @@ def test_the_synthetic_conversation_is_counted_in_template_tokens(chat_tokenizer
     recent = conversation.recent(len(history), 100)
     assert recent and recent[-1] is history[-1] and conversation.tokens(len(history) - len(recent), len(history)) <= 100
     assert "note" in conversation.question(0, len(history))
+
+
+
+def test_windowed_workers_are_measured_in_a_fresh_process_on_their_stored_memory(tiny_backbone):
+    """With ``reopen`` a size is grown in one process and measured in another that opens the
+    stored session: the fresh process finds every message already there and adds none."""
+    config = GrowthConfig(backbone=tiny_backbone, sizes=(160,), conditions=("delta-mem",), window=48, decode_tokens=2)
+    host = _ChildProcess("delta-mem", config)
+    try:
+        assert host.reopens and host.receive()[0] == "ready"
+        host.send(("prepare", 160))
+        grown = host.receive()
+        assert grown[0] == "prepared" and grown[2] > 0
+        first = host._process.pid
+        host.reopen()
+        assert host.receive()[0] == "ready" and host._process.pid != first
+        host.send(("prepare", 160))
+        assert host.receive() == ("prepared", grown[1], 0)  # nothing re-ingested: the memory was on disk
+        host.send(("turn", 0))
+        reply = host.receive()
+        assert reply[0] == "measured" and reply[1]["delta-mem"]["context_tokens"] > 0
+    finally:
+        host.close()
+    assert not WORKER_CLASSES["full"].persistent  # full replay keeps nothing between turns: no reopen
