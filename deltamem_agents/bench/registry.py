@@ -100,7 +100,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             "every turn. `turn_ms` is the median over the measured turns, `peak_mem_mib` the highest turn peak, "
             "`context_tokens` the tokens in context when the answer starts, `prefill_tokens` those computed this turn, "
             "`vs_full` how many times faster than full replay. Each condition runs in its own process, its history "
-            "grown once through the sizes.",
+            "grown once through the sizes; `delta-mem`, `hybrid` and `rag` keep their memory on disk and each size is "
+            "measured in a fresh process that opens it (as a server does after a restart), so a turn's peak memory is "
+            "what answering costs at that history length, not what the allocator kept from ingesting it.",
             "deltamem bench growth", f"{__name__}:_growth",
         ),
         Benchmark(
