@@ -18,7 +18,7 @@ Weights are packed so one token costs two small matmuls:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
 from deltamem_agents.ops import delta_scan
-from deltamem_agents.ops.recurrent import delta_step_unchecked
+from deltamem_agents.ops.recurrent import delta_step_qk
 
 QK_NORM_EPS = 1e-6
 
@@ -197,29 +197,68 @@ class DeltaMemoryLayer(nn.Module):
         heads, rank = cfg.num_state_heads, cfg.rank
         weight = self.memory_in_proj
         x = hidden[:, 0]
-        packed = F.linear(x if x.dtype == weight.dtype else x.to(weight.dtype), weight)
-        if packed.dtype not in (torch.float32, torch.float64):
+        x = x if x.dtype == weight.dtype else x.to(weight.dtype)
+        wide = weight.dtype in (torch.float32, torch.float64)
+        # float32/64 weights: the gate biases ride along in the matmul (zeros for q/k/v rows)
+        packed = F.linear(x, weight, self._packed_bias() if wide else None)
+        if not wide:
             packed = packed.float()
         qk = packed[:, : 2 * d].view(batch, 2, heads, rank)
         if cfg.normalize_qk:  # F.normalize(tanh(.)), without its Python-level overhead
             qk = torch.tanh(qk)
             qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(QK_NORM_EPS)
-        q, k = qk.unbind(1)
+        qk = qk.transpose(1, 2)  # [B, H, 2, r]
         v = packed[:, 2 * d : 3 * d].view(batch, heads, rank)
-        bias = self.gate_bias if self.gate_bias.dtype == packed.dtype else self.gate_bias.to(packed.dtype)
-        gates = torch.sigmoid(packed[:, 3 * d :] + bias)
+        gate_logits = packed[:, 3 * d :]
+        if not wide:
+            gate_logits = gate_logits + self.gate_bias.to(packed.dtype)
+        gates = torch.sigmoid(gate_logits)
         gates = gates.view(batch, -1, heads, cfg.gates_per_head)  # [B, 1 or 2, H, r or 1]
         beta = gates[:, 0]
+        keep: Tensor | None
         if cfg.state_update_mode == "no_lambda":
-            keep, erase = torch.ones_like(beta), beta
+            keep, erase = None, beta
         else:
-            lam = 1.0 - beta if cfg.couple_lambda else gates[:, 1]
+            lam = torch.sub(self._one(beta), beta) if cfg.couple_lambda else gates[:, 1]
             keep, erase = lam, (lam * beta if cfg.state_update_mode == "lambda_outside" else beta)
         mask = None if token_mask is None else token_mask[:, 0]
         if state.dtype != packed.dtype:
             state = state.to(packed.dtype)
-        read, new_state = delta_step_unchecked(q, k, v, keep, erase, beta, state, mask=mask)
+        read, new_state = delta_step_qk(qk, v, keep, erase, beta, state, mask=mask)
         return read.reshape(batch, 1, d), new_state, None
+
+    def _one(self, like: Tensor) -> Tensor:
+        """A cached 0-dim ``1`` for ``1 - beta``: a Python ``1.0`` costs a scalar-tensor
+        conversion per call, which matters 30 times per generated token."""
+        key = (like.dtype, like.device)
+        hit = self.__dict__.get("_one_cache")
+        if hit is None or hit[0] != key:
+            with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
+                hit = self.__dict__["_one_cache"] = (key, torch.ones((), dtype=like.dtype, device=like.device))
+        return hit[1]
+
+    def _packed_bias(self) -> Tensor:
+        """``[0] * 3D + gate_bias``: the bias of the whole packed projection. Rebuilt only when
+        the gate bias changed (or autograd must see it), as decoding calls this per token."""
+        return self._derived("packed_bias", self.gate_bias, lambda bias: F.pad(bias, (3 * self.read_dim, 0)))
+
+    def _scaled_delta_weight(self) -> Tensor:
+        """``delta_out_proj * alpha / r``, so the corrections are one matmul of the raw reads."""
+        return self._derived("scaled_delta", self.delta_out_proj, lambda weight: weight * self.config.scaling)
+
+    def _derived(self, name: str, source: nn.Parameter, build: Callable[[Tensor], Tensor]) -> Tensor:
+        """``build(source)``, cached while ``source`` is unchanged (same storage, same version)
+        and autograd is off; with autograd on it is rebuilt in the graph every call, and so it is
+        for weights created under ``torch.inference_mode()``, which keep no version counter."""
+        if torch.is_grad_enabled() or source.is_inference():
+            return build(source)
+        key = (source._version, source.data_ptr(), source.dtype, source.device)
+        cache: dict[str, tuple[tuple, Tensor]] = self.__dict__.setdefault("_derived_cache", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable in either mode
+                hit = cache[name] = (key, build(source.detach()))
+        return hit[1]
 
     def _frozen_reads(self, state: Tensor, q: Tensor, token_mask: Tensor | None) -> Tensor:
         reads = torch.einsum("bhij,bhtj->bhti", state.to(q.dtype), q)
@@ -266,9 +305,9 @@ class DeltaMemoryLayer(nn.Module):
     def corrections(self, reads: Tensor) -> dict[str, Tensor]:
         """Turn reads ``[B, T, D]`` into per-head corrections ``[B, T, out]`` (one matmul)."""
         cfg = self.config
-        weight = self.delta_out_proj
+        weight = self._scaled_delta_weight()
         reads = reads if reads.dtype == weight.dtype else reads.to(weight.dtype)
-        packed = F.linear(reads * cfg.scaling, weight)
+        packed = F.linear(reads, weight)
         parts = torch.split(packed, list(self.out_features.values()), dim=-1)
         out: dict[str, Tensor] = {}
         for head, part in zip(self.heads, parts, strict=True):

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .naive import check_devices, check_float_tensors, check_mask_and_state, compute_dtype
 
-__all__ = ["delta_step", "delta_step_unchecked"]
+__all__ = ["delta_step", "delta_step_qk", "delta_step_unchecked"]
 
 
 def delta_step(
@@ -58,7 +58,7 @@ def delta_step_unchecked(
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    keep: Tensor,
+    keep: Optional[Tensor],
     erase: Tensor,
     write: Tensor,
     state: Tensor,
@@ -69,11 +69,28 @@ def delta_step_unchecked(
     themselves (the decode hot path, where checks would cost more than the math).
 
     Gates may also be ``[B, H, 1]`` (one scalar per head), broadcast over the rows.
+    ``keep=None`` means keep everything (``no_lambda``), without multiplying the state by ones.
     """
-    read_and_predict = state @ torch.stack((q, k), dim=-1)  # [B, H, dv, 2]: S q and S k at once
-    read, predicted = read_and_predict.unbind(-1)
-    u = write * v - erase * predicted
-    new_state = torch.addcmul(keep.unsqueeze(-1) * state, u.unsqueeze(-1), k.unsqueeze(-2))
+    return delta_step_qk(torch.stack((q, k), dim=-2), v, keep, erase, write, state, mask=mask)
+
+
+def delta_step_qk(
+    qk: Tensor,
+    v: Tensor,
+    keep: Optional[Tensor],
+    erase: Tensor,
+    write: Tensor,
+    state: Tensor,
+    *,
+    mask: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """`delta_step_unchecked` with the query and key stacked, ``qk [B, H, 2, dk]`` (a view of
+    one projection, so no stacking per token): both state products are one matmul."""
+    read, predicted = (qk @ state.transpose(-1, -2)).unbind(-2)  # S q and S k, [B, H, dv] each
+    # standard / no_lambda modes erase and write with the same gate: one multiply fewer
+    u = write * (v - predicted) if erase is write else write * v - erase * predicted
+    kept = state if keep is None else keep.unsqueeze(-1) * state
+    new_state = torch.addcmul(kept, u.unsqueeze(-1), qk[..., 1:, :])  # + u k^T
     if mask is not None:
         m = mask.view(-1, 1, 1)
         read = torch.where(m, read, read.new_zeros(()))

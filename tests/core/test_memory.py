@@ -154,3 +154,39 @@ def test_base_slice_initialisation_uses_normalised_base_columns():
     torch.testing.assert_close(q_block, expected)
     with pytest.raises(ValueError, match="base projection weights"):
         DeltaMemoryLayer(DeltaMemConfig(delta_init="base_slice"), HIDDEN, OUT)
+
+
+@pytest.mark.parametrize("mode", ["standard", "no_lambda"])
+def test_decode_step_follows_weights_changed_in_place(mode):
+    """Decoding caches the packed gate bias and the scaled delta heads; a weight changed in
+    place (an optimiser step, load_state_dict) must be seen by the next token."""
+    layer = _layer(state_update_mode=mode)
+    hidden, state = torch.randn(2, 1, HIDDEN), torch.randn(2, 1, 8, 8) * 0.1
+
+    def decode_vs_scan():
+        with torch.inference_mode():
+            reads, new_state, _ = layer.read_write(hidden, state)  # the one-token decode step
+            expected = naive_delta_scan(*_scan_inputs(layer, hidden), initial_state=state)
+            torch.testing.assert_close(reads, expected[0].transpose(1, 2).reshape(2, 1, 8))
+            torch.testing.assert_close(new_state, expected[1])
+            return layer.corrections(reads)["o"].clone()
+
+    before = decode_vs_scan()
+    with torch.no_grad():
+        layer.gate_bias.add_(1.5)
+        layer.delta_out_proj.mul_(3.0)
+    after = decode_vs_scan()
+    assert not torch.allclose(before, after)
+
+
+def _scan_inputs(layer: DeltaMemoryLayer, hidden: torch.Tensor):
+    inputs = layer.memory_inputs(hidden)
+    return inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write
+
+
+def test_a_layer_created_under_inference_mode_decodes():
+    """Weights made inside ``torch.inference_mode()`` have no version counter to cache on."""
+    with torch.inference_mode():
+        layer = _layer()
+        reads, _, _ = layer.read_write(torch.randn(1, 1, HIDDEN), layer.new_state(1))
+        assert layer.corrections(reads)["q"].shape == (1, 1, OUT["q"])

@@ -259,3 +259,4 @@ def test_read_ratio_tells_an_empty_memory_from_a_full_one():
         ratio = handle.read_ratio()
     assert 0.0 < ratio <= 1.0 + 1e-6
     assert all(layer.last_beta_mean is not None for layer in handle.layers.values())
+

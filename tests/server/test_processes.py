@@ -19,6 +19,7 @@ from deltamem_agents.server.loadtest import serve_command, stop_server, wait_for
 from deltamem_agents.session import DirectorySessionStore, SessionKey
 from tests.memory.test_chroma_server import ChromaServer, chroma_executable
 from tests.server.conftest import free_port
+from tests.server.http_turns import ask, concurrent_turns, turn
 from tests.tiny_models import tiny_model
 
 
@@ -60,16 +61,6 @@ class ServeProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
-
-
-def ask(text: str, **fields) -> dict:
-    return {"model": "deltamem", "messages": [{"role": "user", "content": text}], **fields}
-
-
-def turn(http: httpx.Client, session: str, text: str, **fields) -> str:
-    response = http.post("/v1/chat/completions", json=ask(text, **fields), headers={"X-Session-Id": session})
-    assert response.status_code == 200, response.text
-    return response.json()["choices"][0]["message"]["content"]
 
 
 def test_sigkill_mid_turn_loses_at_most_that_turn_and_restart_serves_every_session(tiny_backbone, tmp_path):
@@ -176,19 +167,7 @@ def test_two_processes_share_one_store_and_one_chroma_server(tiny_backbone, tmp_
             assert any("7310" in hit["text"] for hit in hits)
 
             # concurrent turns on one session from both processes are serialised by the store's lock
-            results: list[tuple[str, str]] = []
-
-            def talk(http: httpx.Client, name: str) -> None:
-                for number in range(3):
-                    text = f"{name} says {number}"
-                    results.append((text, turn(http, "together", text)))
-
-            threads = [threading.Thread(target=talk, args=(via_a, "alpha")), threading.Thread(target=talk, args=(via_b, "beta"))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=300)
-            assert len(results) == 6
+            results = concurrent_turns({"alpha": via_a, "beta": via_b}, "together")
             messages = [m for m in via_a.get("/v1/sessions/together").json()["messages"] if m["kind"] != "retrieved"]
             assert [m["role"] for m in messages] == ["user", "assistant"] * 6
             pairs = {m["content"]: n["content"] for m, n in zip(messages[::2], messages[1::2], strict=True)}

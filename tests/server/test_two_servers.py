@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from deltamem_agents.session.redis_store import RedisSessionStore
 from tests.memory.test_chroma_server import ChromaServer, chroma_executable
 from tests.redis_server import redis_prefix, redis_server  # noqa: F401 - fixtures
 from tests.server.conftest import free_port
+from tests.server.http_turns import ask, concurrent_turns, turn
 from tests.server.test_processes import tiny_backbone  # noqa: F401 - fixture
 
 LEASE_S = 2.0
@@ -60,16 +60,6 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def ask(text: str, **fields) -> dict:
-    return {"model": "deltamem", "messages": [{"role": "user", "content": text}], **fields}
-
-
-def turn(http: httpx.Client, session: str, text: str) -> str:
-    response = http.post("/v1/chat/completions", json=ask(text), headers={"X-Session-Id": session})
-    assert response.status_code == 200, response.text
-    return response.json()["choices"][0]["message"]["content"]
-
-
 def said_pairs(store: RedisSessionStore, session: str) -> list[tuple[str, str]]:
     """(user, assistant) pairs of a session as committed, verified by the store on load."""
     record = store.load(SessionKey(session_id=session))
@@ -99,20 +89,7 @@ def test_two_servers_share_one_redis_store_and_one_chroma_server(tiny_backbone, 
                     told.setdefault(session, []).append((text, turn(http, session, text)))
 
             # -- concurrent turns on one session through both servers: serialised by the lease --------
-            results: list[tuple[str, str]] = []
-
-            def talk(http: httpx.Client, name: str) -> None:
-                for number in range(3):
-                    text = f"{name} says {number}"
-                    results.append((text, turn(http, "together", text)))
-
-            threads = [threading.Thread(target=talk, args=(via_a, "alpha")), threading.Thread(target=talk, args=(via_b, "beta"))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(timeout=300)
-            assert len(results) == 6
-            told["together"] = results
+            told["together"] = concurrent_turns({"alpha": via_a, "beta": via_b}, "together")
 
             # -- every acknowledged turn is committed exactly once, log and state agree ---------------
             for session, pairs in told.items():

@@ -378,27 +378,8 @@ def test_concurrent_processes(store):
     _check_concurrent_result(store, ["p0", "p1"], 20)
 
 
-def test_concurrent_threads(store):
-    store.create(KEY, FP)
-    errors: list[BaseException] = []
-    shared = DirectorySessionStore(store.root)
-
-    def worker(tag: str) -> None:
-        try:
-            # half the threads share one store object, half make their own
-            own = shared if tag in ("t0", "t1") else DirectorySessionStore(store.root)
-            for i in range(10):
-                _one_turn(own, KEY, tag, i)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(f"t{j}",)) for j in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
-    _check_concurrent_result(store, [f"t{j}" for j in range(4)], 10)
+# Threads taking turns (some sharing one store object) are tested on both stores by
+# tests/session/test_redis_store.py::test_concurrent_threads_take_turns.
 
 
 def test_lock_is_exclusive_and_reentrant(store):
