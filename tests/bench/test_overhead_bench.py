@@ -1,0 +1,42 @@
+"""`deltamem bench overhead` on a tiny backbone: both variants measured side by side, the ratio
+row computed from them, the handle detached after every δ-mem run. Structure only, never timings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deltamem_agents.backbone import load_backbone
+from deltamem_agents.bench.overhead import run_overhead_bench
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_both_variants_and_their_ratio_are_reported(tiny_backbone, tmp_path, memory):
+    rows = run_overhead_bench(
+        tmp_path, backbone=tiny_backbone, prompt_tokens=24, decode_tokens=3, repeats=2, device="cpu", measure_memory=memory,
+    )
+    bare, attached, ratio = rows
+    assert (bare["variant"], attached["variant"], ratio["variant"]) == ("bare", "delta-mem", "delta-mem / bare")
+    assert bare["delta_params"] == 0 < attached["delta_params"]
+    assert ratio["decode_tok_s"] == round(attached["decode_tok_s"] / bare["decode_tok_s"], 3)
+    assert ratio["prefill_tok_s"] == round(attached["prefill_tok_s"] / bare["prefill_tok_s"], 3)
+    assert (bare["peak_mem_mib"] is not None) is memory and (ratio["peak_mem_mib"] is not None) is memory
+    report = json.loads((tmp_path / "overhead.json").read_text())
+    assert report["rows"] == rows and "goals" in report["meta"]["params"]
+
+
+def test_the_backbone_is_left_bare(tiny_backbone, tmp_path, monkeypatch):
+    """Every attached run is detached again, so the next bare run measures the bare model."""
+    from deltamem_agents.bench import overhead
+
+    loaded = {}
+    real_load = load_backbone
+
+    def remember(*args, **kwargs):
+        loaded["model"], tokenizer = real_load(*args, **kwargs)
+        return loaded["model"], tokenizer
+
+    monkeypatch.setattr("deltamem_agents.backbone.load_backbone", remember)
+    overhead.run_overhead_bench(tmp_path, backbone=tiny_backbone, prompt_tokens=8, decode_tokens=1, repeats=1, measure_memory=False)
+    assert not any(name.endswith("delta_memory") or "delta_memory." in name for name, _ in loaded["model"].named_modules())
