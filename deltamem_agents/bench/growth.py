@@ -23,9 +23,10 @@ each measured turn. The windowed workers keep their memory on disk (session stor
 with ``reopen=True`` each size is grown in one process and measured in a fresh one that opens
 the stored session, as a server does after a restart: the measured peak is then what answering
 costs at that history length, not what the allocator kept from ingesting 32k tokens earlier in
-the same process (the ingest is a one-time cost, measured by nothing here). A size whose estimated memory exceeds the budget is reported as
-``does not fit`` and larger sizes are skipped; an out-of-memory error or a killed process is
-reported too, never crashed on.
+the same process (the ingest is a one-time cost, measured by nothing here).
+
+A size whose estimated memory exceeds the budget is reported as ``does not fit`` and larger
+sizes are skipped; an out-of-memory error or a killed process is reported too, never crashed on.
 """
 
 from __future__ import annotations
