@@ -230,12 +230,7 @@ class DeltaMemoryLayer(nn.Module):
     def _one(self, like: Tensor) -> Tensor:
         """A cached 0-dim ``1`` for ``1 - beta``: a Python ``1.0`` costs a scalar-tensor
         conversion per call, which matters 30 times per generated token."""
-        key = (like.dtype, like.device)
-        hit = self.__dict__.get("_one_cache")
-        if hit is None or hit[0] != key:
-            with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
-                hit = self.__dict__["_one_cache"] = (key, torch.ones((), dtype=like.dtype, device=like.device))
-        return hit[1]
+        return self._cached("one", (like.dtype, like.device), lambda: torch.ones((), dtype=like.dtype, device=like.device))
 
     def _packed_bias(self) -> Tensor:
         """``[0] * 3D + gate_bias``: the bias of the whole packed projection. Rebuilt only when
@@ -253,11 +248,16 @@ class DeltaMemoryLayer(nn.Module):
         if torch.is_grad_enabled() or source.is_inference():
             return build(source)
         key = (source._version, source.data_ptr(), source.dtype, source.device)
+        return self._cached(name, key, lambda: build(source.detach()))
+
+    def _cached(self, name: str, key: tuple, build: Callable[[], Tensor]) -> Tensor:
+        """``build()``, kept under ``name`` until ``key`` changes; a plain attribute dict, not a
+        buffer, so it never reaches the state dict."""
         cache: dict[str, tuple[tuple, Tensor]] = self.__dict__.setdefault("_derived_cache", {})
         hit = cache.get(name)
         if hit is None or hit[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable in either mode
-                hit = cache[name] = (key, build(source.detach()))
+                hit = cache[name] = (key, build())
         return hit[1]
 
     def _frozen_reads(self, state: Tensor, q: Tensor, token_mask: Tensor | None) -> Tensor:

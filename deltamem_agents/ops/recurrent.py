@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .naive import check_devices, check_float_tensors, check_mask_and_state, compute_dtype
 
-__all__ = ["delta_step", "delta_step_qk", "delta_step_unchecked"]
+__all__ = ["delta_step", "delta_step_qk"]
 
 
 def delta_step(
@@ -51,26 +51,6 @@ def delta_step(
 
     dtype = compute_dtype(q, k, v, keep, erase, write, state)
     q, k, v, keep, erase, write, state = (x.to(dtype) for x in (q, k, v, keep, erase, write, state))
-    return delta_step_unchecked(q, k, v, keep, erase, write, state, mask=mask)
-
-
-def delta_step_unchecked(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    keep: Optional[Tensor],
-    erase: Tensor,
-    write: Tensor,
-    state: Tensor,
-    *,
-    mask: Optional[Tensor] = None,
-) -> tuple[Tensor, Tensor]:
-    """`delta_step` without validation or casting, for callers that build the inputs
-    themselves (the decode hot path, where checks would cost more than the math).
-
-    Gates may also be ``[B, H, 1]`` (one scalar per head), broadcast over the rows.
-    ``keep=None`` means keep everything (``no_lambda``), without multiplying the state by ones.
-    """
     return delta_step_qk(torch.stack((q, k), dim=-2), v, keep, erase, write, state, mask=mask)
 
 
@@ -84,8 +64,14 @@ def delta_step_qk(
     *,
     mask: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
-    """`delta_step_unchecked` with the query and key stacked, ``qk [B, H, 2, dk]`` (a view of
-    one projection, so no stacking per token): both state products are one matmul."""
+    """`delta_step` without validation or casting, for callers that build the inputs
+    themselves (the decode hot path, where checks would cost more than the math).
+
+    The query and key come stacked, ``qk [B, H, 2, dk]`` (a view of one projection, so nothing
+    is stacked per token): both state products are one matmul. Gates may also be ``[B, H, 1]``
+    (one scalar per head), broadcast over the rows. ``keep=None`` means keep everything
+    (``no_lambda``), without multiplying the state by ones.
+    """
     read, predicted = (qk @ state.transpose(-1, -2)).unbind(-2)  # S q and S k, [B, H, dv] each
     # standard / no_lambda modes erase and write with the same gate: one multiply fewer
     u = write * (v - predicted) if erase is write else write * v - erase * predicted
