@@ -27,6 +27,9 @@ def train(
     max_read: Annotated[int, typer.Option(help="most tokens of note + question + answer")] = 256,
     history_grad: Annotated[str, typer.Option(help="state (no history activations kept) or full (exact, more memory)")] = "state",
     snippet_share: Annotated[float, typer.Option(help="share of probes trained with retrieved notes in context")] = 0.25,
+    contrast_weight: Annotated[float, typer.Option(help="weight of the contrastive term (own state must beat another conversation's); 0: off")] = 0.0,
+    contrast_margin: Annotated[float, typer.Option(help="nats the other-state answer loss must exceed the own-state loss by")] = 1.0,
+    init_adapter: Annotated[Path | None, typer.Option(help="start from this adapter's weights (same δ-mem options)")] = None,
     data: Annotated[Path | None, typer.Option(help="folder with train.jsonl and dev.jsonl (default: generate)")] = None,
     train_conversations: Annotated[int, typer.Option(help="generated training conversations")] = 4000,
     dev_conversations: Annotated[int, typer.Option(help="generated dev conversations")] = 8,
@@ -53,7 +56,8 @@ def train(
         state_update_mode=update_mode, beta_bias_init=beta_bias, data_dir=data,  # type: ignore[arg-type]
         train_conversations=train_conversations, dev_conversations=dev_conversations, data_seed=data_seed,
         window_tokens=window, max_history_tokens=max_history, max_read_tokens=max_read, snippet_share=snippet_share,
-        history_grad=history_grad, steps=steps, batch=batch, learning_rate=learning_rate, seed=seed,  # type: ignore[arg-type]
+        history_grad=history_grad, contrast_weight=contrast_weight, contrast_margin=contrast_margin,
+        init_adapter=init_adapter, steps=steps, batch=batch, learning_rate=learning_rate, seed=seed,  # type: ignore[arg-type]
         device=device, dtype=dtype, threads=threads, save_every=save_every, eval_every=eval_every,
     )
     try:

@@ -32,9 +32,13 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
         f"asked after the history left a {c.window_tokens}-token window); {c.snippet_share:.0%} of the probes with "
         "retrieved notes in context as the hybrid places them",
         f"- objective: history written into the state (512 tokens per forward), answers supervised with only the last "
-        f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)",
+        f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)"
+        + (f"; contrastive term weight {c.contrast_weight}, margin {c.contrast_margin} nats (probes without notes: the answer "
+           "loss with another conversation's state must exceed the loss with the conversation's own state)"
+           if c.contrast_weight > 0 else ""),
         f"- steps: {train.steps} of {c.steps} planned, batch {c.batch} conversations, AdamW peak lr {c.learning_rate}, "
         f"warm-up {c.warmup_share:.0%}, cosine; seed {c.seed}",
+        *([f"- initialised from the adapter `{c.init_adapter}` (see the notes for how it was trained)"] if c.init_adapter else []),
         f"- tokens processed: {train.tokens:,}; wall time of the training steps {train.wall_time_s / 60:.1f} min "
         f"(dev checks and loading excluded); {train.tokens_per_s:.0f} tokens/s",
         f"- hardware: {hw.get('platform')}, {hw.get('cpu_count')} CPUs ({hw.get('threads')} torch threads), "
@@ -42,8 +46,9 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
         f"- final training loss (mean of the last 50 steps): {train.final_loss:.3f}",
     ]
     if dev:
-        lines.append("- dev answer loss, with the state vs an empty state: " + "; ".join(
-            f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}" for d in dev))
+        lines.append("- dev answer loss, with the state vs an empty state (vs another dev conversation's state): " + "; ".join(
+            f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}"
+            + (f" (vs {d.other_state:.3f})" if d.other_state is not None else "") for d in dev))
     lines += ["", "Reproduce:", "", "```bash", command or train.command, "```"]
     if evaluation is not None:
         summaries = {s.condition: s for s in evaluation.summaries}

@@ -51,6 +51,15 @@ class TrainConfig(BaseModel):
         "history activations are kept). full: the history forward keeps its whole graph (exact, memory "
         "grows with the history)",
     )
+    contrast_weight: float = Field(
+        0.0, ge=0.0, description="weight of the contrastive term: on probes without notes, the answer loss with "
+        "another conversation's state (from the same batch) must exceed the loss with the conversation's own state "
+        "by contrast_margin; 0 turns it off. It stops the adapter from scoring by answer format alone",
+    )
+    contrast_margin: float = Field(1.0, gt=0.0, description="nats the other-state loss must exceed the own-state loss by")
+    init_adapter: Path | None = Field(
+        None, description="start from this adapter's weights (same δ-mem configuration) instead of a fresh initialisation"
+    )
     steps: int = Field(1000, ge=1)
     batch: int = Field(2, ge=1, description="conversations per optimiser step (all their probes are used)")
     learning_rate: float = Field(2e-3, gt=0)
@@ -71,6 +80,8 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         self.delta_mem_config()  # fails early on an impossible adapter
+        if self.contrast_weight > 0 and self.batch < 2:
+            raise ValueError("contrast_weight needs batch >= 2: the other conversation's state comes from the same batch")
         return self
 
     def delta_mem_config(self) -> DeltaMemConfig:

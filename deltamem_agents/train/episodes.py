@@ -33,6 +33,7 @@ class ReadExample:
     ids: list[int]
     labels: list[int]
     probe: Probe
+    noted: bool = False  # retrieved notes in context: the answer can be read there, not only from the state
 
 
 @dataclass
@@ -87,7 +88,8 @@ class EpisodeBuilder:
             answer_ids = self.tokenizer(probe.answer, add_special_tokens=False)["input_ids"] + [self.end_id]
             if len(prompt_ids) + len(answer_ids) > self.max_read_tokens:
                 continue  # a probe longer than the read budget is not trainable as laid out
-            episode.reads.append(ReadExample(prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids, probe))
+            episode.reads.append(ReadExample(prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids, probe,
+                                             noted=note is not None))
         return episode
 
     def prompt_ids(self, rendered: str, messages: list[dict[str, str]], probe: Probe, note: str | None) -> list[int]:

@@ -125,7 +125,7 @@ def pad_reads(reads: Sequence[ReadExample], pad_id: int, device: torch.device) -
     return ids.to(device), mask.to(device), labels.to(device)
 
 
-def answer_loss(
+def answer_token_losses(
     model: nn.Module,
     handle: DeltaMemHandle,
     states: dict[int, Tensor] | None,
@@ -133,11 +133,11 @@ def answer_loss(
     reads: Sequence[ReadExample],
     *,
     pad_id: int,
-) -> tuple[Tensor, int]:
-    """Mean cross-entropy on the answer tokens of ``reads``, each read after the shared recent
+) -> tuple[Tensor, Tensor]:
+    """Cross-entropy of every answer token of ``reads``, each read after the shared recent
     ``window``, with ``states`` read (None: an empty memory, i.e. the bare backbone) and nothing
     written. As in a session, the window is one forward whose KV cache the probes then extend
-    (here all probes at once, the cache repeated per probe). Returns (loss, answer tokens)."""
+    (here all probes at once, the cache repeated per probe). Returns (losses, read index of each)."""
     if not reads:
         raise ValueError("no read examples to score")
     device = next(model.parameters()).device
@@ -167,5 +167,35 @@ def answer_loss(
     supervised = targets != IGNORE
     picked = hidden[:, :-1][supervised]  # only the answer positions go through the LM head
     logits = model.get_output_embeddings()(picked).float()
-    loss = F.cross_entropy(logits, targets[supervised])
-    return loss, int(supervised.sum())
+    rows = torch.arange(batch, device=device)[:, None].expand_as(supervised)[supervised]
+    return F.cross_entropy(logits, targets[supervised], reduction="none"), rows
+
+
+def answer_loss(
+    model: nn.Module,
+    handle: DeltaMemHandle,
+    states: dict[int, Tensor] | None,
+    window: Sequence[int],
+    reads: Sequence[ReadExample],
+    *,
+    pad_id: int,
+) -> tuple[Tensor, int]:
+    """Mean cross-entropy over all answer tokens of ``reads`` (see `answer_token_losses`).
+    Returns (loss, answer tokens)."""
+    losses, _ = answer_token_losses(model, handle, states, window, reads, pad_id=pad_id)
+    return losses.mean(), losses.numel()
+
+
+def per_read(losses: Tensor, rows: Tensor, reads: int) -> Tensor:
+    """Mean answer-token loss of each read, ``[reads]`` (a read without answer tokens scores 0)."""
+    total = losses.new_zeros(reads).index_add(0, rows, losses)
+    count = losses.new_zeros(reads).index_add(0, rows, torch.ones_like(losses))
+    return total / count.clamp(min=1)
+
+
+def contrast_loss(own: Tensor, other: Tensor, margin: float) -> Tensor:
+    """Hinge on the gap: each read's answer loss with another conversation's state must exceed
+    its loss with its own state by ``margin`` nats. An adapter that answers as well with any
+    state (it learnt the answer format, not the conversation) pays the full margin; the only way
+    to lower it without raising the own-state loss is to answer from what the state holds."""
+    return F.relu(margin - (other - own)).mean()

@@ -26,7 +26,7 @@ from deltamem_agents.data.splits import make_split
 from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
-from deltamem_agents.train.objective import answer_loss, write_history
+from deltamem_agents.train.objective import answer_loss, answer_token_losses, contrast_loss, per_read, write_history
 from deltamem_agents.train.plot import plot_loss, smooth
 
 LOG_FILE = "log.jsonl"
@@ -38,6 +38,7 @@ class DevLoss(BaseModel):
     step: int
     with_state: float
     without_state: float
+    other_state: float | None = None  # each dev conversation answered with the next one's state (the control)
 
 
 class TrainReport(BaseModel):
@@ -124,6 +125,12 @@ class Trainer:
         self.backbone_name = config.backbone_name or config.backbone or (DEFAULT_BACKBONE if loaded_default else None)
         torch.manual_seed(config.seed)
         self.handle = attach_delta_mem(self.model, config.delta_mem_config())
+        if config.init_adapter is not None:
+            try:
+                self._load_initial(config.init_adapter)
+            except Exception:
+                self.handle.detach()  # the caller's model is left as it was given
+                raise
         self.device = next(self.model.parameters()).device
         if train is None:
             train, dev = load_data(config)
@@ -143,46 +150,93 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.dev: list[DevLoss] = []
 
+    def _load_initial(self, path: Path) -> None:
+        """Start from an adapter's weights; its δ-mem configuration must be the run's."""
+        from deltamem_agents.model.adapters import AdapterError, check_backbone, load_weights, read_adapter
+
+        try:
+            meta, tensors = read_adapter(path)
+            check_backbone(meta.backbone, self.model)
+            ours = self.handle.config.model_dump(exclude={"target_layers"})
+            theirs = meta.config.model_dump(exclude={"target_layers"})
+            changed = sorted(k for k in ours if ours[k] != theirs.get(k))
+            if changed:
+                raise TrainingError(f"--init-adapter {path} has another δ-mem configuration than this run "
+                                    f"(differs in {', '.join(changed)}); pass the options it was trained with")
+            load_weights(self.handle, tensors, source=str(path))
+        except AdapterError as exc:
+            raise TrainingError(str(exc)) from None
+
     # -- one step -------------------------------------------------------------------------------
     def episode(self, conversation: Conversation, step: int) -> Episode:
         rng = random.Random(f"{self.config.seed}:{step}:{conversation.id}")
         return self.builder.build(conversation, snippet_share=self.config.snippet_share, rng=rng)
 
-    def train_step(self, step: int) -> tuple[float, int]:
+    def train_step(self, step: int) -> tuple[float, int, float | None]:
+        """One optimiser step; returns (mean answer loss, tokens, mean other-minus-own state gap
+        on probes without notes, or None without the contrastive term)."""
         picks = batch_order(len(self.train_data), step, self.config.batch, self.config.seed)
         episodes = [e for e in (self.episode(self.train_data[i], step) for i in picks) if e.reads]
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate * lr_factor(step, self.config)
         self.optimizer.zero_grad(set_to_none=True)
-        total, tokens = 0.0, 0
-        for episode in episodes:
-            states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
-                                   prefill_chunk=self.config.prefill_chunk, history_grad=self.config.history_grad)
-            loss, _ = answer_loss(self.model, self.handle, states, episode.window_ids, episode.reads, pad_id=self.pad_id)
-            (loss / len(episodes)).backward()
-            total += float(loss.detach()) / len(episodes)
-            tokens += episode.tokens
+        contrast = self.config.contrast_weight > 0 and len(episodes) > 1
+        total, tokens, gaps = 0.0, 0, []
+
+        def written(episode: Episode) -> dict[int, torch.Tensor]:
+            return write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
+                                 prefill_chunk=self.config.prefill_chunk, history_grad=self.config.history_grad)
+
+        if not contrast:  # one backward per conversation frees its graph before the next is built
+            for episode in episodes:
+                loss, _ = answer_loss(self.model, self.handle, written(episode), episode.window_ids, episode.reads,
+                                      pad_id=self.pad_id)
+                (loss / len(episodes)).backward()
+                total += float(loss.detach()) / len(episodes)
+                tokens += episode.tokens
+        else:  # every state is also read by another conversation's probes: one backward at the end
+            states = [written(episode) for episode in episodes]
+            objective = torch.zeros((), device=self.device)
+            for i, episode in enumerate(episodes):
+                losses, rows = answer_token_losses(self.model, self.handle, states[i], episode.window_ids, episode.reads,
+                                                   pad_id=self.pad_id)
+                loss = losses.mean()
+                plain = [k for k, read in enumerate(episode.reads) if not read.noted]
+                if plain:
+                    own = per_read(losses, rows, len(episode.reads))[plain]
+                    other_losses, other_rows = answer_token_losses(
+                        self.model, self.handle, states[(i + 1) % len(episodes)], episode.window_ids,
+                        [episode.reads[k] for k in plain], pad_id=self.pad_id)
+                    other = per_read(other_losses, other_rows, len(plain))
+                    loss = loss + self.config.contrast_weight * contrast_loss(own, other, self.config.contrast_margin)
+                    gaps.append(float((other - own).detach().mean()))
+                objective = objective + loss / len(episodes)
+                total += float(losses.detach().mean()) / len(episodes)
+                tokens += episode.tokens
+            objective.backward()
         torch.nn.utils.clip_grad_norm_(list(self.handle.parameters()), self.config.grad_clip)
         self.optimizer.step()
-        return total, tokens
+        return total, tokens, (sum(gaps) / len(gaps) if gaps else None)
 
     @torch.no_grad()
     def dev_loss(self) -> DevLoss | None:
-        """Answer loss on the dev conversations with the state, and with an empty one (the bare
-        backbone with the same window): the gap is what the memory contributes."""
+        """Answer loss on the dev conversations with the state, with an empty one (the bare
+        backbone with the same window), and with the next dev conversation's state: with vs
+        without is what the adapter contributes, own vs other what the memory's content does."""
         if not self.dev_data:
             return None
-        with_state, without, n = 0.0, 0.0, 0
-        for conversation in self.dev_data:
-            episode = self.builder.build(conversation)
-            if not episode.reads:
-                continue
-            states = write_history(self.model, self.handle, episode.history_ids, episode.history_segments,
-                                   prefill_chunk=self.config.prefill_chunk)
-            with_state += float(answer_loss(self.model, self.handle, states, episode.window_ids, episode.reads, pad_id=self.pad_id)[0])
-            without += float(answer_loss(self.model, self.handle, None, episode.window_ids, episode.reads, pad_id=self.pad_id)[0])
-            n += 1
-        return DevLoss(step=self.step, with_state=with_state / max(n, 1), without_state=without / max(n, 1))
+        episodes = [e for e in (self.builder.build(c) for c in self.dev_data) if e.reads]
+        if not episodes:
+            return None
+        states = [write_history(self.model, self.handle, e.history_ids, e.history_segments,
+                                prefill_chunk=self.config.prefill_chunk) for e in episodes]
+
+        def mean_loss(pick: Callable[[int], dict | None]) -> float:
+            return sum(float(answer_loss(self.model, self.handle, pick(i), e.window_ids, e.reads, pad_id=self.pad_id)[0])
+                       for i, e in enumerate(episodes)) / len(episodes)
+
+        return DevLoss(step=self.step, with_state=mean_loss(lambda i: states[i]), without_state=mean_loss(lambda i: None),
+                       other_state=mean_loss(lambda i: states[(i + 1) % len(states)]) if len(states) > 1 else None)
 
     # -- persistence --------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -244,11 +298,13 @@ class Trainer:
             last = self.config.steps if stop_after is None else min(stop_after, self.config.steps)
             while self.step < last:
                 started = time.perf_counter()
-                loss, tokens = self.train_step(self.step)
+                loss, tokens, gap = self.train_step(self.step)
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
                 self.tokens += tokens
                 row = {"step": self.step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": tokens, "seconds": seconds}
+                if gap is not None:
+                    row["state_gap"] = gap
                 self.history.append(row)
                 self._log(dict(row, kind="step"))
                 self.step += 1
@@ -273,7 +329,7 @@ class Trainer:
 
     def plot(self) -> Path:
         return plot_loss([r["step"] for r in self.history], [r["loss"] for r in self.history], self.out / "loss.png",
-                         dev=[(d.step, d.with_state, d.without_state) for d in self.dev])
+                         dev=[(d.step, d.with_state, d.without_state, d.other_state) for d in self.dev])
 
     def finish(self) -> TrainReport:
         adapter = self.out / "adapter"

@@ -4,7 +4,7 @@ from transformers import DynamicCache
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.train.episodes import EpisodeBuilder, ReadExample
-from deltamem_agents.train.objective import answer_loss, write_history
+from deltamem_agents.train.objective import answer_loss, answer_token_losses, contrast_loss, per_read, write_history
 from tests.tiny_models import randomize_memory
 
 
@@ -103,3 +103,58 @@ def test_an_empty_history_or_no_probe_is_refused(chat_tokenizer, tiny_chat_model
         write_history(tiny_chat_model, handle, [], [])
     with pytest.raises(ValueError, match="no read examples"):
         answer_loss(tiny_chat_model, handle, None, [1, 2], [], pad_id=0)
+
+
+def test_per_read_losses_are_each_probe_scored_alone(chat_tokenizer, tiny_chat_model, small_conversations):
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    episode = _episode(chat_tokenizer, small_conversations[0][1])
+    with torch.no_grad():
+        states = write_history(model, handle, episode.history_ids, episode.history_segments)
+        losses, rows = answer_token_losses(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+        each = per_read(losses, rows, len(episode.reads))
+        alone = [float(answer_loss(model, handle, states, episode.window_ids, [r], pad_id=0)[0]) for r in episode.reads]
+    assert len(episode.reads) > 1
+    assert each.tolist() == pytest.approx(alone, rel=1e-5)
+
+
+def test_the_contrast_hinge():
+    own = torch.tensor([1.0, 1.0, 2.0])
+    other = torch.tensor([1.0, 3.0, 2.5])  # gaps 0, 2, 0.5
+    assert float(contrast_loss(own, other, margin=1.0)) == pytest.approx((1.0 + 0.0 + 0.5) / 3)
+    assert float(contrast_loss(own, own, margin=0.7)) == pytest.approx(0.7)  # a state-blind adapter pays the margin
+
+
+def test_a_step_down_the_contrast_gradient_widens_the_gap_between_own_and_other_states(
+        chat_tokenizer, tiny_chat_model, small_conversations):
+    """The term reaches the writes of *both* conversations' states and moves the adapter towards
+    answering better from its own state than from another's."""
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+    randomize_memory(handle)
+    params = list(handle.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    a, b = (_episode(chat_tokenizer, c) for c in small_conversations[0][:2])
+
+    def gap() -> torch.Tensor:
+        states_a = write_history(model, handle, a.history_ids, a.history_segments)
+        states_b = write_history(model, handle, b.history_ids, b.history_segments)
+        own = per_read(*answer_token_losses(model, handle, states_a, a.window_ids, a.reads, pad_id=0), len(a.reads))
+        other = per_read(*answer_token_losses(model, handle, states_b, a.window_ids, a.reads, pad_id=0), len(a.reads))
+        return contrast_loss(own, other, margin=5.0)  # a margin no random adapter meets: the hinge is active
+
+    before = gap()
+    before.backward()
+    before = float(before.detach())
+    d = handle.config.read_dim
+    for layer in handle.layers.values():
+        assert layer.memory.memory_in_proj.grad[d : 2 * d].abs().sum() > 0  # memory keys: only the writes use them
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / (p.grad.norm() + 1e-12)
+    with torch.no_grad():
+        after = float(gap())
+    assert after < before

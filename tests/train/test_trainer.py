@@ -88,3 +88,53 @@ def test_the_model_card_is_written_from_the_reports(tmp_path, chat_tokenizer, ti
     card = write_model_card(tmp_path / "run" / "train_report.json", None, tmp_path / "CARD.md", title="Tiny", notes="n")
     text = card.read_text()
     assert text.startswith("# Tiny") and "steps: 1 of 1" in text and "Reproduce:" in text and "## Notes" in text
+
+
+def test_the_contrastive_term_changes_the_update_and_is_logged(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    plain = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "plain", steps=1, snippet_share=0.0)
+    plain.run(progress=False)
+    plain.handle.detach()
+    contrast = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "contrast", steps=1,
+                        snippet_share=0.0, contrast_weight=1.0, contrast_margin=2.0)
+    report = contrast.run(progress=False)
+    contrast.handle.detach()
+    rows = [json.loads(line) for line in (tmp_path / "contrast" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert "state_gap" in steps[0] and "state_gap" not in [json.loads(x) for x in
+                                                          (tmp_path / "plain" / "log.jsonl").read_text().splitlines()][1]
+    a, b = _weights(tmp_path / "plain" / "adapter"), _weights(tmp_path / "contrast" / "adapter")
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+    # the answer loss itself is the same objective: the first step's is identical
+    plain_rows = [json.loads(x) for x in (tmp_path / "plain" / "log.jsonl").read_text().splitlines()]
+    assert steps[0]["loss"] == pytest.approx([r for r in plain_rows if r["kind"] == "step"][0]["loss"], rel=1e-5)
+    assert report.dev[0].other_state is None  # one dev conversation: no other state to read
+
+
+def test_dev_loss_reports_the_other_conversation_control(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    train, _ = small_conversations
+    trainer = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, (train, train[:2]), steps=1)
+    dev = trainer.dev_loss()
+    assert dev.other_state is not None and dev.other_state > 0
+    trainer.handle.detach()
+
+
+def test_a_run_can_start_from_an_adapter(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    first = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "first", steps=1)
+    first.run(progress=False)
+    first.handle.detach()
+    second = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "second", steps=1,
+                      init_adapter=tmp_path / "first" / "adapter")
+    trained = _weights(tmp_path / "first" / "adapter")
+    for name, param in second.handle.named_parameters():
+        assert torch.equal(param.detach(), trained[name])
+    second.handle.detach()
+    with pytest.raises(TrainingError, match="differs in rank"):
+        _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "third", rank=4,
+                 init_adapter=tmp_path / "first" / "adapter")
+    with pytest.raises(TrainingError, match="not an adapter folder"):
+        _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "fourth", init_adapter=tmp_path)
+
+
+def test_contrast_needs_two_conversations_per_step():
+    with pytest.raises(ValueError, match="batch >= 2"):
+        TrainConfig(batch=1, contrast_weight=0.5)
