@@ -2,7 +2,7 @@
 
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder, ReadExample
-from deltamem_agents.train.objective import answer_loss, write_history
+from deltamem_agents.train.objective import AnswerScores, score_answers, write_history
 from deltamem_agents.train.trainer import TrainingError, TrainReport, Trainer, train_adapter
 
 __all__ = [
@@ -13,7 +13,8 @@ __all__ = [
     "TrainReport",
     "Trainer",
     "TrainingError",
-    "answer_loss",
+    "AnswerScores",
+    "score_answers",
     "train_adapter",
     "write_history",
 ]

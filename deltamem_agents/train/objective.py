@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -125,7 +126,30 @@ def pad_reads(reads: Sequence[ReadExample], pad_id: int, device: torch.device) -
     return ids.to(device), mask.to(device), labels.to(device)
 
 
-def answer_token_losses(
+@dataclass
+class AnswerScores:
+    """Cross-entropy of every answer token, and which read each belongs to."""
+
+    losses: Tensor  # [answer tokens]
+    rows: Tensor  # [answer tokens], index into the scored reads
+    reads: int
+
+    @property
+    def tokens(self) -> int:
+        return self.losses.numel()
+
+    def mean(self) -> Tensor:
+        """Mean over all answer tokens (the training loss)."""
+        return self.losses.mean()
+
+    def per_read(self) -> Tensor:
+        """Mean answer-token loss of each read, ``[reads]`` (a read without answer tokens scores 0)."""
+        total = self.losses.new_zeros(self.reads).index_add(0, self.rows, self.losses)
+        count = self.losses.new_zeros(self.reads).index_add(0, self.rows, torch.ones_like(self.losses))
+        return total / count.clamp(min=1)
+
+
+def score_answers(
     model: nn.Module,
     handle: DeltaMemHandle,
     states: dict[int, Tensor] | None,
@@ -133,11 +157,11 @@ def answer_token_losses(
     reads: Sequence[ReadExample],
     *,
     pad_id: int,
-) -> tuple[Tensor, Tensor]:
-    """Cross-entropy of every answer token of ``reads``, each read after the shared recent
+) -> AnswerScores:
+    """Cross-entropy of the answer tokens of ``reads``, each read after the shared recent
     ``window``, with ``states`` read (None: an empty memory, i.e. the bare backbone) and nothing
     written. As in a session, the window is one forward whose KV cache the probes then extend
-    (here all probes at once, the cache repeated per probe). Returns (losses, read index of each)."""
+    (here all probes at once, the cache repeated per probe)."""
     if not reads:
         raise ValueError("no read examples to score")
     device = next(model.parameters()).device
@@ -168,29 +192,7 @@ def answer_token_losses(
     picked = hidden[:, :-1][supervised]  # only the answer positions go through the LM head
     logits = model.get_output_embeddings()(picked).float()
     rows = torch.arange(batch, device=device)[:, None].expand_as(supervised)[supervised]
-    return F.cross_entropy(logits, targets[supervised], reduction="none"), rows
-
-
-def answer_loss(
-    model: nn.Module,
-    handle: DeltaMemHandle,
-    states: dict[int, Tensor] | None,
-    window: Sequence[int],
-    reads: Sequence[ReadExample],
-    *,
-    pad_id: int,
-) -> tuple[Tensor, int]:
-    """Mean cross-entropy over all answer tokens of ``reads`` (see `answer_token_losses`).
-    Returns (loss, answer tokens)."""
-    losses, _ = answer_token_losses(model, handle, states, window, reads, pad_id=pad_id)
-    return losses.mean(), losses.numel()
-
-
-def per_read(losses: Tensor, rows: Tensor, reads: int) -> Tensor:
-    """Mean answer-token loss of each read, ``[reads]`` (a read without answer tokens scores 0)."""
-    total = losses.new_zeros(reads).index_add(0, rows, losses)
-    count = losses.new_zeros(reads).index_add(0, rows, torch.ones_like(losses))
-    return total / count.clamp(min=1)
+    return AnswerScores(F.cross_entropy(logits, targets[supervised], reduction="none"), rows, batch)
 
 
 def contrast_loss(own: Tensor, other: Tensor, margin: float) -> Tensor:

@@ -26,7 +26,7 @@ from deltamem_agents.data.splits import make_split
 from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
-from deltamem_agents.train.objective import answer_loss, answer_token_losses, contrast_loss, per_read, write_history
+from deltamem_agents.train.objective import contrast_loss, score_answers, write_history
 from deltamem_agents.train.plot import plot_loss, smooth
 
 LOG_FILE = "log.jsonl"
@@ -189,8 +189,8 @@ class Trainer:
 
         if not contrast:  # one backward per conversation frees its graph before the next is built
             for episode in episodes:
-                loss, _ = answer_loss(self.model, self.handle, written(episode), episode.window_ids, episode.reads,
-                                      pad_id=self.pad_id)
+                loss = score_answers(self.model, self.handle, written(episode), episode.window_ids, episode.reads,
+                                     pad_id=self.pad_id).mean()
                 (loss / len(episodes)).backward()
                 total += float(loss.detach()) / len(episodes)
                 tokens += episode.tokens
@@ -198,20 +198,17 @@ class Trainer:
             states = [written(episode) for episode in episodes]
             objective = torch.zeros((), device=self.device)
             for i, episode in enumerate(episodes):
-                losses, rows = answer_token_losses(self.model, self.handle, states[i], episode.window_ids, episode.reads,
-                                                   pad_id=self.pad_id)
-                loss = losses.mean()
+                scores = score_answers(self.model, self.handle, states[i], episode.window_ids, episode.reads, pad_id=self.pad_id)
+                loss = answer = scores.mean()
                 plain = [k for k, read in enumerate(episode.reads) if not read.noted]
                 if plain:
-                    own = per_read(losses, rows, len(episode.reads))[plain]
-                    other_losses, other_rows = answer_token_losses(
-                        self.model, self.handle, states[(i + 1) % len(episodes)], episode.window_ids,
-                        [episode.reads[k] for k in plain], pad_id=self.pad_id)
-                    other = per_read(other_losses, other_rows, len(plain))
+                    own = scores.per_read()[plain]
+                    other = score_answers(self.model, self.handle, states[(i + 1) % len(episodes)], episode.window_ids,
+                                          [episode.reads[k] for k in plain], pad_id=self.pad_id).per_read()
                     loss = loss + self.config.contrast_weight * contrast_loss(own, other, self.config.contrast_margin)
                     gaps.append(float((other - own).detach().mean()))
                 objective = objective + loss / len(episodes)
-                total += float(losses.detach().mean()) / len(episodes)
+                total += float(answer.detach()) / len(episodes)
                 tokens += episode.tokens
             objective.backward()
         torch.nn.utils.clip_grad_norm_(list(self.handle.parameters()), self.config.grad_clip)
@@ -232,7 +229,7 @@ class Trainer:
                                 prefill_chunk=self.config.prefill_chunk) for e in episodes]
 
         def mean_loss(pick: Callable[[int], dict | None]) -> float:
-            return sum(float(answer_loss(self.model, self.handle, pick(i), e.window_ids, e.reads, pad_id=self.pad_id)[0])
+            return sum(float(score_answers(self.model, self.handle, pick(i), e.window_ids, e.reads, pad_id=self.pad_id).mean())
                        for i, e in enumerate(episodes)) / len(episodes)
 
         return DevLoss(step=self.step, with_state=mean_loss(lambda i: states[i]), without_state=mean_loss(lambda i: None),

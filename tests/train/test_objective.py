@@ -4,7 +4,7 @@ from transformers import DynamicCache
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.train.episodes import EpisodeBuilder, ReadExample
-from deltamem_agents.train.objective import answer_loss, answer_token_losses, contrast_loss, per_read, write_history
+from deltamem_agents.train.objective import contrast_loss, score_answers, write_history
 from tests.tiny_models import randomize_memory
 
 
@@ -43,11 +43,13 @@ def test_probes_sharing_the_window_score_as_if_each_had_its_own(chat_tokenizer, 
     randomize_memory(handle)
     episode = _episode(chat_tokenizer, small_conversations[0][1])
     states = write_history(model, handle, episode.history_ids, episode.history_segments)
-    shared, tokens = answer_loss(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+    scores = score_answers(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+    shared, tokens = scores.mean(), scores.tokens
     total, count = 0.0, 0
     for read in episode.reads:
         alone = ReadExample(episode.window_ids + read.ids, [-100] * len(episode.window_ids) + read.labels, read.probe)
-        loss, n = answer_loss(model, handle, states, [], [alone], pad_id=0)
+        scores = score_answers(model, handle, states, [], [alone], pad_id=0)
+        loss, n = scores.mean(), scores.tokens
         total, count = total + float(loss.detach()) * n, count + n
     assert tokens == count == sum(sum(label != -100 for label in r.labels) for r in episode.reads)
     assert float(shared.detach()) == pytest.approx(total / count, rel=1e-5)
@@ -62,7 +64,7 @@ def test_gradients_reach_the_writes_and_never_the_backbone(chat_tokenizer, tiny_
         p.requires_grad_(True)
     episode = _episode(chat_tokenizer, small_conversations[0][2])
     states = write_history(model, handle, episode.history_ids, episode.history_segments, history_grad=history_grad)
-    loss, _ = answer_loss(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
+    loss = score_answers(model, handle, states, episode.window_ids, episode.reads, pad_id=0).mean()
     loss.backward()
     d = handle.config.read_dim
     for layer in handle.layers.values():
@@ -81,7 +83,7 @@ def test_an_empty_memory_scores_like_the_bare_backbone(chat_tokenizer, tiny_chat
     handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
     randomize_memory(handle)
     with torch.no_grad():
-        with_adapter, _ = answer_loss(model, handle, None, episode.window_ids, episode.reads, pad_id=0)
+        with_adapter = score_answers(model, handle, None, episode.window_ids, episode.reads, pad_id=0).mean()
     handle.detach()
     read = episode.reads[0]
     ids = torch.tensor([episode.window_ids + read.ids])
@@ -92,7 +94,7 @@ def test_an_empty_memory_scores_like_the_bare_backbone(chat_tokenizer, tiny_chat
     with torch.no_grad():
         handle2 = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
         randomize_memory(handle2)
-        first, _ = answer_loss(model, handle2, None, episode.window_ids, [read], pad_id=0)
+        first = score_answers(model, handle2, None, episode.window_ids, [read], pad_id=0).mean()
     assert float(first) == pytest.approx(float(bare_first), rel=1e-5)
     assert torch.isfinite(with_adapter)
 
@@ -102,7 +104,7 @@ def test_an_empty_history_or_no_probe_is_refused(chat_tokenizer, tiny_chat_model
     with pytest.raises(ValueError, match="empty history"):
         write_history(tiny_chat_model, handle, [], [])
     with pytest.raises(ValueError, match="no read examples"):
-        answer_loss(tiny_chat_model, handle, None, [1, 2], [], pad_id=0)
+        score_answers(tiny_chat_model, handle, None, [1, 2], [], pad_id=0)
 
 
 def test_per_read_losses_are_each_probe_scored_alone(chat_tokenizer, tiny_chat_model, small_conversations):
@@ -112,9 +114,8 @@ def test_per_read_losses_are_each_probe_scored_alone(chat_tokenizer, tiny_chat_m
     episode = _episode(chat_tokenizer, small_conversations[0][1])
     with torch.no_grad():
         states = write_history(model, handle, episode.history_ids, episode.history_segments)
-        losses, rows = answer_token_losses(model, handle, states, episode.window_ids, episode.reads, pad_id=0)
-        each = per_read(losses, rows, len(episode.reads))
-        alone = [float(answer_loss(model, handle, states, episode.window_ids, [r], pad_id=0)[0]) for r in episode.reads]
+        each = score_answers(model, handle, states, episode.window_ids, episode.reads, pad_id=0).per_read()
+        alone = [float(score_answers(model, handle, states, episode.window_ids, [r], pad_id=0).mean()) for r in episode.reads]
     assert len(episode.reads) > 1
     assert each.tolist() == pytest.approx(alone, rel=1e-5)
 
@@ -141,8 +142,8 @@ def test_a_step_down_the_contrast_gradient_widens_the_gap_between_own_and_other_
     def gap() -> torch.Tensor:
         states_a = write_history(model, handle, a.history_ids, a.history_segments)
         states_b = write_history(model, handle, b.history_ids, b.history_segments)
-        own = per_read(*answer_token_losses(model, handle, states_a, a.window_ids, a.reads, pad_id=0), len(a.reads))
-        other = per_read(*answer_token_losses(model, handle, states_b, a.window_ids, a.reads, pad_id=0), len(a.reads))
+        own = score_answers(model, handle, states_a, a.window_ids, a.reads, pad_id=0).per_read()
+        other = score_answers(model, handle, states_b, a.window_ids, a.reads, pad_id=0).per_read()
         return contrast_loss(own, other, margin=5.0)  # a margin no random adapter meets: the hinge is active
 
     before = gap()
