@@ -12,6 +12,7 @@ import typer
 
 from deltamem_agents.cli.adapter import adapter_app
 from deltamem_agents.cli.bench import bench_app
+from deltamem_agents.cli.data import data_app
 from deltamem_agents.cli.demo import demo
 from deltamem_agents.cli.inspect import inspect_session
 from deltamem_agents.cli.memory import forget, router_app
@@ -23,6 +24,7 @@ from deltamem_agents.cli.train import train
 app = typer.Typer(help="δ-mem agent memory: sessions, benchmarks and adapters.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(adapter_app, name="adapter")
+app.add_typer(data_app, name="data")
 app.command("chat")(chat)
 app.command("ingest")(ingest)
 app.command("ask")(ask)
