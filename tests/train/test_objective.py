@@ -159,3 +159,24 @@ def test_a_step_down_the_contrast_gradient_widens_the_gap_between_own_and_other_
     with torch.no_grad():
         after = float(gap())
     assert after < before
+
+
+@pytest.mark.parametrize("strategy", ["tsw", "msw"])
+def test_state_separation_tells_the_same_conversation_from_different_ones(chat_tokenizer, tiny_chat_model,
+                                                                          small_conversations, strategy):
+    from deltamem_agents.train.diagnostics import state_separation
+
+    model = tiny_chat_model
+    handle = attach_delta_mem(model, DeltaMemConfig(write_strategy=strategy))
+    randomize_memory(handle)
+    first, second = (_episode(chat_tokenizer, c) for c in small_conversations[0][:2])
+    same = state_separation(model, handle, [first, first])
+    different = state_separation(model, handle, [first, second])
+    assert [layer.layer for layer in same.layers] == sorted(handle.layers)
+    assert same.mean_state_difference == 0.0
+    assert different.mean_state_difference > 0.01
+    for layer in different.layers:
+        assert 0 < layer.write_gate_mean <= layer.write_gate_max < 1
+        assert -1 <= layer.key_cosine <= 1
+    with pytest.raises(ValueError, match="at least two"):
+        state_separation(model, handle, [first])
