@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 STATE_FORMAT = "deltamem-state"
 STATE_FORMAT_VERSION = "1"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.data.prompts import probe_prompt
-from deltamem_agents.data.records import Conversation, Probe
+from deltamem_agents.data.records import Conversation
 from deltamem_agents.eval.metrics import answer_recall, check_rule, exact_match, token_f1
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER
 from deltamem_agents.memory.router import MemoryRouter, RouterInput, router_from_spec

@@ -267,7 +267,8 @@ class MemorySession:
         ``tools`` (`ToolSpec`s or OpenAI tool dicts) are described to the model in a system note
         (not written into the state); calls in its answer come back parsed in ``Reply.tool_calls``
         and are kept on the assistant message. ``tool_choice``: ``"any"`` or a tool name."""
-        pieces = list(self.stream(user_text, write=write, tools=tools, tool_choice=tool_choice, **options))
+        for _ in self.stream(user_text, write=write, tools=tools, tool_choice=tool_choice, **options):
+            pass  # streaming to the end records the reply
         assert self.last_reply is not None
         return self.last_reply
 
