@@ -49,6 +49,7 @@ def state_separation(model: nn.Module, handle: DeltaMemHandle, episodes: Sequenc
     layer, how much the states differ between conversations and how the first one was written."""
     if len(episodes) < 2:
         raise ValueError("state separation compares conversations: give at least two episodes")
+
     def written(episode: Episode) -> dict[int, torch.Tensor]:
         return write_history(model, handle, episode.history_ids, episode.history_segments, prefill_chunk=prefill_chunk)
 

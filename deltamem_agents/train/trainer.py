@@ -125,7 +125,7 @@ class Trainer:
         self.backbone_name = config.backbone_name or config.backbone or (DEFAULT_BACKBONE if loaded_default else None)
         torch.manual_seed(config.seed)
         self.handle = attach_delta_mem(self.model, config.delta_mem_config())
-        if config.init_adapter is not None:
+        if config.init_adapter is not None and not list_checkpoints(self.out):  # with checkpoints, --resume loads them
             try:
                 self._load_initial(config.init_adapter)
             except Exception:

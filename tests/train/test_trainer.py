@@ -137,6 +137,27 @@ def test_a_run_can_start_from_an_adapter(tmp_path, chat_tokenizer, tiny_chat_mod
         _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "fourth", init_adapter=tmp_path)
 
 
+
+def test_a_run_started_from_an_adapter_resumes_from_its_checkpoint(tmp_path, chat_tokenizer, tiny_chat_model,
+                                                                   small_conversations):
+    first = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "first", steps=1)
+    first.run(progress=False)
+    first.handle.detach()
+    init = tmp_path / "first" / "adapter"
+    part = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "second", steps=2, init_adapter=init)
+    part.run(progress=False, stop_after=1)
+    checkpoint = {n: p.detach().clone() for n, p in part.handle.named_parameters()}
+    part.handle.detach()
+    for name in list(init.iterdir()):
+        name.unlink()  # the starting adapter is gone: resuming must not need it
+    resumed = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "second", steps=2, init_adapter=init)
+    assert resumed.resume()
+    for name, param in resumed.handle.named_parameters():
+        assert torch.equal(param.detach(), checkpoint[name])
+    assert resumed.run(progress=False).steps == 2
+    resumed.handle.detach()
+
+
 def test_contrast_needs_two_conversations_per_step():
     with pytest.raises(ValueError, match="batch >= 2"):
         TrainConfig(batch=1, contrast_weight=0.5)
