@@ -6,6 +6,7 @@ from deltamem_agents.train.objective import AnswerScores, score_answers, write_h
 from deltamem_agents.train.trainer import TrainingError, TrainReport, Trainer, train_adapter
 
 __all__ = [
+    "AnswerScores",
     "Episode",
     "EpisodeBuilder",
     "ReadExample",
@@ -13,7 +14,6 @@ __all__ = [
     "TrainReport",
     "Trainer",
     "TrainingError",
-    "AnswerScores",
     "score_answers",
     "train_adapter",
     "write_history",
