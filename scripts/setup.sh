@@ -135,6 +135,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# 7. the fused CPU decode step (deltamem_agents/ops/fused.py): compiled once here so the first
+#    generation does not wait for it; where it cannot build, decoding stays eager (a warning).
+log "building the fused CPU decode step (C++, once per machine)"
+"$VPY" -c 'from deltamem_agents.ops.fused import fused_decode_status; print("[setup] decode step:", fused_decode_status())' \
+    || log "warning: the fused decode step could not be checked; decoding falls back to eager PyTorch"
+
 stamp_key > "$STAMP"
 log "torch $("$VPY" -c 'import torch; print(torch.__version__, "| CUDA available:", torch.cuda.is_available())')"
 log "done in $((SECONDS - START))s"

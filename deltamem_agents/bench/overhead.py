@@ -18,6 +18,7 @@ import torch
 
 from deltamem_agents.bench.report import machine_info, write_report
 from deltamem_agents.core.config import DeltaMemConfig
+from deltamem_agents.ops.fused import fused_decode_status
 
 VARIANTS = ("bare", "delta-mem")
 
@@ -152,6 +153,8 @@ def run_overhead_bench(
         "params": {**options, "repeats": repeats, "goals": "decode >= 0.95, prefill >= 0.90, memory <= 1.02 (ratios)"},
         "device": str(device),
         "machine": machine_info(device),
+        # which δ-mem decode step ran: the fused C++ one applies to CPU float32 only
+        "decode_step": fused_decode_status() if device.type == "cpu" and torch_dtype == torch.float32 else "eager",
     }
     write_report("overhead", rows, Path(out_dir), meta)
     return rows

@@ -27,9 +27,12 @@ from torch import Tensor, nn
 
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
 from deltamem_agents.ops import delta_scan
+from deltamem_agents.ops.fused import fused_decode_plan
 from deltamem_agents.ops.recurrent import delta_step_qk
 
 QK_NORM_EPS = 1e-6
+# the fused decode step's codes for `state_update_mode`
+_UPDATE_MODE_CODES = {"standard": 0, "lambda_outside": 1, "no_lambda": 2}
 
 
 @dataclass
@@ -43,6 +46,16 @@ class MemoryInputs:
     erase: Tensor
     write: Tensor
     beta: Tensor  # [B, H, T, r], kept for gate statistics
+
+
+@dataclass
+class MemoryStep:
+    """What one forward through an attention layer needs from its memory."""
+
+    reads: Tensor  # [B, T, D]
+    new_state: Tensor  # [B, H, r, r]
+    inputs: MemoryInputs | None  # the write's inputs, where they were computed
+    corrections: dict[str, Tensor]  # per delta head, [B, T, out]
 
 
 class DeltaMemoryLayer(nn.Module):
@@ -83,6 +96,12 @@ class DeltaMemoryLayer(nn.Module):
         else:
             self.delta_o_norm_weight = None
         self._record_inputs = False  # set by the handle while gate statistics are recorded
+        # the fused decode step covers the plain delta heads (no trainable scale, no o-norm)
+        self._fusable = self.delta_scale_raw is None and self.delta_o_norm_weight is None
+        self._fused_args = (  # the fused step's fixed arguments, built once
+            config.num_state_heads, config.rank, config.gates_per_head, config.normalize_qk, config.couple_lambda,
+            _UPDATE_MODE_CODES[config.state_update_mode], QK_NORM_EPS, config.scaling, tuple(self.out_features.values()),
+        )
         if self.memory_in_proj.device.type != "meta":
             self.reset_parameters(base_weights)
 
@@ -155,6 +174,49 @@ class DeltaMemoryLayer(nn.Module):
         return gate.expand(-1, -1, -1, cfg.rank)
 
     # -- read and write ---------------------------------------------------------------------------
+    def step(
+        self,
+        hidden: Tensor,
+        state: Tensor,
+        *,
+        token_mask: Tensor | None = None,
+        segment_ids: Tensor | None = None,
+        write: bool = True,
+    ) -> MemoryStep:
+        """`read_write` then `corrections`: one attention forward's memory work. A decode step
+        (one token per row, writing) on CPU in float32 runs fused (`deltamem_agents.ops.fused`)."""
+        if (
+            hidden.shape[1] == 1
+            and write
+            and not self._record_inputs
+            and (segment_ids is None or self.config.write_strategy != "ssw")
+        ):
+            fused = self._fused_decode(hidden, state, token_mask)
+            if fused is not None:
+                return fused
+        reads, new_state, inputs = self.read_write(
+            hidden, state, token_mask=token_mask, segment_ids=segment_ids, write=write
+        )
+        return MemoryStep(reads, new_state, inputs, self.corrections(reads))
+
+    def _fused_decode(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
+        """The C++ decode step where it applies (CPU, float32, no autograd), else ``None``."""
+        weight = self.memory_in_proj
+        if (
+            not self._fusable
+            or weight.dtype != torch.float32
+            or weight.is_cuda
+            or (torch.is_grad_enabled() and weight.requires_grad)
+        ):
+            return None
+        plan = fused_decode_plan(self._fused_args)
+        if plan is None:
+            return None
+        out = plan(hidden, weight, self.gate_bias, self.delta_out_proj, state, token_mask)  # None: not CPU float32
+        if out is None:
+            return None
+        return MemoryStep(out[0], out[1], None, dict(zip(self.heads, out[2:])))
+
     def read_write(
         self,
         hidden: Tensor,

@@ -49,6 +49,8 @@ class _ForwardContext:
 
     attention_mask: Tensor | None = None
     active: bool = False
+    #: the per-token mask derived for one (batch, steps): every layer of a forward needs the same
+    token_mask: tuple[tuple[int, int], Tensor | None] | None = None
 
 
 @dataclass
@@ -197,7 +199,19 @@ class DeltaMemHandle:
         self._context = _ForwardContext()
 
     def _token_mask(self, batch: int, steps: int) -> Tensor | None:
-        mask = self._context.attention_mask
+        """``[B, steps]`` bool, True for real tokens, or ``None`` where there is no mask; derived
+        once per forward (all layers see the same tokens) and kept in the forward's context."""
+        context = self._context
+        cached = context.token_mask
+        if cached is not None and cached[0] == (batch, steps):
+            return cached[1]
+        mask = self._derive_token_mask(context.attention_mask, batch, steps)
+        if context.active:
+            context.token_mask = ((batch, steps), mask)
+        return mask
+
+    @staticmethod
+    def _derive_token_mask(mask: Tensor | None, batch: int, steps: int) -> Tensor | None:
         if mask is None:
             return None
         if mask.dim() == 2:
@@ -241,21 +255,21 @@ class DeltaMemHandle:
                     f"({batch} x {steps} tokens)"
                 )
             segment_ids = None
-        reads, new_state, inputs = layer.memory.read_write(
+        step = layer.memory.step(
             hidden,
             state,
             token_mask=self._token_mask(batch, steps),
             segment_ids=segment_ids,
             write=self._settings.write,
         )
-        self._states[index] = new_state
+        self._states[index] = step.new_state
         if self._settings.record_stats:
-            if inputs is not None:
-                layer.last_beta_mean = float(inputs.beta.detach().float().mean())
+            if step.inputs is not None:
+                layer.last_beta_mean = float(step.inputs.beta.detach().float().mean())
             state_norm = float(state.detach().norm(dim=(-2, -1)).pow(2).sum(-1).sqrt().mean())
-            read_norm = float(reads.detach().norm(dim=-1).mean())
+            read_norm = float(step.reads.detach().norm(dim=-1).mean())
             layer.last_read_ratio = read_norm / state_norm if state_norm > 0 else 0.0
-        for head, correction in layer.memory.corrections(reads).items():
+        for head, correction in step.corrections.items():
             layer.wrappers[head].set_pending(correction)
 
     # -- undo ----------------------------------------------------------------------------------------------

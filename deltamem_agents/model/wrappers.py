@@ -7,7 +7,34 @@ pre-hook computes once per forward and hands over through ``pending``.
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+try:  # nn.Module.__call__ consults these too; without them the direct path is never taken
+    from torch.nn.modules import module as _module_globals
+
+    _GLOBAL_HOOKS = tuple(
+        getattr(_module_globals, name)
+        for name in (
+            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
+except (ImportError, AttributeError):  # pragma: no cover - a torch that moved them
+    _GLOBAL_HOOKS = None
+
+
+def _callable_directly(layer: nn.Module) -> bool:
+    """True when calling ``layer`` would run exactly ``F.linear(x, weight, bias)``: a plain
+    ``nn.Linear`` with no hooks (its own or global) and no replaced ``forward`` (accelerate's
+    offloading replaces it)."""
+    return (
+        type(layer) is nn.Linear
+        and _GLOBAL_HOOKS is not None
+        and not any(_GLOBAL_HOOKS)
+        and not (layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks)
+        and "forward" not in layer.__dict__
+    )
 
 
 class DeltaLinear(nn.Module):
@@ -42,18 +69,24 @@ class DeltaLinear(nn.Module):
         return self.base_layer.out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.base_layer(x)
         correction = self.pending
-        self.__dict__["pending"] = None  # consumed: one correction per forward (skips Module.__setattr__)
         if correction is None:
-            return out
+            return self.base_layer(x)
+        self.__dict__["pending"] = None  # consumed: one correction per forward (skips Module.__setattr__)
+        base = self.base_layer
+        # per token and layer, the module call around F.linear is a measurable share of decoding
+        direct = _callable_directly(base)
+        out = F.linear(x, base.weight, base.bias) if direct else base(x)
         if correction.shape != out.shape:
             raise RuntimeError(
                 f"δ-mem correction for {self.head}_proj has shape {tuple(correction.shape)} but the "
                 f"projection output is {tuple(out.shape)}: the attention module called its "
                 "projection on something other than its input hidden states"
             )
-        return out + (correction if correction.dtype == out.dtype else correction.to(out.dtype))
+        if correction.dtype != out.dtype:
+            correction = correction.to(out.dtype)
+        # in place only on F.linear's own fresh output (its backward does not need it)
+        return out.add_(correction) if direct else out + correction
 
     def extra_repr(self) -> str:
         return f"head={self.head!r}"

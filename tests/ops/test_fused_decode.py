@@ -1,0 +1,206 @@
+"""The fused CPU decode step equals the eager one it replaces, and is used where it applies."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from deltamem_agents import DeltaMemConfig, attach_delta_mem
+from deltamem_agents.core.memory import DeltaMemoryLayer
+from deltamem_agents.ops import fused
+from tests.tiny_models import tiny_model
+
+HIDDEN = 43  # not a multiple of 8: the kernel's vectorised dot product has a tail
+OUT = {"q": 48, "k": 16, "v": 16, "o": 43}
+
+CONFIGS = {
+    "tsw": {},
+    "msw": {"write_strategy": "msw"},
+    "scalar-gates": {"rankwise_gates": False},
+    "uncoupled": {"couple_lambda": False},
+    "lambda-outside": {"couple_lambda": False, "state_update_mode": "lambda_outside"},
+    "no-lambda": {"state_update_mode": "no_lambda"},
+    "no-qk-norm": {"normalize_qk": False},
+    "q-o-heads-rank-5": {"delta_heads": ("q", "o"), "rank": 5},
+}
+
+
+@pytest.fixture(autouse=True)
+def _fused_on(monkeypatch):
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "require")  # a missing build fails these tests
+
+
+def _layer(**overrides) -> DeltaMemoryLayer:
+    torch.manual_seed(0)
+    layer = DeltaMemoryLayer(DeltaMemConfig(**overrides), HIDDEN, OUT)
+    with torch.no_grad():  # non-zero gates and delta heads, so every term shows in the outputs
+        layer.memory_in_proj[3 * layer.read_dim :].normal_(0, 0.5)
+        layer.gate_bias.normal_(0, 1.0)
+        layer.delta_out_proj.normal_(0, 0.2)
+    return layer
+
+
+def _eager(layer, hidden, state, mask):
+    reads, new_state, _ = layer._decode_step(hidden, state, mask)
+    return reads, new_state, layer.corrections(reads)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_step_equals_the_eager_step(name):
+    layer = _layer(**CONFIGS[name])
+    batch = 3
+    hidden = torch.randn(batch, 1, HIDDEN)
+    state = torch.randn(batch, layer.config.num_state_heads, layer.config.rank, layer.config.rank)
+    mask = torch.tensor([[True], [False], [True]])
+    with torch.no_grad():
+        step = layer.step(hidden, state, token_mask=mask)
+        reads, new_state, corrections = _eager(layer, hidden, state, mask)
+    assert step.inputs is None
+    torch.testing.assert_close(step.reads, reads, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(step.new_state, new_state, atol=1e-5, rtol=1e-5)
+    assert list(step.corrections) == list(corrections)
+    for head in corrections:
+        torch.testing.assert_close(step.corrections[head], corrections[head], atol=1e-5, rtol=1e-5)
+    # the padded row reads nothing and keeps its state exactly
+    assert torch.all(step.reads[1] == 0) and torch.equal(step.new_state[1], state[1])
+
+
+def test_decoding_token_by_token_follows_the_scan():
+    """Many fused steps in a row equal the chunked scan over the same tokens (state and reads)."""
+    layer = _layer(write_strategy="msw")
+    hidden = torch.randn(2, 37, HIDDEN)
+    state = layer.new_state(2)
+    with torch.no_grad():
+        scan_reads, scan_state, _ = layer.read_write(hidden, state)
+        reads = []
+        for t in range(hidden.shape[1]):
+            step = layer.step(hidden[:, t : t + 1], state)
+            reads.append(step.reads)
+            state = step.new_state
+    torch.testing.assert_close(torch.cat(reads, dim=1), scan_reads, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state, scan_state, atol=1e-5, rtol=1e-5)
+
+
+def test_the_fused_step_is_the_one_taken(monkeypatch):
+    layer = _layer()
+    hidden, state = torch.randn(1, 1, HIDDEN), layer.new_state(1)
+
+    def eager_called(*args, **kwargs):
+        raise AssertionError("the eager decode step ran")
+
+    monkeypatch.setattr(layer, "_decode_step", eager_called)
+    with torch.inference_mode():
+        layer.step(hidden, state)
+    with torch.no_grad():
+        layer.step(hidden, state)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["float64", "autograd", "trainable-scale", "switched-off"],
+)
+def test_eager_where_the_fused_step_does_not_apply(case, monkeypatch):
+    overrides = {"trainable_delta_scale": True} if case == "trainable-scale" else {}
+    layer = _layer(**overrides)
+    hidden, state = torch.randn(2, 1, HIDDEN), torch.randn(2, 1, layer.config.rank, layer.config.rank)
+    if case == "float64":
+        layer = layer.double()
+        hidden, state = hidden.double(), state.double()
+    if case == "switched-off":
+        monkeypatch.setenv(fused.FUSED_DECODE_ENV, "off")
+    calls = []
+    original = layer._decode_step
+    monkeypatch.setattr(layer, "_decode_step", lambda *a, **k: calls.append(1) or original(*a, **k))
+    if case == "autograd":
+        step = layer.step(hidden, state)
+        step.corrections["q"].sum().backward()
+        for weight in (layer.delta_out_proj, layer.memory_in_proj):  # reads and corrections both
+            assert weight.grad is not None and weight.grad.abs().sum() > 0
+    else:
+        with torch.no_grad():
+            layer.step(hidden, state)
+    assert calls == [1]
+
+
+def test_generation_is_the_same_with_and_without_the_fused_step(monkeypatch):
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    for layer in handle.layers.values():
+        with torch.no_grad():
+            layer.memory.delta_out_proj.normal_(0, 0.05)
+            layer.memory.memory_in_proj[3 * layer.memory.read_dim :].normal_(0, 0.5)
+    prompt = torch.tensor([[5, 9, 17, 33, 41, 7, 8], [0, 0, 12, 13, 14, 15, 16]])
+    mask = (prompt != 0).long()
+
+    def run():
+        handle.reset_state()
+        with torch.no_grad():
+            out = model.generate(
+                prompt, attention_mask=mask, max_new_tokens=12, do_sample=False, output_logits=True,
+                return_dict_in_generate=True, pad_token_id=0,
+            )
+        return out.sequences, torch.stack(out.logits), handle.get_state()
+
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "require")
+    fused_tokens, fused_logits, fused_state = run()
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "off")
+    eager_tokens, eager_logits, eager_state = run()
+    assert torch.equal(fused_tokens, eager_tokens)
+    torch.testing.assert_close(fused_logits, eager_logits, atol=1e-4, rtol=1e-4)
+    for index in fused_state.layers:
+        torch.testing.assert_close(fused_state.layers[index], eager_state.layers[index], atol=1e-5, rtol=1e-5)
+
+
+def test_a_bad_mode_is_named(monkeypatch):
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "sometimes")
+    with pytest.raises(ValueError, match="DELTAMEM_FUSED_DECODE='sometimes'.*auto, off, require"):
+        fused.fused_decode_mode()
+
+
+@pytest.fixture
+def failing_build(monkeypatch):
+    """A build that fails as a machine without a compiler does (module state restored after)."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(fused, "_module", None)
+    monkeypatch.setattr(fused, "_failure", None)
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+
+
+def test_auto_falls_back_to_eager_with_one_warning(failing_build, monkeypatch, caplog):
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "auto")
+    layer = _layer()
+    hidden, state = torch.randn(1, 1, HIDDEN), layer.new_state(1)
+    with caplog.at_level(logging.WARNING, logger=fused.__name__), torch.no_grad():
+        first = layer.step(hidden, state)
+        second = layer.step(hidden, state)
+        reads, _, _ = _eager(layer, hidden, state, None)
+    assert torch.equal(first.reads, reads) and torch.equal(second.reads, reads)
+    warnings = [r for r in caplog.records if "did not build" in r.getMessage()]
+    assert len(warnings) == 1 and "command not found" in warnings[0].getMessage()
+    assert fused.fused_decode_status().startswith("eager (the fused step did not build")
+
+
+def test_require_makes_a_failed_build_an_error(failing_build, monkeypatch):
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "require")
+    with pytest.raises(RuntimeError, match="DELTAMEM_FUSED_DECODE=require.*command not found"):
+        fused.load_fused_decode()
+
+
+def test_kernel_refuses_inputs_that_do_not_match_its_configuration():
+    layer = _layer()
+    plan = fused.fused_decode_plan(layer._fused_args)
+    state = layer.new_state(1)
+    with pytest.raises(RuntimeError, match="memory projection has shape"):
+        plan(torch.randn(1, 1, HIDDEN + 1), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
+             layer.delta_out_proj.detach(), state, None)
+    with pytest.raises(RuntimeError, match="state has shape"):
+        plan(torch.randn(1, 1, HIDDEN), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
+             layer.delta_out_proj.detach(), layer.new_state(2), None)
+    assert plan(torch.randn(1, 1, HIDDEN).double(), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
+                layer.delta_out_proj.detach(), state, None) is None
