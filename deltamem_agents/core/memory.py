@@ -202,20 +202,23 @@ class DeltaMemoryLayer(nn.Module):
     def _fused_decode(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
         """The C++ decode step where it applies (CPU, float32, no autograd), else ``None``."""
         weight = self.memory_in_proj
-        if (
-            not self._fusable
-            or weight.dtype != torch.float32
-            or weight.is_cuda
-            or (torch.is_grad_enabled() and weight.requires_grad)
-        ):
+        if weight.dtype != torch.float32 or weight.is_cuda or (torch.is_grad_enabled() and weight.requires_grad):
             return None
-        plan = fused_decode_plan(self._fused_args)
+        plan = self.fused_plan()
         if plan is None:
             return None
-        out = plan(hidden, weight, self.gate_bias, self.delta_out_proj, state, token_mask)  # None: not CPU float32
-        if out is None:
+        out = plan(weight, self.gate_bias, self.delta_out_proj, hidden, state, token_mask)
+        if out is None:  # not all CPU float32
             return None
         return MemoryStep(out[0], out[1], None, dict(zip(self.heads, out[2:])))
+
+    def fused_plan(self) -> Callable[..., tuple | None] | None:
+        """The fused step compiled for this layer's configuration, or ``None`` where it does not
+        cover it (trainable delta scale, o-norm) or is switched off or not built. Called as
+        ``plan(memory_in_proj, gate_bias, delta_out_proj, hidden, state, token_mask)``, it returns
+        ``(reads, new_state, *corrections in head order)``, or ``None`` where the tensors are not
+        all CPU float32. It records no autograd graph: that check is the caller's."""
+        return fused_decode_plan(self._fused_args) if self._fusable else None
 
     def read_write(
         self,

@@ -12,6 +12,7 @@ attention forward itself is never copied, so any architecture in
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.compat import activation_checkpointing
 from deltamem_agents.model.targets import MatchedAttention, find_attention_modules
 from deltamem_agents.model.wrappers import DeltaLinear
+from deltamem_agents.ops.fused import fused_decode_mode
 
 MEMORY_ATTR = "delta_memory"
 
@@ -51,6 +53,9 @@ class _ForwardContext:
     active: bool = False
     #: the per-token mask derived for one (batch, steps): every layer of a forward needs the same
     token_mask: tuple[tuple[int, int], Tensor | None] | None = None
+    #: for a decode forward, per layer: see `DeltaMemHandle._decode_calls` (looked up at the
+    #: forward's first layer)
+    decode_calls: dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]] | None = None
 
 
 @dataclass
@@ -71,6 +76,7 @@ class DeltaMemHandle:
         self._states: dict[int, Tensor | None] = dict.fromkeys(layers)
         self._settings = _Settings()
         self._context = _ForwardContext()
+        self._decode_cache: tuple[str, dict] | None = None  # see _decode_calls
         self._hooks: list[RemovableHandle] = []
         self._requires_grad_before: dict[str, bool] = {}
         self._attached = True
@@ -226,10 +232,56 @@ class DeltaMemHandle:
             return diagonal if diagonal.dtype == torch.bool else diagonal == 0
         raise ValueError(f"unsupported attention_mask shape {tuple(mask.shape)} for δ-mem")
 
+    def _decode_calls(self) -> dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
+        """Per layer, what `_before_attention`'s fast path needs for one decode forward: the
+        fused step, the memory's parameter dict (read at call time, so always the current
+        weights) and the wrappers' ``__dict__`` in head order. Empty where the general path must
+        run: autograd on, writes off, SSW segment ids given, statistics recorded, weights not
+        CPU float32, fused step off; a layer is missing where its configuration is not covered.
+        Kept between forwards while the fused-step mode is unchanged."""
+        settings = self._settings
+        if torch.is_grad_enabled() or not settings.write or settings.segment_ids is not None or settings.record_stats:
+            return {}
+        mode = fused_decode_mode()
+        first = next(iter(self.layers.values())).memory.memory_in_proj
+        if mode == "off" or first.dtype != torch.float32 or first.is_cuda:
+            return {}
+        cached = self._decode_cache
+        if cached is None or cached[0] != mode:
+            calls = {}
+            for index, layer in self.layers.items():
+                plan = layer.memory.fused_plan()
+                if plan is not None:
+                    slots = [layer.wrappers[head].__dict__ for head in layer.memory.heads]
+                    calls[index] = (plan, layer.memory._parameters, slots)
+            self._decode_cache = cached = (mode, calls)
+        return cached[1]
+
     def _before_attention(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         if not isinstance(hidden, Tensor) or hidden.dim() != 3:
             raise RuntimeError(f"δ-mem expected [batch, seq, hidden] attention input in layer {index}")
+        context = self._context
+        if hidden.shape[1] == 1 and context.active:
+            # Decoding's fast path, written out here: it runs per layer per generated token,
+            # right after the backbone's weights have flushed the CPU caches, so every Python
+            # call it avoids counts. One call into the fused step; its corrections go straight
+            # into the wrappers. Anything unusual falls through to the general path below.
+            calls = context.decode_calls
+            if calls is None:
+                calls = context.decode_calls = self._decode_calls()
+            entry = calls.get(index)
+            state = self._states[index]
+            if entry is not None and state is not None and state.shape[0] == hidden.shape[0]:
+                plan, params, slots = entry
+                masks = context.token_mask
+                mask = masks[1] if masks is not None and masks[0] == (hidden.shape[0], 1) else self._token_mask(hidden.shape[0], 1)
+                out = plan(params["memory_in_proj"], params["gate_bias"], params["delta_out_proj"], hidden, state, mask)
+                if out is not None:  # None: the tensors are not all CPU float32 after all
+                    self._states[index] = out[1]
+                    for slot, correction in zip(slots, out[2:]):
+                        slot["pending"] = correction
+                    return
         layer = self.layers[index]
         if torch.is_grad_enabled() and activation_checkpointing(self.model):
             # Recomputation in backward would re-run this hook against the state after the
@@ -371,13 +423,7 @@ def attach_delta_mem(model: nn.Module, config: DeltaMemConfig | None = None) -> 
     for index, layer in layers.items():
         attention = layer.matched.module
         handle._hooks.append(
-            attention.register_forward_pre_hook(_bind(handle._before_attention, index), with_kwargs=True)
+            # partial, not a closure: a C-level call, once per layer per token
+            attention.register_forward_pre_hook(functools.partial(handle._before_attention, index), with_kwargs=True)
         )
     return handle
-
-
-def _bind(method: Any, index: int) -> Any:
-    def hook(*args: Any) -> Any:
-        return method(index, *args)
-
-    return hook

@@ -11,30 +11,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 try:  # nn.Module.__call__ consults these too; without them the direct path is never taken
-    from torch.nn.modules import module as _module_globals
-
-    _GLOBAL_HOOKS = tuple(
-        getattr(_module_globals, name)
-        for name in (
-            "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
+    from torch.nn.modules.module import (
+        _global_backward_hooks,
+        _global_backward_pre_hooks,
+        _global_forward_hooks,
+        _global_forward_pre_hooks,
     )
-except (ImportError, AttributeError):  # pragma: no cover - a torch that moved them
-    _GLOBAL_HOOKS = None
 
-
-def _callable_directly(layer: nn.Module) -> bool:
-    """True when calling ``layer`` would run exactly ``F.linear(x, weight, bias)``: a plain
-    ``nn.Linear`` with no hooks (its own or global) and no replaced ``forward`` (accelerate's
-    offloading replaces it)."""
-    return (
-        type(layer) is nn.Linear
-        and _GLOBAL_HOOKS is not None
-        and not any(_GLOBAL_HOOKS)
-        and not (layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks)
-        and "forward" not in layer.__dict__
-    )
+    _CAN_CALL_DIRECTLY = True
+except ImportError:  # pragma: no cover - a torch that moved them
+    _global_backward_hooks = _global_backward_pre_hooks = _global_forward_hooks = _global_forward_pre_hooks = {}
+    _CAN_CALL_DIRECTLY = False
 
 
 class DeltaLinear(nn.Module):
@@ -70,12 +57,23 @@ class DeltaLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         correction = self.pending
+        base = self._modules["base_layer"]  # not self.base_layer: Module.__getattr__ is a Python call
         if correction is None:
-            return self.base_layer(x)
+            return base(x)
         self.__dict__["pending"] = None  # consumed: one correction per forward (skips Module.__setattr__)
-        base = self.base_layer
-        # per token and layer, the module call around F.linear is a measurable share of decoding
-        direct = _callable_directly(base)
+        # Call F.linear directly where calling the layer would do exactly that: a plain nn.Linear
+        # with no hooks of its own or global and no replaced forward (accelerate's offloading
+        # replaces it). This runs four times per layer per generated token, so the checks are
+        # written out here rather than in a helper function.
+        direct = (
+            type(base) is nn.Linear
+            and _CAN_CALL_DIRECTLY
+            and not (
+                base._forward_hooks or base._forward_pre_hooks or base._backward_hooks or base._backward_pre_hooks
+                or _global_forward_hooks or _global_forward_pre_hooks or _global_backward_hooks
+                or _global_backward_pre_hooks or "forward" in base.__dict__
+            )
+        )
         out = F.linear(x, base.weight, base.bias) if direct else base(x)
         if correction.shape != out.shape:
             raise RuntimeError(

@@ -31,14 +31,20 @@ _SOURCE = Path(__file__).with_name("csrc") / "decode_step.cpp"
 _lock = threading.Lock()
 _module: ModuleType | None = None
 _failure: str | None = None
+_parsed_modes: dict[str | None, str] = {}
 _plans: dict[tuple, Any] = {}  # one compiled-step object per layer configuration
 
 
 def fused_decode_mode() -> str:
-    """The mode ``$DELTAMEM_FUSED_DECODE`` asks for (read on every call: tests flip it)."""
-    mode = os.environ.get(FUSED_DECODE_ENV, "auto").strip().lower() or "auto"
-    if mode not in _MODES:
-        raise ValueError(f"{FUSED_DECODE_ENV}={mode!r} is not one of {', '.join(_MODES)}")
+    """The mode ``$DELTAMEM_FUSED_DECODE`` asks for (read on every call, so it can be changed
+    at run time; the parsed value is memoised per raw string, as decoding asks per layer)."""
+    raw = os.environ.get(FUSED_DECODE_ENV)
+    mode = _parsed_modes.get(raw)
+    if mode is None:
+        mode = (raw or "").strip().lower() or "auto"
+        if mode not in _MODES:
+            raise ValueError(f"{FUSED_DECODE_ENV}={mode!r} is not one of {', '.join(_MODES)}")
+        _parsed_modes[raw] = mode
     return mode
 
 
@@ -58,7 +64,7 @@ def fused_decode_plan(config: tuple) -> Any | None:
     """The fused step for one layer configuration ``(heads, rank, gates_per_head, normalize_qk,
     couple_lambda, update_mode_code, eps, scaling, split_sizes)``, or ``None`` (use eager).
 
-    Calling it with ``(hidden, memory_in_proj, gate_bias, delta_out_proj, state, token_mask)``
+    Calling it with ``(memory_in_proj, gate_bias, delta_out_proj, hidden, state, token_mask)``
     returns ``(reads, new_state, *corrections)``, or ``None`` where the tensors are not all CPU
     float32. Plans live here, not on the layer: they are not picklable, layers must stay so.
     """

@@ -260,3 +260,28 @@ def test_read_ratio_tells_an_empty_memory_from_a_full_one():
     assert 0.0 < ratio <= 1.0 + 1e-6
     assert all(layer.last_beta_mean is not None for layer in handle.layers.values())
 
+
+
+def test_hooks_on_a_wrapped_projection_still_run():
+    """The wrapper calls F.linear itself only where the projection has no hooks; with one (its
+    own or a global one), the projection module is called and the hook sees the base output."""
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    base = handle.layers[0].wrappers["q"].base_layer
+    ids = torch.tensor([[5, 9, 17]])
+    seen: list[str] = []
+    own = base.register_forward_hook(lambda module, args, output: seen.append("own"))
+    with torch.no_grad():
+        model(ids)
+    own.remove()
+    everywhere = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.append("global") if module is base else None
+    )
+    try:
+        with torch.no_grad():
+            model(ids)
+    finally:
+        everywhere.remove()
+    with torch.no_grad():
+        model(ids)
+    assert seen == ["own", "global"]

@@ -194,13 +194,60 @@ def test_require_makes_a_failed_build_an_error(failing_build, monkeypatch):
 
 def test_kernel_refuses_inputs_that_do_not_match_its_configuration():
     layer = _layer()
-    plan = fused.fused_decode_plan(layer._fused_args)
+    plan = layer.fused_plan()
+    weights = (layer.memory_in_proj, layer.gate_bias, layer.delta_out_proj)
+
+    def call(hidden, state, mask):
+        return plan(*weights, hidden, state, mask)
+
     state = layer.new_state(1)
-    with pytest.raises(RuntimeError, match="memory projection has shape"):
-        plan(torch.randn(1, 1, HIDDEN + 1), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
-             layer.delta_out_proj.detach(), state, None)
-    with pytest.raises(RuntimeError, match="state has shape"):
-        plan(torch.randn(1, 1, HIDDEN), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
-             layer.delta_out_proj.detach(), layer.new_state(2), None)
-    assert plan(torch.randn(1, 1, HIDDEN).double(), layer.memory_in_proj.detach(), layer.gate_bias.detach(),
-                layer.delta_out_proj.detach(), state, None) is None
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="memory projection has shape"):
+            call(torch.randn(1, 1, HIDDEN + 1), state, None)
+        with pytest.raises(RuntimeError, match="state has shape"):
+            call(torch.randn(1, 1, HIDDEN), layer.new_state(2), None)
+        with pytest.raises(RuntimeError, match="mask has 2 entries for 1 rows"):
+            call(torch.randn(1, 1, HIDDEN), state, torch.ones(2, dtype=torch.bool))
+        assert call(torch.randn(1, 1, HIDDEN).double(), state, None) is None
+
+
+def test_a_decode_forward_takes_the_fast_path_and_only_then(monkeypatch):
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    ids = torch.tensor([[5, 9, 17, 33]])
+    steps = []
+    original = DeltaMemoryLayer.step
+    monkeypatch.setattr(DeltaMemoryLayer, "step", lambda self, *a, **k: steps.append(a[0].shape[1]) or original(self, *a, **k))
+    with torch.no_grad():
+        out = model(ids, use_cache=True)  # prefill: the general path, once per layer
+        assert steps == [4, 4]
+        model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert steps == [4, 4]  # decoding: the fused fast path, no general step
+        with handle.recording_stats():  # statistics need the general path
+            model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert steps == [4, 4, 1, 1]
+        with handle.writing(False):
+            model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert steps == [4, 4, 1, 1, 1, 1]
+    model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)  # autograd on
+    assert steps == [4, 4, 1, 1, 1, 1, 1, 1]
+
+
+def test_zero_initialised_heads_leave_decoding_bit_identical():
+    """What the prefill test checks, for the decode steps that take the fused path."""
+    model = tiny_model("llama")
+    prompt = torch.tensor([[5, 9, 17, 33, 41]])
+
+    def greedy_logits():
+        with torch.no_grad():
+            out = model.generate(
+                prompt, max_new_tokens=8, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                pad_token_id=0,
+            )
+        return torch.stack(out.logits)
+
+    bare = greedy_logits()
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    attached = greedy_logits()
+    assert torch.equal(bare, attached)
+    assert handle.get_state().norms()[0] > 0
