@@ -202,7 +202,7 @@ class DeltaMemoryLayer(nn.Module):
     def _fused_decode(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
         """The C++ decode step where it applies (CPU, float32, no autograd), else ``None``."""
         weight = self.memory_in_proj
-        if weight.dtype != torch.float32 or weight.is_cuda or (torch.is_grad_enabled() and weight.requires_grad):
+        if weight.dtype != torch.float32 or weight.device.type != "cpu" or (torch.is_grad_enabled() and weight.requires_grad):
             return None
         plan = self.fused_plan()
         if plan is None:

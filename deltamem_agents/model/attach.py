@@ -244,7 +244,7 @@ class DeltaMemHandle:
             return {}
         mode = fused_decode_mode()
         first = next(iter(self.layers.values())).memory.memory_in_proj
-        if mode == "off" or first.dtype != torch.float32 or first.is_cuda:
+        if mode == "off" or first.dtype != torch.float32 or first.device.type != "cpu":
             return {}
         cached = self._decode_cache
         if cached is None or cached[0] != mode:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["FUSED_DECODE_ENV", "fused_decode_mode", "load_fused_decode", "fused_decode_status", "fused_decode_plan"]
+__all__ = ["FUSED_DECODE_ENV", "fused_decode_mode", "fused_decode_plan", "fused_decode_status", "load_fused_decode"]
 
 logger = logging.getLogger(__name__)
 

@@ -162,7 +162,7 @@ def test_a_bad_mode_is_named(monkeypatch):
 @pytest.fixture
 def failing_build(monkeypatch):
     """A build that fails as a machine without a compiler does (module state restored after)."""
-    import torch.utils.cpp_extension as cpp_extension
+    from torch.utils import cpp_extension
 
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension: c++: command not found")
