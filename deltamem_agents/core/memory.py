@@ -202,7 +202,7 @@ class DeltaMemoryLayer(nn.Module):
     def _fused_decode(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
         """The C++ decode step where it applies (CPU, float32, no autograd), else ``None``."""
         weight = self.memory_in_proj
-        if weight.dtype != torch.float32 or weight.device.type != "cpu" or (torch.is_grad_enabled() and weight.requires_grad):
+        if torch.is_grad_enabled() and weight.requires_grad:
             return None
         plan = self.fused_plan()
         if plan is None:
@@ -214,11 +214,15 @@ class DeltaMemoryLayer(nn.Module):
 
     def fused_plan(self) -> Callable[..., tuple | None] | None:
         """The fused step compiled for this layer's configuration, or ``None`` where it does not
-        cover it (trainable delta scale, o-norm) or is switched off or not built. Called as
+        cover it (trainable delta scale, o-norm), the weights are not CPU float32, or it is
+        switched off or not built. Called as
         ``plan(memory_in_proj, gate_bias, delta_out_proj, hidden, state, token_mask)``, it returns
         ``(reads, new_state, *corrections in head order)``, or ``None`` where the tensors are not
         all CPU float32. It records no autograd graph: that check is the caller's."""
-        return fused_decode_plan(self._fused_args) if self._fusable else None
+        weight = self.memory_in_proj
+        if not self._fusable or weight.dtype != torch.float32 or weight.device.type != "cpu":
+            return None
+        return fused_decode_plan(self._fused_args)
 
     def read_write(
         self,

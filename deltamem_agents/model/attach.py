@@ -242,10 +242,10 @@ class DeltaMemHandle:
         settings = self._settings
         if torch.is_grad_enabled() or not settings.write or settings.segment_ids is not None or settings.record_stats:
             return {}
-        mode = fused_decode_mode()
-        first = next(iter(self.layers.values())).memory.memory_in_proj
-        if mode == "off" or first.dtype != torch.float32 or first.device.type != "cpu":
+        # the fused step applies to this forward at all (on, built, CPU float32 weights)?
+        if next(iter(self.layers.values())).memory.fused_plan() is None:
             return {}
+        mode = fused_decode_mode()
         cached = self._decode_cache
         if cached is None or cached[0] != mode:
             calls = {}
@@ -274,8 +274,7 @@ class DeltaMemHandle:
             state = self._states[index]
             if entry is not None and state is not None and state.shape[0] == hidden.shape[0]:
                 plan, params, slots = entry
-                masks = context.token_mask
-                mask = masks[1] if masks is not None and masks[0] == (hidden.shape[0], 1) else self._token_mask(hidden.shape[0], 1)
+                mask = self._token_mask(hidden.shape[0], 1)
                 out = plan(params["memory_in_proj"], params["gate_bias"], params["delta_out_proj"], hidden, state, mask)
                 if out is not None:  # None: the tensors are not all CPU float32 after all
                     self._states[index] = out[1]

@@ -2,7 +2,7 @@
 
 Decoding calls δ-mem once per layer for every generated token, and in eager PyTorch that
 costs ~30 operator dispatches on vectors of rank-many numbers: on a CPU, more time than the
-arithmetic by far. The C++ step does the same math with two BLAS calls and one loop. It is
+arithmetic by far. The C++ step does the same math in one loop per batch row. It is
 compiled with the machine's C++ compiler the first time it is needed (torch's JIT extension
 builder, cached under ``$TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``).
 
