@@ -3,11 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from deltamem_agents.cli._common import console, print_rows, user_errors
+
+if TYPE_CHECKING:
+    from deltamem_agents.data.records import Conversation
+
+
+def choose_conversations(*, locomo: Path | None, data: Path | None, split: str, conversations: int,
+                         data_seed: int) -> tuple[list[Conversation], str, str]:
+    """The conversations to evaluate, how the report names them, and its default file name.
+
+    A `--data` folder lets an adapter trained on `deltamem data generate` output with other generator
+    settings be judged on the test split made with those same settings."""
+    from deltamem_agents.data import make_split, read_jsonl
+    from deltamem_agents.data.locomo import load_locomo
+
+    if locomo is not None and data is not None:
+        raise typer.BadParameter("give --locomo or --data, not both")
+    if split not in ("train", "dev", "test"):
+        raise typer.BadParameter(f"--split must be train, dev or test, not {split!r}")
+    if locomo is not None:
+        return load_locomo(locomo)[:conversations], f"LoCoMo file {locomo.name}", "locomo"
+    if data is not None:
+        file = data / f"{split}.jsonl"
+        if not file.is_file():
+            raise typer.BadParameter(f"{file} does not exist; make it with `deltamem data generate --out {data}`")
+        chosen = read_jsonl(file)[:conversations]
+        if not chosen:
+            raise typer.BadParameter(f"{file} holds no conversations")
+        return chosen, f"generated {split} split from {data.name}/", f"{data.name}-{split}"
+    generated = make_split(split, conversations, seed=data_seed)  # type: ignore[arg-type]
+    return generated, f"generated {split} split (seed {data_seed})", f"synthetic-{split}"
 
 
 @user_errors
@@ -15,6 +45,7 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="folder for <name>.json, <name>.md and <name>.png")] = Path("docs/eval"),
     name: Annotated[str | None, typer.Option(help="report file name (default: synthetic-<split> or locomo)")] = None,
     locomo: Annotated[Path | None, typer.Option(help="a LoCoMo-format JSON file (default: generated conversations)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="folder from `deltamem data generate` (default: generate the split here)")] = None,
     split: Annotated[str, typer.Option(help="generated split: train, dev or test")] = "test",
     conversations: Annotated[int, typer.Option(help="conversations to evaluate")] = 30,
     max_probes: Annotated[int | None, typer.Option(help="at most this many probes per conversation")] = None,
@@ -38,8 +69,6 @@ def evaluate(
     import torch
 
     from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
-    from deltamem_agents.data import make_split
-    from deltamem_agents.data.locomo import load_locomo
     from deltamem_agents.eval.conditions import CONDITIONS, LABELS, EvalConfig
     from deltamem_agents.eval.perplexity import perplexity_check
     from deltamem_agents.eval.report import write_report
@@ -56,18 +85,14 @@ def evaluate(
     if unknown:
         raise typer.BadParameter(f"unknown conditions {unknown}; choose from {', '.join(LABELS)}")
     config = EvalConfig(conditions=chosen or CONDITIONS, window_tokens=window, rag_k=rag_k, router=router, router_k=router_k)  # type: ignore[arg-type]
-    if locomo is not None:
-        data = load_locomo(locomo)[:conversations]
-        dataset, default_name = f"LoCoMo file {locomo.name}", "locomo"
-    else:
-        data = make_split(split, conversations, seed=data_seed)  # type: ignore[arg-type]
-        dataset, default_name = f"generated {split} split (seed {data_seed})", f"synthetic-{split}"
+    chosen_data, dataset, default_name = choose_conversations(locomo=locomo, data=data, split=split,
+                                                             conversations=conversations, data_seed=data_seed)
     model, tokenizer = load_backbone(backbone, device=device)
     backbone_name = backbone or DEFAULT_BACKBONE
     path = find_shipped_adapter(backbone_name) if adapter == "auto" else None if adapter == "none" else Path(adapter)
     handle = load_adapter(model, path) if path is not None else attach_delta_mem(model)
     ppl = perplexity_check(model, tokenizer, handle, passages=ppl_passages, tokens=ppl_tokens) if perplexity else None
-    report = run_eval(model, tokenizer, handle, data, dataset=dataset, backbone=backbone_name,
+    report = run_eval(model, tokenizer, handle, chosen_data, dataset=dataset, backbone=backbone_name,
                       adapter=str(path) if path else None, config=config, max_probes=max_probes, perplexity=ppl,
                       hardware=hardware(next(model.parameters()).device), progress=progress)
     files = write_report(report, out, name or default_name)

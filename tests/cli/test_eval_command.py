@@ -1,0 +1,52 @@
+"""`deltamem eval`: which conversations it judges, and one-line refusals before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from deltamem_agents.cli import app
+from deltamem_agents.cli.eval import choose_conversations
+from deltamem_agents.data import make_split, read_jsonl
+
+runner = CliRunner()
+
+
+def test_a_generated_folder_is_evaluated_on_its_own_split(tmp_path):
+    folder = tmp_path / "news-only"
+    made = runner.invoke(app, ["data", "generate", "--out", str(folder), "--train", "1", "--dev", "1", "--test", "3",
+                               "--filler", "0", "--tail", "1", "--passing-share", "0", "--seed", "7"])
+    assert made.exit_code == 0, made.output
+    chosen, dataset, name = choose_conversations(locomo=None, data=folder, split="test", conversations=2, data_seed=0)
+    assert [c.id for c in chosen] == [c.id for c in read_jsonl(folder / "test.jsonl")[:2]]
+    assert dataset == "generated test split from news-only/" and name == "news-only-test"
+    # the folder's settings are kept: its conversations are not the default generator's
+    default = make_split("test", 2, seed=0)
+    assert [c.turns for c in chosen] != [c.turns for c in default]
+
+
+def test_without_a_folder_the_split_is_generated_here():
+    chosen, dataset, name = choose_conversations(locomo=None, data=None, split="dev", conversations=2, data_seed=3)
+    assert [c.turns for c in chosen] == [c.turns for c in make_split("dev", 2, seed=3)]
+    assert dataset == "generated dev split (seed 3)" and name == "synthetic-dev"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{tmp}/missing"], "test.jsonl does not exist"),
+        (["--data", "{tmp}", "--locomo", "{tmp}/x.json"], "--locomo or --data, not both"),
+        (["--split", "validation"], "--split must be train, dev or test"),
+    ],
+)
+def test_bad_data_choices_are_one_clear_line(tmp_path, args, message):
+    result = runner.invoke(app, ["eval", "--no-perplexity", *(a.format(tmp=tmp_path) for a in args)],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_empty_split_file_is_refused(tmp_path):
+    (tmp_path / "test.jsonl").write_text("")
+    with pytest.raises(typer.BadParameter, match="holds no conversations"):
+        choose_conversations(locomo=None, data=tmp_path, split="test", conversations=5, data_seed=0)
