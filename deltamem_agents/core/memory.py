@@ -239,7 +239,7 @@ class DeltaMemoryLayer(nn.Module):
         (False = padding: reads zero, no write); ``segment_ids`` ``[B, T]`` (SSW only; -1 = not
         part of any segment). Returns ``(reads [B, T, D], new_state, write_inputs)``.
         """
-        batch, steps, _ = hidden.shape
+        steps = hidden.shape[1]
         use_segments = write and self.config.write_strategy == "ssw" and segment_ids is not None
         if not write or use_segments:
             inputs = self.memory_inputs(hidden)

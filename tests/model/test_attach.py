@@ -223,7 +223,7 @@ def test_bfloat16_backbone_runs_and_stays_close_to_float32(arch):
 def test_only_memory_parameters_receive_gradients_and_state_carries_the_graph():
     """The training objective writes history, then supervises with it out of the context."""
     model = tiny_model("llama")
-    handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))
+    _handle = attach_delta_mem(model, DeltaMemConfig(delta_init="base_slice"))  # kept for the whole test
     history, question = _ids(batch=2, steps=12), _ids(batch=2, steps=6, seed=4)
     model(history)  # written into the state; its KV cache is not kept
     loss = model(question, labels=question).loss
