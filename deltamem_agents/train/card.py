@@ -3,6 +3,8 @@ that no number in it is typed by hand."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,29 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str, notes: str = "", command: str | None = None) -> str:
-    """Markdown: data, steps, seed, wall time, hardware, metrics, and the commands that reproduce it."""
+def _data_line(train: TrainReport) -> str:
+    """Where the training conversations came from: generated in the run, or a `deltamem data generate` folder
+    (whose manifest says with which generator settings, when it is still there)."""
+    c = train.config
+    if c.data_dir is None:
+        return (f"- data: {c.train_conversations} generated multi-session conversations (`deltamem_agents.data`, split `train`, "
+                f"data seed {c.data_seed}; facts told in passing, preferences, instructions, a task that changes; 6-7 probes each "
+                f"asked after the history left a {c.window_tokens}-token window)")
+    line = f"- data: the `train.jsonl` of the `deltamem data generate` folder `{c.data_dir.name}`"
+    manifest = c.data_dir / "manifest.json"
+    if manifest.is_file():
+        made = json.loads(manifest.read_text())
+        generator = made.get("generator", {})
+        line += (f" ({made.get('sizes', {}).get('train', '?')} conversations, data seed {made.get('seed')}; small talk per session "
+                 f"{generator.get('filler_per_session')}, closing exchanges {generator.get('tail_exchanges')}, share of facts told in "
+                 f"passing {generator.get('passing_share')})")
+    return line + f"; 6-7 probes each asked after the history left a {c.window_tokens}-token window"
+
+
+def model_card(train: TrainReport, evaluations: Any | Sequence[Any] | None = None, *, title: str, notes: str = "",
+               command: str | None = None) -> str:
+    """Markdown: data, steps, seed, wall time, hardware, metrics (one section per evaluation), and the commands
+    that reproduce it."""
     c = train.config
     hw = train.hardware
     dev = train.dev
@@ -27,10 +50,7 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
         "",
         "## Training",
         "",
-        f"- data: {c.train_conversations} generated multi-session conversations (`deltamem_agents.data`, split `train`, "
-        f"data seed {c.data_seed}; facts told in passing, preferences, instructions, a task that changes; 6-7 probes each "
-        f"asked after the history left a {c.window_tokens}-token window); {c.snippet_share:.0%} of the probes with "
-        "retrieved notes in context as the hybrid places them",
+        _data_line(train) + f"; {c.snippet_share:.0%} of the probes with retrieved notes in context as the hybrid places them",
         f"- objective: history written into the state (512 tokens per forward), answers supervised with only the last "
         f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)"
         + (f"; contrastive term weight {c.contrast_weight}, margin {c.contrast_margin} nats (probes without notes: the answer "
@@ -50,9 +70,14 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
             f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}"
             + (f" (vs {d.other_state:.3f})" if d.other_state is not None else "") for d in dev))
     lines += ["", "Reproduce:", "", "```bash", command or train.command, "```"]
-    if evaluation is not None:
+    if evaluations is None:
+        evaluations = []
+    elif not isinstance(evaluations, Sequence):
+        evaluations = [evaluations]
+    for number, evaluation in enumerate(evaluations):
         summaries = {s.condition: s for s in evaluation.summaries}
-        lines += ["", "## Evaluation", "", f"{evaluation.dataset}: {evaluation.conversations} conversations, "
+        heading = "## Evaluation" if len(evaluations) == 1 else f"## Evaluation {number + 1}: {evaluation.dataset}"
+        lines += ["", heading, "", f"{evaluation.dataset}: {evaluation.conversations} conversations, "
                   f"{evaluation.probes} probes (`{evaluation.command}`). Scores in %.", "",
                   "| condition | F1 | F1 pref+instr+task | F1 fact | rules followed | prompt tokens | latency ms |",
                   "|---|---|---|---|---|---|---|"]
@@ -70,12 +95,16 @@ def model_card(train: TrainReport, evaluation: Any | None = None, *, title: str,
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(train_report: str | Path, eval_report: str | Path | None, path: str | Path, *, title: str,
-                     notes: str = "", command: str | None = None) -> Path:
+def write_model_card(train_report: str | Path, eval_reports: str | Path | Sequence[str | Path] | None, path: str | Path, *,
+                     title: str, notes: str = "", command: str | None = None) -> Path:
     from deltamem_agents.eval.report import EvalReport
 
     train = TrainReport.model_validate_json(Path(train_report).read_text())
-    evaluation = EvalReport.model_validate_json(Path(eval_report).read_text()) if eval_report else None
+    if eval_reports is None:
+        eval_reports = []
+    elif isinstance(eval_reports, (str, Path)):
+        eval_reports = [eval_reports]
+    evaluations = [EvalReport.model_validate_json(Path(r).read_text()) for r in eval_reports]
     path = Path(path)
-    path.write_text(model_card(train, evaluation, title=title, notes=notes, command=command))
+    path.write_text(model_card(train, evaluations, title=title, notes=notes, command=command))
     return path

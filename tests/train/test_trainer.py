@@ -90,6 +90,32 @@ def test_the_model_card_is_written_from_the_reports(tmp_path, chat_tokenizer, ti
     assert text.startswith("# Tiny") and "steps: 1 of 1" in text and "Reproduce:" in text and "## Notes" in text
 
 
+def test_the_model_card_names_a_data_folder_and_every_evaluation(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    """An adapter trained on `deltamem data generate` output and judged on two test splits says so."""
+    from deltamem_agents.data import SplitSizes, write_splits
+    from deltamem_agents.eval import EvalConfig, run_eval, write_report
+    from deltamem_agents.train.card import write_model_card
+    from tests.train.conftest import SMALL
+
+    data = tmp_path / "news"
+    write_splits(data, sizes=SplitSizes(train=2, dev=1, test=1), seed=3, config=SMALL)
+    trainer = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, steps=1, data_dir=data)
+    trainer.run(progress=False)
+    reports = []
+    for name, conversations in (("default", small_conversations[1]), ("news", small_conversations[1])):
+        result = run_eval(tiny_chat_model, chat_tokenizer, trainer.handle, conversations, dataset=f"{name} split",
+                          backbone="tiny", adapter=None, progress=False, max_probes=1,
+                          config=EvalConfig(conditions=("recent_window", "state"), window_tokens=16, max_new_tokens=2,
+                                                            request_max_new_tokens=2))
+        reports.append(next(f for f in write_report(result, tmp_path / "eval", name) if f.suffix == ".json"))
+    text = write_model_card(tmp_path / "run" / "train_report.json", reports, tmp_path / "CARD.md", title="Tiny",
+                            command="deltamem data generate ...\ndeltamem train ...").read_text()
+    assert "the `train.jsonl` of the `deltamem data generate` folder `news` (2 conversations, data seed 3;" in text
+    assert "closing exchanges 2" in text
+    assert "## Evaluation 1: default split" in text and "## Evaluation 2: news split" in text
+    assert text.count("| 5. δ-mem state |") == 2 and "deltamem data generate ...\ndeltamem train ..." in text
+
+
 def _step_rows(out):
     return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if r["kind"] == "step"]
 
