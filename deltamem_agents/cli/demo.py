@@ -178,9 +178,10 @@ def demo(
         how = (
             f"Process 2 read the δ-mem state written by process 1 and re-read the recent conversation ({restored} "
             "tokens) restored from the saved log into its attention context. The fact is still inside that "
-            "context here, so this demo cannot tell which of the two carried it. The adapter shipped for the "
-            "embedded backbone is an early one: in its evaluation its state did not yet carry facts beyond the "
-            "context window (see its MODEL_CARD.md and docs/evaluation.md)."
+            "context here, so this demo cannot tell which of the two carried it. In its evaluation the adapter "
+            "shipped for the embedded backbone carries the user's instructions and the task's state beyond the "
+            "context window, but mostly not facts and preferences such as this one: those come from retrieval "
+            "(`--hybrid`); see its MODEL_CARD.md and docs/evaluation.md."
         )
         console.print(Panel(how, title="honest note", title_align="left", border_style="yellow"))
     console.print(
