@@ -8,16 +8,21 @@ from typer.testing import CliRunner
 
 from deltamem_agents.cli import app
 from deltamem_agents.cli.eval import choose_conversations
-from deltamem_agents.data import make_split, read_jsonl
+from deltamem_agents.data import (
+    GeneratorConfig,
+    SplitSizes,
+    make_split,
+    read_jsonl,
+    write_splits,
+)
 
 runner = CliRunner()
 
 
 def test_a_generated_folder_is_evaluated_on_its_own_split(tmp_path):
     folder = tmp_path / "news-only"
-    made = runner.invoke(app, ["data", "generate", "--out", str(folder), "--train", "1", "--dev", "1", "--test", "3",
-                               "--filler", "0", "--tail", "1", "--passing-share", "0", "--seed", "7"])
-    assert made.exit_code == 0, made.output
+    news_only = GeneratorConfig(filler_per_session=(0, 0), tail_exchanges=1, passing_share=0.0)
+    write_splits(folder, seed=7, sizes=SplitSizes(train=1, dev=1, test=3), config=news_only)
     chosen, dataset, name = choose_conversations(locomo=None, data=folder, split="test", conversations=2, data_seed=0)
     assert [c.id for c in chosen] == [c.id for c in read_jsonl(folder / "test.jsonl")[:2]]
     assert dataset == "generated test split from news-only/" and name == "news-only-test"
