@@ -19,13 +19,13 @@ def choose_conversations(*, locomo: Path | None, data: Path | None, split: str, 
 
     A `--data` folder lets an adapter trained on `deltamem data generate` output with other generator
     settings be judged on the test split made with those same settings."""
-    from deltamem_agents.data import make_split, read_jsonl
+    from deltamem_agents.data import SPLITS, make_split, read_jsonl
     from deltamem_agents.data.locomo import load_locomo
 
     if locomo is not None and data is not None:
         raise typer.BadParameter("give --locomo or --data, not both")
-    if split not in ("train", "dev", "test"):
-        raise typer.BadParameter(f"--split must be train, dev or test, not {split!r}")
+    if split not in SPLITS:
+        raise typer.BadParameter(f"--split must be {', '.join(SPLITS[:-1])} or {SPLITS[-1]}, not {split!r}")
     if locomo is not None:
         return load_locomo(locomo)[:conversations], f"LoCoMo file {locomo.name}", "locomo"
     if data is not None:
