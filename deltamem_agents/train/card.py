@@ -3,7 +3,6 @@ that no number in it is typed by hand."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,25 @@ def _pct(value: float | None) -> str:
 def _data_line(train: TrainReport) -> str:
     """Where the training conversations came from: generated in the run, or a `deltamem data generate` folder
     (whose manifest says with which generator settings, when it is still there)."""
+    from deltamem_agents.data import SplitManifest
+
     c = train.config
     if c.data_dir is None:
-        return (f"- data: {c.train_conversations} generated multi-session conversations (`deltamem_agents.data`, split `train`, "
-                f"data seed {c.data_seed}; facts told in passing, preferences, instructions, a task that changes; 6-7 probes each "
-                f"asked after the history left a {c.window_tokens}-token window)")
-    line = f"- data: the `train.jsonl` of the `deltamem data generate` folder `{c.data_dir.name}`"
-    manifest = c.data_dir / "manifest.json"
-    if manifest.is_file():
-        made = json.loads(manifest.read_text())
-        generator = made.get("generator", {})
-        line += (f" ({made.get('sizes', {}).get('train', '?')} conversations, data seed {made.get('seed')}; small talk per session "
-                 f"{generator.get('filler_per_session')}, closing exchanges {generator.get('tail_exchanges')}, share of facts told in "
-                 f"passing {generator.get('passing_share')})")
-    return line + f"; 6-7 probes each asked after the history left a {c.window_tokens}-token window"
+        source = (f"{c.train_conversations} generated multi-session conversations (`deltamem_agents.data`, split `train`, "
+                  f"data seed {c.data_seed}; facts told in passing, preferences, instructions, a task that changes)")
+    else:
+        source = f"the `train.jsonl` of the `deltamem data generate` folder `{c.data_dir.name}`"
+        manifest = c.data_dir / "manifest.json"
+        if manifest.is_file():
+            made = SplitManifest.model_validate_json(manifest.read_text())
+            low, high = made.generator.filler_per_session
+            source += (f" ({made.sizes.train} conversations, data seed {made.seed}; small talk per session {low}-{high}, "
+                       f"closing exchanges {made.generator.tail_exchanges}, share of facts told in passing "
+                       f"{made.generator.passing_share})")
+    return f"- data: {source}; 6-7 probes each asked after the history left a {c.window_tokens}-token window"
 
 
-def model_card(train: TrainReport, evaluations: Any | Sequence[Any] | None = None, *, title: str, notes: str = "",
+def model_card(train: TrainReport, evaluations: Sequence[Any] = (), *, title: str, notes: str = "",
                command: str | None = None) -> str:
     """Markdown: data, steps, seed, wall time, hardware, metrics (one section per evaluation), and the commands
     that reproduce it."""
@@ -70,10 +71,6 @@ def model_card(train: TrainReport, evaluations: Any | Sequence[Any] | None = Non
             f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}"
             + (f" (vs {d.other_state:.3f})" if d.other_state is not None else "") for d in dev))
     lines += ["", "Reproduce:", "", "```bash", command or train.command, "```"]
-    if evaluations is None:
-        evaluations = []
-    elif not isinstance(evaluations, Sequence):
-        evaluations = [evaluations]
     for number, evaluation in enumerate(evaluations):
         summaries = {s.condition: s for s in evaluation.summaries}
         heading = "## Evaluation" if len(evaluations) == 1 else f"## Evaluation {number + 1}: {evaluation.dataset}"
