@@ -29,6 +29,8 @@ def train(
     snippet_share: Annotated[float, typer.Option(help="share of probes trained with retrieved notes in context")] = 0.25,
     contrast_weight: Annotated[float, typer.Option(help="weight of the contrastive term (own state must beat another conversation's); 0: off")] = 0.0,
     contrast_margin: Annotated[float, typer.Option(help="nats the other-state answer loss must exceed the own-state loss by")] = 1.0,
+    preserve_weight: Annotated[float, typer.Option(help="weight of the preservation term (KL to the bare backbone on generic prose, adapter writing); 0: off")] = 0.0,
+    preserve_tokens: Annotated[int, typer.Option(help="tokens of generic prose per step for the preservation term")] = 384,
     init_adapter: Annotated[Path | None, typer.Option(help="start from this adapter's weights (same δ-mem options)")] = None,
     data: Annotated[Path | None, typer.Option(help="folder with train.jsonl and dev.jsonl (default: generate)")] = None,
     train_conversations: Annotated[int, typer.Option(help="generated training conversations")] = 4000,
@@ -57,6 +59,7 @@ def train(
         train_conversations=train_conversations, dev_conversations=dev_conversations, data_seed=data_seed,
         window_tokens=window, max_history_tokens=max_history, max_read_tokens=max_read, snippet_share=snippet_share,
         history_grad=history_grad, contrast_weight=contrast_weight, contrast_margin=contrast_margin,
+        preserve_weight=preserve_weight, preserve_tokens=preserve_tokens,
         init_adapter=init_adapter, steps=steps, batch=batch, learning_rate=learning_rate, seed=seed,  # type: ignore[arg-type]
         device=device, dtype=dtype, threads=threads, save_every=save_every, eval_every=eval_every,
     )

@@ -4,33 +4,24 @@ The text is read the way an application reads it: the state starts empty and eve
 written as it passes, so later tokens read a state written by the earlier ones. That is compared
 with the bare backbone on the same tokens (an empty state that is never written reads zero,
 which is exactly the bare backbone). The held-out text is the prose of Python's own reference
-documentation (``pydoc_data.topics``, shipped with every CPython), which no adapter trains on.
+documentation (``pydoc_data.topics``, shipped with every CPython), which no adapter trains on
+(the trainer's preservation term reads the standard library's module docstrings instead).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from deltamem_agents.data.generic_text import python_reference_passages
+
 
 def generic_passages(count: int = 12, min_chars: int = 1500) -> list[str]:
-    """Prose paragraphs (no code, no tables) of the Python reference, joined into passages."""
-    from pydoc_data.topics import topics
-
-    passages: list[str] = []
-    for key in sorted(topics):
-        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", topics[key])]
-        prose = [p for p in paragraphs if len(p) > 200 and not re.search(r"[{}<>=]|^\s|\.\.\.|>>>|::", p)]
-        text = " ".join(prose)
-        if len(text) >= min_chars:
-            passages.append(text)
-        if len(passages) >= count:
-            break
-    return passages
+    """Prose passages of the Python reference (no code, no tables): the check's held-out text."""
+    return python_reference_passages(count, min_chars)
 
 
 @torch.no_grad()

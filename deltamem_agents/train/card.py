@@ -56,7 +56,10 @@ def model_card(train: TrainReport, evaluations: Sequence[Any] = (), *, title: st
         f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)"
         + (f"; contrastive term weight {c.contrast_weight}, margin {c.contrast_margin} nats (probes without notes: the answer "
            "loss with another conversation's state must exceed the loss with the conversation's own state)"
-           if c.contrast_weight > 0 else ""),
+           if c.contrast_weight > 0 else "")
+        + (f"; preservation term weight {c.preserve_weight} (KL from the bare backbone to the adapter writing from an "
+           f"empty state, {c.preserve_tokens}-token chunks of the standard library's module docstrings)"
+           if c.preserve_weight > 0 else ""),
         f"- steps: {train.steps} of {c.steps} planned, batch {c.batch} conversations, AdamW peak lr {c.learning_rate}, "
         f"warm-up {c.warmup_share:.0%}, cosine; seed {c.seed}",
         *([f"- initialised from the adapter `{c.init_adapter}` (see the notes for how it was trained)"] if c.init_adapter else []),

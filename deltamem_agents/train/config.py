@@ -57,6 +57,12 @@ class TrainConfig(BaseModel):
         "by contrast_margin; 0 turns it off. It stops the adapter from scoring by answer format alone",
     )
     contrast_margin: float = Field(1.0, gt=0.0, description="nats the other-state loss must exceed the own-state loss by")
+    preserve_weight: float = Field(
+        0.0, ge=0.0, description="weight of the preservation term: KL from the bare backbone to the backbone with the "
+        "adapter writing from an empty state, on generic prose (the standard library's module docstrings, never the "
+        "perplexity check's text); 0 turns it off. It keeps the adapter from hurting text that is not a conversation",
+    )
+    preserve_tokens: int = Field(384, ge=16, description="tokens of generic prose per preservation chunk (one per step)")
     init_adapter: Path | None = Field(
         None, description="start from this adapter's weights (same δ-mem configuration) instead of a fresh initialisation"
     )

@@ -201,3 +201,34 @@ def contrast_loss(own: Tensor, other: Tensor, margin: float) -> Tensor:
     state (it learnt the answer format, not the conversation) pays the full margin; the only way
     to lower it without raising the own-state loss is to answer from what the state holds."""
     return F.relu(margin - (other - own)).mean()
+
+
+def token_chunks(tokenizer: object, texts: Sequence[str], tokens: int) -> list[list[int]]:
+    """``texts`` tokenized end to end (each followed by the end-of-text token, where there is one)
+    and cut into chunks of exactly ``tokens`` (the ragged tail is dropped)."""
+    end = getattr(tokenizer, "eos_token_id", None)
+    stream: list[int] = []
+    for text in texts:
+        stream += tokenizer(text, add_special_tokens=False).input_ids  # type: ignore[operator]
+        if end is not None:
+            stream.append(end)
+    return [stream[i : i + tokens] for i in range(0, len(stream) - tokens + 1, tokens)]
+
+
+def preservation_loss(model: nn.Module, handle: DeltaMemHandle, ids: Sequence[int]) -> Tensor:
+    """KL(bare backbone || backbone with the adapter writing from an empty state), per token, on
+    generic text. This is what the empty-memory perplexity check measures the result of: text
+    that is not a conversation is still written into the state and read back, and the answer
+    objective alone never asks those reads to leave the backbone's predictions alone."""
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([list(ids)], device=device)
+    handle.reset_state()
+    try:
+        with torch.no_grad(), handle.writing(False):
+            bare = F.log_softmax(model(input_ids=input_ids, use_cache=False).logits[0].float(), dim=-1)
+        handle.reset_state()
+        with handle.writing(True):
+            adapted = F.log_softmax(model(input_ids=input_ids, use_cache=False).logits[0].float(), dim=-1)
+    finally:
+        handle.reset_state()
+    return F.kl_div(adapted, bare, log_target=True, reduction="batchmean")

@@ -26,7 +26,8 @@ from deltamem_agents.data.splits import make_split
 from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
-from deltamem_agents.train.objective import contrast_loss, score_answers, write_history
+from deltamem_agents.data.generic_text import stdlib_docstring_text
+from deltamem_agents.train.objective import contrast_loss, preservation_loss, score_answers, token_chunks, write_history
 from deltamem_agents.train.plot import plot_loss, smooth
 
 LOG_FILE = "log.jsonl"
@@ -121,6 +122,12 @@ class Trainer:
         elif tokenizer is None:
             raise TrainingError("a model given to the trainer needs its tokenizer too")
         self.model, self.tokenizer = model, tokenizer
+        self.generic_chunks: list[list[int]] = []  # generic prose for the preservation term
+        if config.preserve_weight > 0:
+            self.generic_chunks = token_chunks(tokenizer, stdlib_docstring_text(), config.preserve_tokens)
+            if not self.generic_chunks:
+                raise TrainingError(f"the standard library's docstrings give no chunk of {config.preserve_tokens} tokens "
+                                    "for the preservation term; lower --preserve-tokens")
         self.model.eval()  # no dropout: the backbone is frozen and the objective deterministic
         self.backbone_name = config.backbone_name or config.backbone or (DEFAULT_BACKBONE if loaded_default else None)
         torch.manual_seed(config.seed)
@@ -172,9 +179,10 @@ class Trainer:
         rng = random.Random(f"{self.config.seed}:{step}:{conversation.id}")
         return self.builder.build(conversation, snippet_share=self.config.snippet_share, rng=rng)
 
-    def train_step(self, step: int) -> tuple[float, int, float | None]:
-        """One optimiser step; returns (mean answer loss, tokens, mean other-minus-own state gap
-        on probes without notes, or None without the contrastive term)."""
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimiser step; returns its log fields: ``loss`` (mean answer loss), ``tokens``,
+        with the contrastive term ``state_gap`` (mean other-minus-own answer loss on probes
+        without notes), with the preservation term ``preserve_kl`` (nats per token)."""
         picks = batch_order(len(self.train_data), step, self.config.batch, self.config.seed)
         episodes = [e for e in (self.episode(self.train_data[i], step) for i in picks) if e.reads]
         for group in self.optimizer.param_groups:
@@ -211,9 +219,19 @@ class Trainer:
                 total += float(answer.detach()) / len(episodes)
                 tokens += episode.tokens
             objective.backward()
+        row: dict[str, float] = {"loss": total, "tokens": tokens}
+        if gaps:
+            row["state_gap"] = sum(gaps) / len(gaps)
+        if self.generic_chunks:  # its own backward: the generic text's graph is freed before the step
+            chunk = self.generic_chunks[batch_order(len(self.generic_chunks), step, 1, self.config.seed)[0]]
+            kl = preservation_loss(self.model, self.handle, chunk)
+            (self.config.preserve_weight * kl).backward()
+            row["preserve_kl"] = float(kl.detach())
+            tokens += len(chunk)
+            row["tokens"] = tokens
         torch.nn.utils.clip_grad_norm_(list(self.handle.parameters()), self.config.grad_clip)
         self.optimizer.step()
-        return total, tokens, (sum(gaps) / len(gaps) if gaps else None)
+        return row
 
     @torch.no_grad()
     def dev_loss(self) -> DevLoss | None:
@@ -295,13 +313,12 @@ class Trainer:
             last = self.config.steps if stop_after is None else min(stop_after, self.config.steps)
             while self.step < last:
                 started = time.perf_counter()
-                loss, tokens, gap = self.train_step(self.step)
+                fields = self.train_step(self.step)
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
+                loss, tokens = fields["loss"], int(fields["tokens"])
                 self.tokens += tokens
-                row = {"step": self.step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "tokens": tokens, "seconds": seconds}
-                if gap is not None:
-                    row["state_gap"] = gap
+                row = {"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, **fields, "tokens": tokens}
                 self.history.append(row)
                 self._log(dict(row, kind="step"))
                 self.step += 1

@@ -4,7 +4,7 @@ from transformers import DynamicCache
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.train.episodes import EpisodeBuilder, ReadExample
-from deltamem_agents.train.objective import contrast_loss, score_answers, write_history
+from deltamem_agents.train.objective import contrast_loss, preservation_loss, score_answers, token_chunks, write_history
 from tests.tiny_models import randomize_memory
 
 
@@ -180,3 +180,56 @@ def test_state_separation_tells_the_same_conversation_from_different_ones(chat_t
         assert -1 <= layer.key_cosine <= 1
     with pytest.raises(ValueError, match="at least two"):
         state_separation(model, handle, [first])
+
+
+def _generic_chunk(tokenizer, tokens=48):
+    text = "The library reads files, keeps a cache of what it has read and writes reports for the user. " * 8
+    return token_chunks(tokenizer, [text], tokens)[0]
+
+
+def test_token_chunks_are_exact_and_follow_the_text(chat_tokenizer):
+    texts = ["one two three four five six seven eight nine ten", "eleven twelve thirteen fourteen"]
+    stream = chat_tokenizer(texts[0], add_special_tokens=False).input_ids + [chat_tokenizer.eos_token_id]
+    stream += chat_tokenizer(texts[1], add_special_tokens=False).input_ids + [chat_tokenizer.eos_token_id]
+    chunks = token_chunks(chat_tokenizer, texts, 4)
+    assert all(len(c) == 4 for c in chunks) and len(chunks) == len(stream) // 4
+    assert [t for c in chunks for t in c] == stream[: 4 * len(chunks)]
+    assert token_chunks(chat_tokenizer, texts, 10_000) == []
+
+
+def test_preservation_is_zero_when_nothing_is_written(chat_tokenizer, tiny_chat_model):
+    """Shut write gates leave the state empty, and an empty state reads zero: the bare backbone."""
+    handle = attach_delta_mem(tiny_chat_model, DeltaMemConfig(delta_init="base_slice"))
+    randomize_memory(handle)
+    chunk = _generic_chunk(chat_tokenizer)
+    with torch.no_grad():
+        assert float(preservation_loss(tiny_chat_model, handle, chunk)) > 1e-4
+    d = handle.config.read_dim
+    with torch.no_grad():
+        for layer in handle.layers.values():
+            memory = layer.memory
+            memory.memory_in_proj[3 * d :].zero_()
+            memory.gate_bias.fill_(-200.0)  # beta = sigmoid(-200): no write (lambda rows unused in no_lambda)
+        assert float(preservation_loss(tiny_chat_model, handle, chunk)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_step_down_the_preservation_gradient_brings_the_adapter_closer_to_the_backbone(chat_tokenizer, tiny_chat_model):
+    handle = attach_delta_mem(tiny_chat_model, DeltaMemConfig(delta_init="base_slice"))
+    randomize_memory(handle)
+    params = list(handle.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    chunk = _generic_chunk(chat_tokenizer)
+    loss = preservation_loss(tiny_chat_model, handle, chunk)
+    loss.backward()
+    before = float(loss.detach())
+    d = handle.config.read_dim
+    for layer in handle.layers.values():
+        assert layer.memory.memory_in_proj.grad[3 * d :].abs().sum() > 0  # the write gates learn to write less
+    assert all(p.grad is None for p in tiny_chat_model.parameters() if all(p is not q for q in params))
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p -= 1e-2 * p.grad / (p.grad.norm() + 1e-12)
+        after = preservation_loss(tiny_chat_model, handle, chunk)
+    assert float(after) < before

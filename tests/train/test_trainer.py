@@ -138,6 +138,28 @@ def test_the_contrastive_term_changes_the_update_and_is_logged(tmp_path, chat_to
     assert report.dev[0].other_state is None  # one dev conversation: no other state to read
 
 
+def test_the_preservation_term_changes_the_update_and_is_logged(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    plain = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "plain", steps=1)
+    plain.run(progress=False)
+    plain.handle.detach()
+    kept = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "kept", steps=1,
+                    preserve_weight=2.0, preserve_tokens=64)
+    assert kept.generic_chunks and all(len(c) == 64 for c in kept.generic_chunks)
+    kept.run(progress=False)
+    kept.handle.detach()
+    plain_row, kept_row = _step_rows(tmp_path / "plain")[0], _step_rows(tmp_path / "kept")[0]
+    assert "preserve_kl" not in plain_row and kept_row["preserve_kl"] >= 0.0
+    assert kept_row["loss"] == pytest.approx(plain_row["loss"], rel=1e-5)
+    assert kept_row["tokens"] == plain_row["tokens"] + 64  # the generic chunk is counted
+    a, b = _weights(tmp_path / "plain" / "adapter"), _weights(tmp_path / "kept" / "adapter")
+    assert any(not torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_preservation_chunk_longer_than_the_text_is_refused(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
+    with pytest.raises(TrainingError, match="lower --preserve-tokens"):
+        _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, preserve_weight=1.0, preserve_tokens=10**7)
+
+
 def test_dev_loss_reports_the_other_conversation_control(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
     train, _ = small_conversations
     trainer = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, (train, train[:2]), steps=1)
