@@ -35,22 +35,12 @@ def _data_line(train: TrainReport) -> str:
     return f"- data: {source}; 6-7 probes each asked after the history left a {c.window_tokens}-token window"
 
 
-def model_card(train: TrainReport, evaluations: Sequence[Any] = (), *, title: str, notes: str = "",
-               command: str | None = None) -> str:
-    """Markdown: data, steps, seed, wall time, hardware, metrics (one section per evaluation), and the commands
-    that reproduce it."""
+def _stage_lines(train: TrainReport, previous: int | None) -> list[str]:
+    """One training run: data, objective, schedule, cost, hardware, losses. ``previous`` is the
+    number of the stage it started from, if it did."""
     c = train.config
     hw = train.hardware
-    dev = train.dev
     lines = [
-        f"# {title}",
-        "",
-        f"A δ-mem adapter ({c.write_strategy.upper()}, rank {c.rank}, heads {'/'.join(c.delta_heads)}, "
-        f"{'all layers' if c.layers is None else f'layers {list(c.layers)}'}, update mode `{c.state_update_mode}`) "
-        f"for the frozen backbone `{train.config.backbone or 'smollm2-135m-instruct'}`: {train.parameters:,} parameters.",
-        "",
-        "## Training",
-        "",
         _data_line(train) + f"; {c.snippet_share:.0%} of the probes with retrieved notes in context as the hybrid places them",
         f"- objective: history written into the state (512 tokens per forward), answers supervised with only the last "
         f"{c.window_tokens} history tokens in context; gradient through the state (`--history-grad {c.history_grad}`)"
@@ -62,17 +52,52 @@ def model_card(train: TrainReport, evaluations: Sequence[Any] = (), *, title: st
            if c.preserve_weight > 0 else ""),
         f"- steps: {train.steps} of {c.steps} planned, batch {c.batch} conversations, AdamW peak lr {c.learning_rate}, "
         f"warm-up {c.warmup_share:.0%}, cosine; seed {c.seed}",
-        *([f"- initialised from the adapter `{c.init_adapter}` (see the notes for how it was trained)"] if c.init_adapter else []),
+    ]
+    if c.init_adapter is not None:
+        origin = f"the adapter of stage {previous}" if previous else "the adapter"
+        lines.append(f"- initialised from {origin} (`{c.init_adapter.name}`), fresh optimiser and schedule")
+    lines += [
         f"- tokens processed: {train.tokens:,}; wall time of the training steps {train.wall_time_s / 60:.1f} min "
         f"(dev checks and loading excluded); {train.tokens_per_s:.0f} tokens/s",
         f"- hardware: {hw.get('platform')}, {hw.get('cpu_count')} CPUs ({hw.get('threads')} torch threads), "
         f"torch {hw.get('torch')}, device {hw.get('device')}",
         f"- final training loss (mean of the last 50 steps): {train.final_loss:.3f}",
     ]
-    if dev:
+    if train.dev:
         lines.append("- dev answer loss, with the state vs an empty state (vs another dev conversation's state): " + "; ".join(
             f"step {d.step}: {d.with_state:.3f} vs {d.without_state:.3f}"
-            + (f" (vs {d.other_state:.3f})" if d.other_state is not None else "") for d in dev))
+            + (f" (vs {d.other_state:.3f})" if d.other_state is not None else "") for d in train.dev))
+    return lines
+
+
+def model_card(stages: TrainReport | Sequence[TrainReport], evaluations: Sequence[Any] = (), *, title: str,
+               notes: str = "", command: str | None = None) -> str:
+    """Markdown: data, steps, seed, wall time, hardware, metrics (one section per evaluation), and the commands
+    that reproduce it. ``stages``: the training run, or the runs in order when each started from the
+    previous one's adapter (``--init-adapter``); the adapter is the last one's."""
+    stages = [stages] if isinstance(stages, TrainReport) else list(stages)
+    if not stages:
+        raise ValueError("a model card needs at least one training report")
+    train = stages[-1]
+    c = train.config
+    lines = [
+        f"# {title}",
+        "",
+        f"A δ-mem adapter ({c.write_strategy.upper()}, rank {c.rank}, heads {'/'.join(c.delta_heads)}, "
+        f"{'all layers' if c.layers is None else f'layers {list(c.layers)}'}, update mode `{c.state_update_mode}`) "
+        f"for the frozen backbone `{train.config.backbone or 'smollm2-135m-instruct'}`: {train.parameters:,} parameters.",
+        "",
+        "## Training",
+        "",
+    ]
+    if len(stages) == 1:
+        lines += _stage_lines(train, None)
+    else:
+        total = sum(s.wall_time_s for s in stages) / 60
+        lines.append(f"{len(stages)} stages, each starting from the previous one's adapter; "
+                     f"{sum(s.steps for s in stages)} steps and {total:.1f} min of training steps in all.")
+        for number, stage in enumerate(stages, start=1):
+            lines += ["", f"### Stage {number}", "", *_stage_lines(stage, number - 1 if number > 1 else None)]
     lines += ["", "Reproduce:", "", "```bash", command or train.command, "```"]
     for number, evaluation in enumerate(evaluations):
         summaries = {s.condition: s for s in evaluation.summaries}
@@ -95,16 +120,20 @@ def model_card(train: TrainReport, evaluations: Sequence[Any] = (), *, title: st
     return "\n".join(lines) + "\n"
 
 
-def write_model_card(train_report: str | Path, eval_reports: str | Path | Sequence[str | Path] | None, path: str | Path, *,
-                     title: str, notes: str = "", command: str | None = None) -> Path:
+def write_model_card(train_reports: str | Path | Sequence[str | Path], eval_reports: str | Path | Sequence[str | Path] | None,
+                     path: str | Path, *, title: str, notes: str = "", command: str | None = None) -> Path:
+    """Write the card (atomically: a shipped card is never left half written) from report files."""
+    from deltamem_agents.core.state import atomic_write_bytes
     from deltamem_agents.eval.report import EvalReport
 
-    train = TrainReport.model_validate_json(Path(train_report).read_text())
+    if isinstance(train_reports, (str, Path)):
+        train_reports = [train_reports]
+    stages = [TrainReport.model_validate_json(Path(r).read_text()) for r in train_reports]
     if eval_reports is None:
         eval_reports = []
     elif isinstance(eval_reports, (str, Path)):
         eval_reports = [eval_reports]
     evaluations = [EvalReport.model_validate_json(Path(r).read_text()) for r in eval_reports]
     path = Path(path)
-    path.write_text(model_card(train, evaluations, title=title, notes=notes, command=command))
+    atomic_write_bytes(path, model_card(stages, evaluations, title=title, notes=notes, command=command).encode())
     return path

@@ -90,6 +90,28 @@ def test_the_model_card_is_written_from_the_reports(tmp_path, chat_tokenizer, ti
     assert text.startswith("# Tiny") and "steps: 1 of 1" in text and "Reproduce:" in text and "## Notes" in text
 
 
+def test_the_model_card_describes_every_stage_of_a_chained_adapter(tmp_path, chat_tokenizer, tiny_chat_model,
+                                                                  small_conversations):
+    from deltamem_agents.train.card import write_model_card
+
+    first = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "first", steps=2)
+    first.run(progress=False)
+    first.handle.detach()
+    second = _trainer(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations, "second", steps=1,
+                      init_adapter=tmp_path / "first" / "adapter", preserve_weight=1.0, preserve_tokens=64)
+    second.run(progress=False)
+    reports = [tmp_path / name / "train_report.json" for name in ("first", "second")]
+    text = write_model_card(reports, None, tmp_path / "CARD.md", title="Tiny").read_text()
+    assert "2 stages, each starting from the previous one's adapter; 3 steps" in text
+    one, two = text.split("### Stage 1")[1].split("### Stage 2")
+    assert "steps: 2 of 2" in one and "preservation term" not in one and "initialised" not in one
+    assert "steps: 1 of 1" in two and "preservation term weight 1.0" in two
+    assert "initialised from the adapter of stage 1 (`adapter`)" in two
+    with pytest.raises(ValueError, match="at least one"):
+        write_model_card([], None, tmp_path / "EMPTY.md", title="Tiny")
+    assert not (tmp_path / "EMPTY.md").exists()
+
+
 def test_the_model_card_names_a_data_folder_and_every_evaluation(tmp_path, chat_tokenizer, tiny_chat_model, small_conversations):
     """An adapter trained on `deltamem data generate` output and judged on two test splits says so."""
     from deltamem_agents.data import SplitSizes, write_splits
