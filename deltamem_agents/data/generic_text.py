@@ -41,7 +41,7 @@ def python_reference_passages(count: int = 12, min_chars: int = 1500) -> list[st
 
 def stdlib_docstring_text(min_chars: int = 600, root: Path | None = None) -> list[str]:
     """The prose of the standard library's top-level module docstrings, one string per module
-    with at least ``min_chars`` of it (about 28 modules, 37 000 characters on CPython 3.12)."""
+    with at least ``min_chars`` of it (28 modules, 37 000 characters on CPython 3.11)."""
     root = Path(root or sysconfig.get_paths()["stdlib"])
     texts: list[str] = []
     for path in sorted(root.glob("*.py")):
