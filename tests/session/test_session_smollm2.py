@@ -47,3 +47,37 @@ def test_shared_runtimes_are_loaded_once_per_configuration(tmp_path):
     finally:
         for key in [k for k, v in runtime_module._SHARED.items() if v in (first, other)]:
             runtime_module._SHARED.pop(key).handle.detach()
+
+
+def _looping(text: str) -> bool:
+    """A reply that repeats itself: a non-empty line three times, or fewer than half its words distinct."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    words = text.split()
+    return any(lines.count(line) >= 3 for line in lines) or (len(words) >= 8 and len(set(words)) < len(words) / 2)
+
+
+def test_looping_replies_are_recognised():
+    assert _looping("Ada,\n\nAda,\n\nAda,\n\nAda,")
+    assert _looping("tea tea tea tea tea tea tea tea tea")
+    assert not _looping("Ada, I'm glad you enjoy cardamom tea. It's a popular drink among those who love cardamom.")
+
+
+def test_the_shipped_adapter_keeps_the_demo_replies_fluent(smollm2, tmp_path):
+    """The demo's two turns with the adapter shipped for SmolLM2 (its state written by the whole
+    conversation): replies stay fluent and use what the user said. The evaluation scores short
+    answers only, so an adapter can pass it and still loop in free chat (one candidate did)."""
+    from deltamem_agents.backbone import DEFAULT_BACKBONE
+    from deltamem_agents.cli.demo import FIRST, SECOND, SYSTEM
+
+    model, tokenizer = smollm2
+    runtime = DeltaMemRuntime(DEFAULT_BACKBONE, model=model, tokenizer=tokenizer, adapter="auto", store=tmp_path,
+                              session_config=SessionConfig(system_prompt=SYSTEM))
+    try:
+        assert runtime.adapter_path is not None  # the shipped adapter, not an untrained one
+        session = runtime.session("demo")
+        first = session.reply(FIRST, max_new_tokens=40).text
+        second = session.reply(SECOND, max_new_tokens=40).text
+        assert not _looping(first) and not _looping(second), (first, second)
+        assert "cardamom" in second.lower(), second
+    finally:
+        runtime.handle.detach()
