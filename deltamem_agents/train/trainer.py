@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from deltamem_agents.data.generic_text import stdlib_docstring_text
 from deltamem_agents.data.records import Conversation, read_jsonl
 from deltamem_agents.data.splits import make_split
 from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
-from deltamem_agents.data.generic_text import stdlib_docstring_text
 from deltamem_agents.train.objective import contrast_loss, preservation_loss, score_answers, token_chunks, write_history
 from deltamem_agents.train.plot import plot_loss, smooth
 
@@ -219,7 +219,7 @@ class Trainer:
                 total += float(answer.detach()) / len(episodes)
                 tokens += episode.tokens
             objective.backward()
-        row: dict[str, float] = {"loss": total, "tokens": tokens}
+        row: dict[str, float] = {"loss": total}
         if gaps:
             row["state_gap"] = sum(gaps) / len(gaps)
         if self.generic_chunks:  # its own backward: the generic text's graph is freed before the step
@@ -228,7 +228,7 @@ class Trainer:
             (self.config.preserve_weight * kl).backward()
             row["preserve_kl"] = float(kl.detach())
             tokens += len(chunk)
-            row["tokens"] = tokens
+        row["tokens"] = tokens
         torch.nn.utils.clip_grad_norm_(list(self.handle.parameters()), self.config.grad_clip)
         self.optimizer.step()
         return row
