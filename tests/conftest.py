@@ -21,7 +21,7 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def smollm2():
     """The real embedded backbone and its tokenizer (converted once, then cached)."""
-    from deltamem_agents.backbone import load_backbone
+    from deltamem_agents.model.backbone import load_backbone
 
     return load_backbone(device="cpu", dtype=torch.float32, progress=False)
 

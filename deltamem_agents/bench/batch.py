@@ -77,13 +77,8 @@ def _rebuild_ms(runtime: Any, sessions: list[Any]) -> float:
 
 def run_batch_bench(out_dir: Path, config: BatchBenchConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
     """Throughput of 1, 4, 16 ... sessions batched vs one after another; writes batch.json/md/png."""
-    from deltamem_agents.session import (
-        DeltaMemRuntime,
-        GenerationOptions,
-        SessionBatch,
-        SessionConfig,
-        UntrainedMemoryWarning,
-    )
+    from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
+    from deltamem_agents.session import GenerationOptions, SessionBatch, SessionConfig
 
     config = config or BatchBenchConfig()
     started_all = time.perf_counter()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deltamem_agents.session.chat import ChatEncoder
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 
 NAMES = ["Ada", "Bruno", "Chiara", "Dmitri", "Esme", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kemi", "Luca"]
 COLOURS = ["blue", "amber", "green", "crimson", "silver", "violet", "ochre", "teal"]

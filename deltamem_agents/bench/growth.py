@@ -159,7 +159,7 @@ class _Worker:
     persistent = False
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
-        from deltamem_agents.backbone import default_device, load_backbone, resolve_dtype
+        from deltamem_agents.model.backbone import default_device, load_backbone, resolve_dtype
 
         self.config, self.workdir = config, workdir
         self.device = torch.device(config.device) if config.device else default_device()
@@ -269,7 +269,8 @@ class _SessionWorker(_Worker):
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
         super().__init__(config, workdir)
-        from deltamem_agents.session import DeltaMemRuntime, GenerationOptions, SessionConfig, UntrainedMemoryWarning
+        from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
+        from deltamem_agents.session import GenerationOptions, SessionConfig
 
         session_config = SessionConfig(
             context_window=config.window,
@@ -360,7 +361,7 @@ class _RagWorker(_Worker):
         return self._activation_mib(tokens) + self._kv_mib(tokens)
 
     def warm_up(self) -> None:
-        from deltamem_agents.session.records import ChatMessage
+        from deltamem_agents.store.records import ChatMessage
 
         self.textlog.add_message(ChatMessage(role="user", content="Hello there."), user_id=USER, session_id="warm-up", turn=0)
         self.textlog.search("Hello", user_id=USER, session_id="warm-up")

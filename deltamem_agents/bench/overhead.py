@@ -60,7 +60,7 @@ def _prefill_and_decode(model: torch.nn.Module, ids: torch.Tensor, decode_tokens
 
 
 def _peak_memory_child(variant: str, options: dict[str, Any], queue: Any) -> None:
-    from deltamem_agents.backbone import load_backbone
+    from deltamem_agents.model.backbone import load_backbone
 
     device = torch.device(options["device"])
     model, _ = load_backbone(options["backbone"], device=device, dtype=options["dtype"], progress=False)
@@ -102,7 +102,7 @@ def run_overhead_bench(
     measure_memory: bool = True,
 ) -> list[dict[str, Any]]:
     """Prefill and decode tokens/s and peak memory, bare vs attached, side by side."""
-    from deltamem_agents.backbone import default_device, load_backbone, resolve_dtype
+    from deltamem_agents.model.backbone import default_device, load_backbone, resolve_dtype
 
     config = config or DeltaMemConfig()
     device = torch.device(device) if device is not None else default_device()

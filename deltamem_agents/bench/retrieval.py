@@ -130,7 +130,7 @@ def run_retrieval_bench(
     from deltamem_agents.memory import TextLog, TextLogConfig
     from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
     from deltamem_agents.memory.router import MemoryRouter, RouterInput
-    from deltamem_agents.session.records import ChatMessage
+    from deltamem_agents.store.records import ChatMessage
 
     config = config or RetrievalBenchConfig()
     sizes = sorted(set(config.sizes))

@@ -130,7 +130,7 @@ def turn_state(backbone: str | None) -> tuple[Any, str]:
     """The state one turn commits: the backbone with the default δ-mem config after one message."""
     import torch
 
-    from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+    from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
     from deltamem_agents.core.config import DeltaMemConfig
     from deltamem_agents.model.attach import attach_delta_mem
     from deltamem_agents.session.session import MemorySession
@@ -145,7 +145,7 @@ def turn_state(backbone: str | None) -> tuple[Any, str]:
 
 
 def _messages(turn: int) -> list[Any]:
-    from deltamem_agents.session.records import ChatMessage
+    from deltamem_agents.store.records import ChatMessage
 
     question = f"Turn {turn}: what did I say about the flight, the hotel and dinner? " * 3
     answer = f"Turn {turn}: you land in Lisbon on Friday, the hotel is near the river, and you eat no meat. " * 4
@@ -154,7 +154,7 @@ def _messages(turn: int) -> list[Any]:
 
 def _measure(store: Any, writers: int, config: StoreBenchConfig, state: Any) -> tuple[dict[str, list[float]], float]:
     """``writers`` threads, each on its own sessions: lock, load, commit one turn, unlock."""
-    from deltamem_agents.session.records import Fingerprint, SessionKey
+    from deltamem_agents.store.records import Fingerprint, SessionKey
 
     fingerprint = Fingerprint(backbone=FINGERPRINT_NOTE, backbone_signature="-", config="default")
     turns = math.ceil(config.samples / writers)
@@ -208,8 +208,8 @@ def run_store_bench(
     import uuid
 
     from deltamem_agents.bench.report import Progress, machine_info, write_report
-    from deltamem_agents.session.redis_store import RedisSessionStore
-    from deltamem_agents.session.store import DirectorySessionStore
+    from deltamem_agents.store.redis_store import RedisSessionStore
+    from deltamem_agents.store.directory import DirectorySessionStore
 
     config = config or StoreBenchConfig()
     started_all = time.perf_counter()

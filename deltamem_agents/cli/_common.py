@@ -33,14 +33,14 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pydantic import ValidationError
 
-        from deltamem_agents.backbone import BackboneNotFoundError
+        from deltamem_agents.model.backbone import BackboneNotFoundError
         from deltamem_agents.core.state import StateFileError
         from deltamem_agents.memory.router import RouterError
         from deltamem_agents.memory.textlog import TextLogError
         from deltamem_agents.model.adapters import AdapterError
-        from deltamem_agents.session.records import InvalidSessionIdError
+        from deltamem_agents.store.records import InvalidSessionIdError
         from deltamem_agents.session.session import SessionError
-        from deltamem_agents.session.store import SessionStoreError
+        from deltamem_agents.store.directory import SessionStoreError
 
         try:
             return func(*args, **kwargs)

@@ -32,7 +32,7 @@ SYSTEM = "You are a friendly assistant with a good memory. Use what the user tol
 
 
 def _free_session_id(home: Path) -> str:
-    from deltamem_agents.session.records import SessionKey
+    from deltamem_agents.store.records import SessionKey
 
     store = open_store(home)
     for n in range(1, 1000):
@@ -90,7 +90,7 @@ def demo(
     dtype: DtypeOpt = None,
 ) -> None:
     """The main demo: a fact told to one process is used by a second one (greedy, ~1 min on CPU)."""
-    from deltamem_agents.session.records import SessionKey
+    from deltamem_agents.store.records import SessionKey
     from deltamem_agents.session.session import TurnStats
 
     if home is None:

@@ -33,7 +33,7 @@ GATE_EXTRA_KEY = "gate_stats"  # optional {layer: mean write gate} in a session'
 
 
 def _pyplot():
-    from deltamem_agents.plotting import pyplot
+    from deltamem_agents.reporting.plotting import pyplot
 
     try:
         return pyplot()
@@ -45,7 +45,7 @@ def plot_state(state: DeltaMemState, path: Path, title: str) -> Path:
     """One heatmap per layer (first batch row, heads side by side), titled with its norm."""
     import torch
 
-    from deltamem_agents.plotting import save_figure
+    from deltamem_agents.reporting.plotting import save_figure
 
     plt = _pyplot()
     layers = list(state.layers.items())

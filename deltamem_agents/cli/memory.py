@@ -31,7 +31,7 @@ from deltamem_agents.cli.sessions import (
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.memory import HybridMemory
     from deltamem_agents.memory.router import CalibrationExample
-    from deltamem_agents.session import DeltaMemRuntime
+    from deltamem_agents.runtime import DeltaMemRuntime
 
 ChromaOpt = Annotated[str | None, typer.Option("--chroma-url", help="http://HOST:PORT of a `chroma run` server (instead of --textlog)")]
 

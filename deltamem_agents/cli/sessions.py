@@ -27,7 +27,8 @@ from deltamem_agents.cli._common import Device, console, err_console, fail, user
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.core.state import DeltaMemState
-    from deltamem_agents.session import DeltaMemRuntime, SessionKey, SessionStore, TurnStats
+    from deltamem_agents.runtime import DeltaMemRuntime
+    from deltamem_agents.session import SessionKey, SessionStore, TurnStats
 
 # -- shared options -----------------------------------------------------------------------------
 BackboneOpt = Annotated[
@@ -71,14 +72,14 @@ LOCK_TIMEOUT_S = 120.0  # how long a command waits for another process's turn on
 def open_store(home: Path | None) -> SessionStore:
     """The folder ``--home`` names, else the store ``$DELTAMEM_STORE`` names (a folder or a
     ``redis://`` URL, so every command can share sessions with servers), else the default folder."""
-    from deltamem_agents.session.store_url import store_from_env
+    from deltamem_agents.store.url import store_from_env
 
     return store_from_env(home, lock_timeout=LOCK_TIMEOUT_S)
 
 
 def session_key(session: str, user: str = "default") -> SessionKey:
     """``--session ID --user U`` or ``--session U/ID`` -> a key (ids are validated)."""
-    from deltamem_agents.session.records import SessionKey
+    from deltamem_agents.store.records import SessionKey
 
     if "/" in session:
         key = SessionKey.parse(session)
@@ -116,8 +117,9 @@ def build_runtime(
     """
     import torch
 
-    from deltamem_agents.backbone import resolve_dtype
-    from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
+    from deltamem_agents.model.backbone import resolve_dtype
+    from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
+    from deltamem_agents.session import SessionConfig
 
     if device is not None:
         try:
@@ -458,7 +460,7 @@ def ingest(
     from rich.markup import escape
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from deltamem_agents.session.records import ChatMessage
+    from deltamem_agents.store.records import ChatMessage
 
     key = session_key(session, user)
     source = TextSource(file)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deltamem_agents.data import vocab
+import deltamem_agents.data.vocab as vocab
 from deltamem_agents.data.records import Conversation, Probe, Rule, Turn
 
 

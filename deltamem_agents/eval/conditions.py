@@ -32,7 +32,7 @@ from deltamem_agents.eval.metrics import answer_recall, check_rule, exact_match,
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER
 from deltamem_agents.memory.router import MemoryRouter, RouterInput, router_from_spec
 from deltamem_agents.memory.textlog import TextLog
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions, MemorySession, SessionConfig
 
 ConditionName = Literal["no_memory", "recent_window", "full_history", "rag", "state", "hybrid", "state_other", "hybrid_other"]

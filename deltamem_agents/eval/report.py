@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.data.records import MEMORY_KINDS
 from deltamem_agents.eval.conditions import LABELS, Answer, EvalConfig
-from deltamem_agents.plotting import pyplot, save_figure
+from deltamem_agents.reporting.plotting import pyplot, save_figure
 
 
 class ConditionSummary(BaseModel):

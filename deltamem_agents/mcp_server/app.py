@@ -51,9 +51,9 @@ def require_mcp() -> None:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from deltamem_agents.memory.router import RouterError
     from deltamem_agents.memory.textlog import TextLogError
-    from deltamem_agents.session.records import InvalidSessionIdError
+    from deltamem_agents.store.records import InvalidSessionIdError
     from deltamem_agents.session.session import SessionError
-    from deltamem_agents.session.store import SessionStoreError
+    from deltamem_agents.store.directory import SessionStoreError
 
     return (SessionError, SessionStoreError, TextLogError, RouterError, InvalidSessionIdError, ValidationError)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from deltamem_agents.session.records import ID_RULE, validate_id
+from deltamem_agents.store.records import ID_RULE, validate_id
 
 
 def _user_id(value: str) -> str:

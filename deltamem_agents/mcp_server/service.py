@@ -30,14 +30,14 @@ from deltamem_agents.mcp_server.schemas import (
 )
 from deltamem_agents.memory.hybrid import snippet_note
 from deltamem_agents.memory.textlog import TextLogError, content_hash
-from deltamem_agents.session.records import ChatMessage, SessionKey, validate_id
+from deltamem_agents.store.records import ChatMessage, SessionKey, validate_id
 from deltamem_agents.session.session import SessionError
-from deltamem_agents.session.store import SessionNotFoundError
+from deltamem_agents.store.directory import SessionNotFoundError
 
 if TYPE_CHECKING:
     from deltamem_agents.memory.hybrid import HybridMemory
     from deltamem_agents.memory.router import RouteDecision
-    from deltamem_agents.session.records import SessionMetadata
+    from deltamem_agents.store.records import SessionMetadata
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.memory.router import MemoryRouter, RouteDecision, RouterInput
 from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
-from deltamem_agents.session.records import ChatMessage, SessionKey
+from deltamem_agents.store.records import ChatMessage, SessionKey
 from deltamem_agents.session.session import (
     MemorySession,
     MessageLike,
@@ -41,7 +41,7 @@ from deltamem_agents.session.session import (
 from deltamem_agents.session.tools import ToolCall
 
 if TYPE_CHECKING:
-    from deltamem_agents.session.runtime import DeltaMemRuntime
+    from deltamem_agents.runtime import DeltaMemRuntime
 
 logger = logging.getLogger(__name__)
 

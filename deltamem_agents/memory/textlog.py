@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deltamem_agents.memory.chunking import chunk_text
-from deltamem_agents.session.records import ChatMessage, InvalidSessionIdError, utc, utc_now, validate_id
+from deltamem_agents.store.records import ChatMessage, InvalidSessionIdError, utc, utc_now, validate_id
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
+from deltamem_agents._version import __version__
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
 from deltamem_agents.core.state import atomic_write_bytes
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
@@ -83,12 +84,6 @@ def _model_name(model: nn.Module) -> str | None:
     return getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None) or None
 
 
-def _version() -> str:
-    from deltamem_agents import __version__
-
-    return __version__
-
-
 def adapter_fingerprint(path: str | Path) -> str:
     """sha256 of an adapter's weights: sessions record it so a state is never loaded onto
     an adapter it was not written by."""
@@ -101,7 +96,7 @@ def adapter_fingerprint(path: str | Path) -> str:
 def save_adapter(handle: DeltaMemHandle, path: str | Path, *, backbone_name: str | None = None) -> Path:
     folder = Path(path)
     signature = BackboneSignature.of(handle.model, list(handle.layers), name=backbone_name)
-    meta = AdapterFile(deltamem_version=_version(), config=handle.config, backbone=signature)
+    meta = AdapterFile(deltamem_version=__version__, config=handle.config, backbone=signature)
     tensors = {name: p.detach().to("cpu") for name, p in handle.named_parameters()}
     return write_adapter_folder(meta, tensors, folder)
 
@@ -272,7 +267,7 @@ def convert_reference_adapter(path: str | Path, backbone_name: str | None = None
         name=backbone_name, model_type=None, hidden_size=hidden_size,
         num_layers=max(per_layer) + 1, projection_out=projection_out,
     )
-    return AdapterFile(deltamem_version=_version(), config=config, backbone=signature), tensors
+    return AdapterFile(deltamem_version=__version__, config=config, backbone=signature), tensors
 
 
 def _pack_reference_layer(config: DeltaMemConfig, params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, int]]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from deltamem_agents.core.config import DeltaMemConfig
-from deltamem_agents.core.memory import DeltaMemoryLayer
+from deltamem_agents.core.layer import DeltaMemoryLayer
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.compat import activation_checkpointing
 from deltamem_agents.model.targets import MatchedAttention, find_attention_modules
@@ -342,13 +342,6 @@ class DeltaMemHandle:
         self._attached = False
         self._states = dict.fromkeys(self.layers)
         return self.model
-
-    # -- adapters --------------------------------------------------------------------------------------------
-    def save_adapter(self, path: str, *, backbone_name: str | None = None) -> None:
-        """Write ``deltamem_config.json`` + ``adapter.safetensors`` (adapter weights only)."""
-        from deltamem_agents.model.adapters import save_adapter
-
-        save_adapter(self, path, backbone_name=backbone_name)
 
 
 def _attr_name(matched: MatchedAttention, head: str) -> str:

@@ -14,12 +14,12 @@ import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from deltamem_agents._version import __version__
 from deltamem_agents.server import errors
 from deltamem_agents.server.auth import Authenticator
 from deltamem_agents.server.build import build_memory
@@ -31,14 +31,7 @@ from deltamem_agents.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from deltamem_agents.memory.hybrid import HybridMemory
-    from deltamem_agents.session import DeltaMemRuntime
-
-
-def _version() -> str:
-    try:
-        return version("deltamem-agents")
-    except PackageNotFoundError:  # running from a source tree that is not installed
-        return "0+unknown"
+    from deltamem_agents.runtime import DeltaMemRuntime
 
 
 def create_app(
@@ -74,7 +67,7 @@ def create_app(
     app = FastAPI(
         title="deltamem",
         summary="OpenAI-compatible chat with δ-mem memory per session",
-        version=_version(),
+        version=__version__,
         lifespan=lifespan,
     )
     authenticator = Authenticator(settings.api_keys, settings.anonymous_user)

@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from deltamem_agents.server.errors import APIError
-from deltamem_agents.session.records import validate_id
+from deltamem_agents.store.records import validate_id
 
 _bearer = HTTPBearer(auto_error=False, description="an API key of this server (see --api-keys-file)")
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from deltamem_agents.server.errors import TurnCancelled
 from deltamem_agents.session.batch import BatchRequest, SessionBatch
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions, MemorySession
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from deltamem_agents.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from deltamem_agents.memory import HybridMemory, MemoryRouter, TextLog
-    from deltamem_agents.session import DeltaMemRuntime
+    from deltamem_agents.runtime import DeltaMemRuntime
 
 
 def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
@@ -21,8 +21,9 @@ def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
     The store waits ``lock_timeout_s`` for a session held by another process, then the turn
     fails with 503 instead of hanging; with Redis, a dead server's locks expire after
     ``lock_lease_s``."""
-    from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
-    from deltamem_agents.session.store_url import store_from_env
+    from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
+    from deltamem_agents.session import SessionConfig
+    from deltamem_agents.store.url import store_from_env
 
     session_fields: dict[str, Any] = {"context_window": settings.context_window, "system_prompt": settings.system_prompt}
     session_fields = {name: value for name, value in session_fields.items() if value is not None}

@@ -21,9 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deltamem_agents.memory.router import RouterError
 from deltamem_agents.memory.textlog import TextLogError, TextLogUnavailableError
 from deltamem_agents.server.schemas import ErrorDetail, ErrorResponse
-from deltamem_agents.session.records import InvalidSessionIdError
+from deltamem_agents.store.records import InvalidSessionIdError
 from deltamem_agents.session.session import SessionError
-from deltamem_agents.session.store import (
+from deltamem_agents.store.directory import (
     SessionConflictError,
     SessionCorruptError,
     SessionLockTimeout,

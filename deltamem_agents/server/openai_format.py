@@ -31,7 +31,7 @@ from deltamem_agents.server.schemas import (
     TurnInfo,
     UsageOut,
 )
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions
 
 MAX_STOP_STRINGS = 4

@@ -29,7 +29,7 @@ from deltamem_agents.memory.hybrid import HybridChunk, HybridMemory, HybridReply
 from deltamem_agents.server.batcher import BatchDecoder
 from deltamem_agents.server.errors import APIError, TurnCancelled
 from deltamem_agents.server.schemas import SchedulerStats
-from deltamem_agents.session.records import ChatMessage, SessionKey
+from deltamem_agents.store.records import ChatMessage, SessionKey
 from deltamem_agents.session.session import MemorySession, SessionError, is_note
 
 T = TypeVar("T")

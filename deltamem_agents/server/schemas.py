@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deltamem_agents.session.records import Fingerprint
+from deltamem_agents.store.records import Fingerprint
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 #: What a session id looks like (documented in the schema; `validate_id` checks it, with its

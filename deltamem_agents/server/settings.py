@@ -33,7 +33,7 @@ def is_loopback(host: str) -> bool:
 
 def _valid_user(user_id: str) -> str:
     # Imported here: the session package loads torch, and the CLI reads these settings at start.
-    from deltamem_agents.session.records import validate_id
+    from deltamem_agents.store.records import validate_id
 
     return validate_id("user_id", user_id)
 
@@ -146,7 +146,7 @@ class ServerSettings(BaseModel):
     def _store(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from deltamem_agents.session.store_url import check_store_spec
+        from deltamem_agents.store.url import check_store_spec
 
         return check_store_spec(value)
 

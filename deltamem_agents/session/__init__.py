@@ -1,36 +1,33 @@
 """Sessions: chats over a δ-mem model whose memory persists across turns and restarts."""
 
-# Persistence (records.py, store.py). Other session modules (chat, session, ...) add their
-# own exports below; keep this list limited to what each module owns.
-from deltamem_agents.session.records import (
+# Persistence lives in deltamem_agents.store; its names are re-exported here, where users have
+# always imported them.
+from deltamem_agents.store import (
     SESSION_SCHEMA_VERSION,
+    STORE_ENV,
     ChatMessage,
+    DirectorySessionStore,
     Fingerprint,
     InvalidSessionIdError,
-    SessionKey,
-    SessionMetadata,
-    SessionRecord,
-    validate_id,
-)
-from deltamem_agents.session.store import (
-    DirectorySessionStore,
     SessionConflictError,
     SessionCorruptError,
     SessionExistsError,
+    SessionKey,
     SessionLockTimeout,
+    SessionMetadata,
     SessionMismatchError,
     SessionNotFoundError,
+    SessionRecord,
     SessionStore,
     SessionStoreError,
     default_store_root,
+    is_store_url,
+    open_session_store,
+    validate_id,
 )
-from deltamem_agents.session.store_url import STORE_ENV, is_store_url, open_session_store
 
-# The Redis store imports `redis` only when one is made: `RedisSessionStore` is loaded on first use.
-
-# Conversations (chat.py, session.py, runtime.py).
+# Conversations (chat.py, session.py).
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
-from deltamem_agents.session.runtime import DeltaMemRuntime, UntrainedMemoryWarning, find_shipped_adapter
 from deltamem_agents.session.session import (
     ConversationForkError,
     GenerationOptions,
@@ -98,9 +95,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "RedisSessionStore":
-        from deltamem_agents.session.redis_store import RedisSessionStore
+# Names that live above this layer (the composition root, deltamem_agents.runtime) or in an
+# optional extra (the Redis store), re-exported lazily so that importing the session layer
+# never imports what sits on top of it.
+_LAZY = {
+    "DeltaMemRuntime": "deltamem_agents.runtime",
+    "UntrainedMemoryWarning": "deltamem_agents.runtime",
+    "find_shipped_adapter": "deltamem_agents.runtime",
+    "RedisSessionStore": "deltamem_agents.store",
+}
 
-        return RedisSessionStore
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

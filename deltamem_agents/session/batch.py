@@ -48,7 +48,7 @@ from transformers import DynamicCache
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import (
     GenerationOptions,
     MemorySession,

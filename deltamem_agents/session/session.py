@@ -25,7 +25,7 @@ from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError, Encoded
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.tools import (
     TOOL_CALL_OPEN,
     ToolCall,

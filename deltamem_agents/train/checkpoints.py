@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from deltamem_agents.model.adapters import read_adapter
+from deltamem_agents.model.adapters import read_adapter, save_adapter
 
 OPTIMIZER_FILE = "optimizer.pt"
 TRAINER_FILE = "trainer.json"
@@ -40,7 +40,7 @@ def save_checkpoint(out: Path, handle: Any, optimizer: torch.optim.Optimizer, st
     final = checkpoint_dir(out, state.step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    handle.save_adapter(str(tmp), backbone_name=backbone_name)
+    save_adapter(handle, tmp, backbone_name=backbone_name)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     (tmp / TRAINER_FILE).write_text(state.model_dump_json(indent=2) + "\n")
     shutil.rmtree(final, ignore_errors=True)

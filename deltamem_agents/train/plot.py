@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from deltamem_agents.plotting import pyplot, save_figure
+from deltamem_agents.reporting.plotting import pyplot, save_figure
 
 
 def smooth(values: Sequence[float], weight: float = 0.9) -> list[float]:

@@ -110,7 +110,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out: Path, *, model: Any = None, tokenizer: Any = None,
                  train: Sequence[Conversation] | None = None, dev: Sequence[Conversation] | None = None) -> None:
-        from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+        from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
         from deltamem_agents.model.attach import attach_delta_mem
 
         self.config, self.out = config, Path(out)
@@ -346,8 +346,10 @@ class Trainer:
                          dev=[(d.step, d.with_state, d.without_state, d.other_state) for d in self.dev])
 
     def finish(self) -> TrainReport:
+        from deltamem_agents.model.adapters import save_adapter
+
         adapter = self.out / "adapter"
-        self.handle.save_adapter(str(adapter), backbone_name=self.backbone_name)
+        save_adapter(self.handle, adapter, backbone_name=self.backbone_name)
         self.plot()
         tail = [r["loss"] for r in self.history[-50:]]
         report = TrainReport(

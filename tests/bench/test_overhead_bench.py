@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deltamem_agents.backbone import load_backbone
+from deltamem_agents.model.backbone import load_backbone
 from deltamem_agents.bench.overhead import run_overhead_bench
 
 
@@ -37,6 +37,6 @@ def test_the_backbone_is_left_bare(tiny_backbone, tmp_path, monkeypatch):
         loaded["model"], tokenizer = real_load(*args, **kwargs)
         return loaded["model"], tokenizer
 
-    monkeypatch.setattr("deltamem_agents.backbone.load_backbone", remember)
+    monkeypatch.setattr("deltamem_agents.model.backbone.load_backbone", remember)
     overhead.run_overhead_bench(tmp_path, backbone=tiny_backbone, prompt_tokens=8, decode_tokens=1, repeats=1, measure_memory=False)
     assert not any(name.endswith("delta_memory") or "delta_memory." in name for name, _ in loaded["model"].named_modules())

@@ -11,7 +11,7 @@ from chromadb.config import Settings
 from deltamem_agents.bench.retrieval import USER, SESSION, RetrievalBenchConfig, _fill, _texts, run_retrieval_bench
 from deltamem_agents.memory import TextLog
 from deltamem_agents.memory.embeddings import EMBEDDING_DIM, MiniLMEmbeddingFunction
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 
 OPERATIONS = ["add, vector given", "add", "search, vector given", "search", "embed one text", "router decide"]
 

@@ -16,7 +16,7 @@ import pytest
 
 from deltamem_agents.memory import TextLog, TextLogConfig, chroma_run_command
 from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 
 START_TIMEOUT_S = 60.0
 

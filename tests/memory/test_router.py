@@ -37,7 +37,7 @@ from deltamem_agents.memory.router import (
     router_from_spec,
 )
 from deltamem_agents.memory.textlog import LogHit, TextLog, TextLogConfig
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from tests.memory.hashing import HashingEmbedding
 
 

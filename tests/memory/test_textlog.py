@@ -33,7 +33,7 @@ from deltamem_agents.memory.embeddings import (
     MiniLMEmbeddingFunction,
     default_model_dir,
 )
-from deltamem_agents.session.records import ChatMessage, InvalidSessionIdError
+from deltamem_agents.store.records import ChatMessage, InvalidSessionIdError
 from tests.memory.hashing import HashingEmbedding
 
 REPO = Path(__file__).resolve().parents[2]

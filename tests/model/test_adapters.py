@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deltamem_agents import AdapterError, DeltaMemConfig, DeltaMemState, StateFileError, attach_delta_mem, load_adapter
-from deltamem_agents.model.adapters import CONFIG_FILE, WEIGHTS_FILE, adapter_fingerprint
+from deltamem_agents.model.adapters import CONFIG_FILE, WEIGHTS_FILE, adapter_fingerprint, save_adapter
 from tests.tiny_models import randomize_memory, tiny_model
 
 
@@ -16,7 +16,7 @@ def _trained_adapter(tmp_path, arch="qwen3", **config):
     model = tiny_model(arch)
     handle = attach_delta_mem(model, DeltaMemConfig(**config))
     randomize_memory(handle, seed=3)
-    handle.save_adapter(tmp_path / "adapter", backbone_name=f"tiny-{arch}")
+    save_adapter(handle, tmp_path / "adapter", backbone_name=f"tiny-{arch}")
     return model, handle
 
 
@@ -77,7 +77,7 @@ def test_fingerprint_changes_with_the_weights(tmp_path):
     before = adapter_fingerprint(tmp_path / "adapter")
     with torch.no_grad():
         handle.layers[0].memory.gate_bias.add_(1.0)
-    handle.save_adapter(tmp_path / "adapter")
+    save_adapter(handle, tmp_path / "adapter")
     assert adapter_fingerprint(tmp_path / "adapter") != before
 
 

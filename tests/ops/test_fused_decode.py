@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
-from deltamem_agents.core.memory import DeltaMemoryLayer
+from deltamem_agents.core.layer import DeltaMemoryLayer
 from deltamem_agents.ops import fused
 from tests.tiny_models import tiny_model
 

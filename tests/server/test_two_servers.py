@@ -18,7 +18,7 @@ import pytest
 
 from deltamem_agents.server.loadtest import stop_server, wait_for_health
 from deltamem_agents.session import SessionKey
-from deltamem_agents.session.redis_store import RedisSessionStore
+from deltamem_agents.store.redis_store import RedisSessionStore
 from tests.memory.test_chroma_server import ChromaServer, chroma_executable
 from tests.redis_server import redis_prefix, redis_server  # noqa: F401 - fixtures
 from tests.server.conftest import free_port

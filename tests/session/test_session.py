@@ -35,7 +35,7 @@ def runtime(chat_tokenizer, tmp_path):
 
 
 def test_an_untrained_memory_is_announced_once_per_backbone(chat_tokenizer, tmp_path):
-    import deltamem_agents.session.runtime as runtime_module
+    import deltamem_agents.runtime as runtime_module
 
     runtime_module._warned_untrained.discard("tiny-warn")
     model = _model(chat_tokenizer)

@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 
-from deltamem_agents.session import DeltaMemRuntime, SessionConfig, UntrainedMemoryWarning
+from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
+from deltamem_agents.session import SessionConfig
 
 pytestmark = pytest.mark.smollm2
 
@@ -34,7 +35,7 @@ def test_a_real_conversation_persists_and_resumes(smollm2, tmp_path):
 
 
 def test_shared_runtimes_are_loaded_once_per_configuration(tmp_path):
-    from deltamem_agents.session import runtime as runtime_module
+    from deltamem_agents import runtime as runtime_module
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedMemoryWarning)
@@ -66,7 +67,7 @@ def test_the_shipped_adapter_keeps_the_demo_replies_fluent(smollm2, tmp_path):
     """The demo's two turns with the adapter shipped for SmolLM2 (its state written by the whole
     conversation): replies stay fluent and use what the user said. The evaluation scores short
     answers only, so an adapter can pass it and still loop in free chat (one candidate did)."""
-    from deltamem_agents.backbone import DEFAULT_BACKBONE
+    from deltamem_agents.model.backbone import DEFAULT_BACKBONE
     from deltamem_agents.cli.demo import FIRST, SECOND, SYSTEM
 
     model, tokenizer = smollm2

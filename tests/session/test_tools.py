@@ -10,7 +10,7 @@ from deltamem_agents.session import (
     SessionKey,
 )
 from deltamem_agents.session import session as session_module
-from deltamem_agents.session.records import ChatMessage
+from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.tools import (
     ToolCall,
     ToolSpec,

@@ -3,7 +3,7 @@
 // Decoding runs this once per layer for every generated token. The math is tiny (vectors of
 // rank-many numbers), so in eager PyTorch its cost is ~30 operator dispatches from Python, not
 // arithmetic. Here it is one loop per batch row, with no allocation but the outputs.
-// deltamem_agents/core/memory.py (`DeltaMemoryLayer._decode_step` + `corrections`) is the
+// deltamem_agents/core/layer.py (`DeltaMemoryLayer._decode_step` + `corrections`) is the
 // definition this must equal; tests/ops/test_fused_decode.py checks that it does.
 #include <torch/extension.h>
 

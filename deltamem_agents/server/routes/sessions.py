@@ -34,7 +34,7 @@ from deltamem_agents.server.schemas import (
     SessionList,
     StateStats,
 )
-from deltamem_agents.session.records import ChatMessage, SessionKey, SessionMetadata
+from deltamem_agents.store.records import ChatMessage, SessionKey, SessionMetadata
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"], responses=ERROR_RESPONSES)
 

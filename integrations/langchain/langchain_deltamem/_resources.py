@@ -13,7 +13,8 @@ from pathlib import Path
 
 from deltamem_agents.memory import TextLog, TextLogConfig, default_textlog_path
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.session import DeltaMemRuntime, default_store_root
+from deltamem_agents.runtime import DeltaMemRuntime
+from deltamem_agents.session import default_store_root
 
 _GUARD = threading.Lock()
 _TEXTLOGS: dict[str, TextLog] = {}

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deltamem_agents.backbone import DEFAULT_BACKBONE
+from deltamem_agents.model.backbone import DEFAULT_BACKBONE
 from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
-from deltamem_agents.session import ChatMessage, DeltaMemRuntime, SessionKey, SessionLockTimeout, validate_id
+from deltamem_agents.runtime import DeltaMemRuntime
+from deltamem_agents.session import ChatMessage, SessionKey, SessionLockTimeout, validate_id
 from deltamem_agents.session.tools import as_tool_spec
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput

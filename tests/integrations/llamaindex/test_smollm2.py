@@ -16,7 +16,7 @@ from llama_index.memory.deltamem import DeltaMemMemory
 
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.session import DeltaMemRuntime, UntrainedMemoryWarning
+from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
 
 pytestmark = [pytest.mark.smollm2, pytest.mark.filterwarnings("ignore::DeprecationWarning:inspect")]
 

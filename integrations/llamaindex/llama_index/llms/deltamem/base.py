@@ -131,7 +131,7 @@ class DeltaMemLLM(FunctionCallingLLM):
         if self._hybrid is not None:
             name = self._hybrid.runtime.backbone_name
         else:
-            from deltamem_agents.backbone import DEFAULT_BACKBONE
+            from deltamem_agents.model.backbone import DEFAULT_BACKBONE
 
             name = self.backbone or DEFAULT_BACKBONE
         return LLMMetadata(

@@ -24,7 +24,8 @@ from llama_index.core.base.llms.types import (
 
 from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
 from deltamem_agents.session import ChatMessage as DeltaMemMessage
-from deltamem_agents.session import DeltaMemRuntime, ToolCall
+from deltamem_agents.runtime import DeltaMemRuntime
+from deltamem_agents.session import ToolCall
 from deltamem_agents.session.tools import TOOL_CALL_OPEN, parse_tool_calls
 
 #: The session a `DeltaMemLLM` and a `DeltaMemMemory` share when none is named.

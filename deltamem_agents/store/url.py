@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from deltamem_agents.session.store import DirectorySessionStore, SessionStore, SessionStoreError
+from deltamem_agents.store.directory import DirectorySessionStore, SessionStore, SessionStoreError
 
 #: Environment variable naming the store when no folder is given (CLI and `deltamem serve`).
 STORE_ENV = "DELTAMEM_STORE"
@@ -56,7 +56,7 @@ def open_session_store(
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if isinstance(spec, str) and scheme in REDIS_SCHEMES:
-        from deltamem_agents.session.redis_store import (
+        from deltamem_agents.store.redis_store import (
             RedisSessionStore,
             RedisStoreConfig,
         )

@@ -26,7 +26,7 @@ from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
 from deltamem_agents.core.state import DeltaMemState, StateFileError, atomic_write_bytes
-from deltamem_agents.session.records import (
+from deltamem_agents.store.records import (
     SESSION_SCHEMA_VERSION,
     ChatMessage,
     Fingerprint,

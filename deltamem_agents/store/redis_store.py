@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deltamem_agents.session.records import (
+from deltamem_agents.store.records import (
     ChatMessage,
     Fingerprint,
     SessionKey,
@@ -45,7 +45,7 @@ from deltamem_agents.session.records import (
     utc_now,
     validate_id,
 )
-from deltamem_agents.session.store import (
+from deltamem_agents.store.directory import (
     SessionConflictError,
     SessionCorruptError,
     SessionLockTimeout,

@@ -32,7 +32,7 @@ from deltamem_agents.session import (
     SessionStoreError,
     open_session_store,
 )
-from deltamem_agents.session.redis_store import (
+from deltamem_agents.store.redis_store import (
     RedisSessionStore,
     SessionLeaseLost,
     redact_url,
@@ -319,7 +319,7 @@ def test_a_lease_is_renewed_while_held(redis_server, redis_prefix):  # noqa: F81
 
 
 def test_an_expired_holder_cannot_release_or_commit_over_a_new_holder(redis_server, redis_prefix, monkeypatch):  # noqa: F811
-    from deltamem_agents.session import redis_store
+    from deltamem_agents.store import redis_store
 
     # a holder that stalls (its renewals never run) for longer than its lease
     monkeypatch.setattr(redis_store._Leases, "_renew", staticmethod(lambda lease: None))
@@ -352,7 +352,7 @@ def test_an_expired_holder_cannot_release_or_commit_over_a_new_holder(redis_serv
 
 _HOLDER = """
 import sys, time
-from deltamem_agents.session.redis_store import RedisSessionStore
+from deltamem_agents.store.redis_store import RedisSessionStore
 store = RedisSessionStore(sys.argv[1], prefix=sys.argv[2], lease_ttl=float(sys.argv[3]))
 with store.lock("alice/chat-1"):
     print("held", flush=True)

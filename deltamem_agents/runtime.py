@@ -21,15 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprint, read_adapter
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
-from deltamem_agents.session.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
+from deltamem_agents.store.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
 from deltamem_agents.session.session import MemorySession, SessionConfig
-from deltamem_agents.session.store import SessionStore
-from deltamem_agents.session.store_url import is_store_url, open_session_store
+from deltamem_agents.store.directory import SessionStore
+from deltamem_agents.store.url import is_store_url, open_session_store
 
 logger = logging.getLogger(__name__)
 
 #: Shipped adapters live here, one folder per backbone (``deltamem_config.json`` names it).
-SHIPPED_ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
 #: Seed of the projections of an untrained δ-mem, so its states stay valid across processes.
 UNTRAINED_SEED = 0
 
@@ -82,7 +82,7 @@ class DeltaMemRuntime:
         tokenizer: Any = None,
         progress: bool = True,
     ) -> None:
-        from deltamem_agents.backbone import DEFAULT_BACKBONE, load_backbone
+        from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
 
         if model is None:
             model, tokenizer = load_backbone(backbone, device=device, dtype=dtype, progress=progress)

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 
-from deltamem_agents import backbone as bb
-from deltamem_agents.backbone import (
+from deltamem_agents.model import backbone as bb
+from deltamem_agents.model.backbone import (
     CACHE_MARKER,
     DEFAULT_BACKBONE,
     BackboneNotFoundError,

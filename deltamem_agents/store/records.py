@@ -1,7 +1,7 @@
 """Records of a persisted session: ids, chat messages, model fingerprints and metadata.
 
 These models cross the file boundary (they are written to ``meta.json`` and ``messages.jsonl``
-by :mod:`deltamem_agents.session.store`), so they are strict: unknown fields are refused and
+by :mod:`deltamem_agents.store.directory`), so they are strict: unknown fields are refused and
 every timestamp is timezone-aware UTC.
 """
 

@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from deltamem_agents import DeltaMemConfig
-from deltamem_agents.core.memory import DeltaMemoryLayer
+from deltamem_agents.core.layer import DeltaMemoryLayer
 from deltamem_agents.ops import naive_delta_scan
 
 HIDDEN = 32

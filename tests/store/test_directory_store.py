@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from deltamem_agents.core.state import DeltaMemState
-from deltamem_agents.session import records as records_module
-from deltamem_agents.session import store as store_module
-from deltamem_agents.session.records import (
+from deltamem_agents.store import records as records_module
+from deltamem_agents.store import directory as store_module
+from deltamem_agents.store.records import (
     ChatMessage,
     Fingerprint,
     InvalidSessionIdError,
@@ -22,7 +22,7 @@ from deltamem_agents.session.records import (
     chain_next,
     validate_id,
 )
-from deltamem_agents.session.store import (
+from deltamem_agents.store.directory import (
     DirectorySessionStore,
     SessionConflictError,
     SessionCorruptError,
