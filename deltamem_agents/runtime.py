@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprint, read_adapter
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
+from deltamem_agents.progress import ProgressLike, tracked
 from deltamem_agents.store.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
 from deltamem_agents.session.session import MemorySession, SessionConfig
 from deltamem_agents.store.directory import SessionStore
@@ -80,7 +80,7 @@ class DeltaMemRuntime:
         dtype: str | torch.dtype | None = None,
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
-        progress: bool = True,
+        progress: ProgressLike = True,
     ) -> None:
         from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
 
@@ -199,7 +199,7 @@ class DeltaMemRuntime:
         *,
         user_id: str = "default",
         keep: Callable[[ChatMessage], bool],
-        progress: bool = True,
+        progress: ProgressLike = True,
     ) -> SessionMetadata:
         """Rebuild a session from the messages ``keep`` accepts: a fresh state, written by
         replaying them in order, replaces log and state in one atomic commit.
@@ -211,14 +211,10 @@ class DeltaMemRuntime:
             record = self.store.require(key, expect=self.fingerprint)
             kept = [m for m in record.messages if keep(m)]
             fresh = MemorySession(self.model, self.tokenizer, self.handle, config=self.session_config, lock=self.lock)
-            with Progress(
-                TextColumn("replaying the remaining log into a fresh state"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), disable=not progress, transient=True,
-            ) as bar:
-                task = bar.add_task("replay", total=len(kept))
+            with tracked(progress, "replaying the remaining log into a fresh state", total=len(kept)) as bar:
                 for message in kept:
                     fresh.ingest(message)
-                    bar.advance(task)
+                    bar.advance()
             total = len(record.messages)
             record = self.store.rewrite(record, messages=kept, state=fresh.state, tokens_written=fresh.tokens_written)
             self._open.pop(key, None)

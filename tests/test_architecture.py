@@ -42,7 +42,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": _HYBRID | {"data"},
     "train": _HYBRID | {"data", "eval"},
     "bench": _HYBRID | {"data"},
-    "server": _HYBRID | {"bench"},
+    "server": _HYBRID,
     "mcp_server": _HYBRID,
     "cli": _HYBRID | {"data", "eval", "train", "bench", "server", "mcp_server"},
 }

@@ -25,7 +25,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.bench.conversation import SyntheticConversation
-from deltamem_agents.bench.report import Progress, machine_info, write_report
+from deltamem_agents.bench.report import Progress
+from deltamem_agents.reporting.files import write_report
+from deltamem_agents.reporting.machine import machine_info
 
 GOAL_SPEEDUP = 3.0
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
-from deltamem_agents.bench.report import machine_info, write_report
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.ops.fused import fused_decode_status
+from deltamem_agents.reporting.files import write_report
+from deltamem_agents.reporting.machine import machine_info
 
 VARIANTS = ("bare", "delta-mem")
 

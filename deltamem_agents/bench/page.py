@@ -15,7 +15,7 @@ from typing import Any
 
 from deltamem_agents.bench.plots import PLOTTERS, plot_report
 from deltamem_agents.bench.registry import BENCHMARKS
-from deltamem_agents.bench.report import markdown_table
+from deltamem_agents.reporting.tables import markdown_table
 
 Report = dict[str, Any]
 

@@ -1,7 +1,7 @@
 """Plots of benchmark reports, drawn from their JSON alone (so the page can redraw them).
 
-One function per benchmark; `plot_report` picks it. matplotlib is an optional dependency
-(``pip install deltamem-agents[plot]``): without it no plot is drawn and `plot_report` says so.
+One function per benchmark; `plot_report` picks it. Without matplotlib no plot is drawn and
+`plot_report` says so (returns ``None``): a benchmark's numbers never depend on a figure.
 """
 
 from __future__ import annotations
@@ -10,22 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from deltamem_agents.reporting.plotting import pyplot, save_figure
+
 Report = dict[str, Any]
 
 COLOURS = {
     "full": "#c0392b", "full-cached": "#e67e22", "delta-mem": "#2471a3", "hybrid": "#17a589", "rag": "#7d3c98",
 }
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:
@@ -37,12 +28,30 @@ def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("status", "ok") == "ok"]
 
 
-def _token_ticks(ax: Any, values: list[int]) -> None:
-    """Log-2 x axis labelled 1k, 2k, ... at the measured sizes."""
+def _tokens(value: int) -> str:
+    return f"{value / 1024:g}k" if value >= 1024 else str(value)
+
+
+def _log2_ticks(ax: Any, values: list[int], label: Callable[[int], str] = str) -> None:
+    """Log-2 x axis with a tick at each measured value (token counts read 1k, 2k, ...: ``_tokens``)."""
     ax.set_xscale("log", base=2)
     ax.set_xticks(values)
-    ax.set_xticklabels([f"{v / 1024:g}k" if v >= 1024 else str(v) for v in values])
+    ax.set_xticklabels([label(v) for v in values])
     ax.minorticks_off()
+
+
+def _line(ax: Any, points: list[tuple[Any, Any]], **style: Any) -> None:
+    """One measured series, in x order; nothing when nothing was measured."""
+    if points:
+        ax.plot(*zip(*sorted(points)), marker="o", **style)
+
+
+def _log_y(ax: Any, xlabel: str, ylabel: str) -> None:
+    """Log y axis, both labels and a grid: every line plot here spans orders of magnitude."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def _growth(plt: Any, report: Report) -> Any:
@@ -51,14 +60,10 @@ def _growth(plt: Any, report: Report) -> Any:
     fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6))
     for ax, (key, label) in zip(axes, panels):
         for condition, colour in COLOURS.items():
-            points = sorted((r["history_tokens"], r[key]) for r in rows if r["condition"] == condition and r.get(key))
-            if points:
-                ax.plot(*zip(*points), marker="o", label=condition, color=colour)
-        _token_ticks(ax, sorted({r["history_tokens"] for r in report["rows"]}))
-        ax.set_yscale("log")
-        ax.set_xlabel("history (tokens)")
-        ax.set_ylabel(label)
-        ax.grid(True, which="both", alpha=0.3)
+            points = [(r["history_tokens"], r[key]) for r in rows if r["condition"] == condition and r.get(key)]
+            _line(ax, points, label=condition, color=colour)
+        _log2_ticks(ax, sorted({r["history_tokens"] for r in report["rows"]}), _tokens)
+        _log_y(ax, "history (tokens)", label)
     _legend(axes[0])
     fig.suptitle(f"one turn ({report['meta']['params']['decode_tokens']} tokens decoded) as the conversation grows")
     return fig
@@ -68,17 +73,9 @@ def _batch(plt: Any, report: Report) -> Any:
     rows = [r for r in report["rows"] if isinstance(r.get("sessions"), int)]
     fig, ax = plt.subplots(figsize=(6, 4.4))
     for key, label, colour in (("sequential_tok_s", "one after another", "#c0392b"), ("batched_tok_s", "batched", "#2471a3")):
-        points = sorted((r["sessions"], r[key]) for r in rows if r.get(key))
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label, color=colour)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({r["sessions"] for r in rows}))
-    ax.set_xticklabels([str(v) for v in sorted({r["sessions"] for r in rows})])
-    ax.minorticks_off()
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent sessions")
-    ax.set_ylabel("aggregate decoded tokens/s")
-    ax.grid(True, which="both", alpha=0.3)
+        _line(ax, [(r["sessions"], r[key]) for r in rows if r.get(key)], label=label, color=colour)
+    _log2_ticks(ax, sorted({r["sessions"] for r in rows}))
+    _log_y(ax, "concurrent sessions", "aggregate decoded tokens/s")
     _legend(ax)
     return fig
 
@@ -94,10 +91,7 @@ def _retrieval(plt: Any, report: Report) -> Any:
             line = ax.plot(x, p50, marker="o", label=f"{operation} (p50)")[0]
             ax.plot(x, p95, linestyle="--", color=line.get_color(), alpha=0.6)
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("entries in the text log")
-    ax.set_ylabel("latency (ms); dashed: p95")
-    ax.grid(True, which="both", alpha=0.3)
+    _log_y(ax, "entries in the text log", "latency (ms); dashed: p95")
     _legend(ax, fontsize=7)
     return fig
 
@@ -106,14 +100,9 @@ def _scan(plt: Any, report: Report) -> Any:
     rows = report["rows"]
     fig, ax = plt.subplots(figsize=(6, 4.4))
     for key, label in (("naive_ms", "naive token loop"), ("chunk_ms", "chunked (WY/UT)")):
-        points = sorted((r["T"], r[key]) for r in rows if r.get(key))
-        if points:
-            ax.plot(*zip(*points), marker="o", label=label)
-    _token_ticks(ax, sorted({r["T"] for r in rows}))
-    ax.set_yscale("log")
-    ax.set_xlabel("tokens")
-    ax.set_ylabel("ms")
-    ax.grid(True, which="both", alpha=0.3)
+        _line(ax, [(r["T"], r[key]) for r in rows if r.get(key)], label=label)
+    _log2_ticks(ax, sorted({r["T"] for r in rows}), _tokens)
+    _log_y(ax, "tokens", "ms")
     _legend(ax)
     return fig
 
@@ -135,12 +124,11 @@ PLOTTERS: dict[str, Callable[[Any, Report], Any]] = {
 
 def plot_report(name: str, report: Report, path: Path) -> Path | None:
     """Draw ``report`` into ``path`` (PNG); ``None`` when there is no plotter or no matplotlib."""
-    plotter, plt = PLOTTERS.get(name), _pyplot()
-    if plotter is None or plt is None:
+    plotter = PLOTTERS.get(name)
+    if plotter is None:
         return None
-    fig = plotter(plt, report)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    try:
+        plt = pyplot()
+    except ImportError:
+        return None
+    return save_figure(plotter(plt, report), path, dpi=110)

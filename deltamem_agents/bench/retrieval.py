@@ -30,7 +30,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.bench.conversation import COLOURS, FILLER, NAMES, PLACES, THINGS
-from deltamem_agents.bench.report import Progress, machine_info, write_report
+from deltamem_agents.bench.report import Progress
+from deltamem_agents.reporting.files import write_report
+from deltamem_agents.reporting.machine import machine_info
 
 USER, SESSION = "bench", "log"
 
@@ -129,7 +131,7 @@ def run_retrieval_bench(
     from chromadb.config import Settings
     from deltamem_agents.memory import TextLog, TextLogConfig
     from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
-    from deltamem_agents.memory.router import MemoryRouter, RouterInput
+    from deltamem_agents.memory.routing import MemoryRouter, RouterInput
     from deltamem_agents.store.records import ChatMessage
 
     config = config or RetrievalBenchConfig()

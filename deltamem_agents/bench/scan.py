@@ -10,9 +10,10 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn.functional as F
 
-from deltamem_agents.bench.report import machine_info, write_report
 from deltamem_agents.ops import chunk_delta_scan, naive_delta_scan
 from deltamem_agents.ops.dispatch import chunk_size_for
+from deltamem_agents.reporting.files import write_report
+from deltamem_agents.reporting.machine import machine_info
 
 __all__ = ["run_scan_bench", "make_scan_inputs"]
 

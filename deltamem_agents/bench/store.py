@@ -207,7 +207,9 @@ def run_store_bench(
     import contextlib
     import uuid
 
-    from deltamem_agents.bench.report import Progress, machine_info, write_report
+    from deltamem_agents.bench.report import Progress
+    from deltamem_agents.reporting.files import write_report
+    from deltamem_agents.reporting.machine import machine_info
     from deltamem_agents.store.redis_store import RedisSessionStore
     from deltamem_agents.store.directory import DirectorySessionStore
 

@@ -35,7 +35,7 @@ def user_errors(func: F) -> F:
 
         from deltamem_agents.model.backbone import BackboneNotFoundError
         from deltamem_agents.core.state import StateFileError
-        from deltamem_agents.memory.router import RouterError
+        from deltamem_agents.memory.routing import RouterError
         from deltamem_agents.memory.textlog import TextLogError
         from deltamem_agents.model.adapters import AdapterError
         from deltamem_agents.store.records import InvalidSessionIdError

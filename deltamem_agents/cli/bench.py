@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from deltamem_agents.cli._common import Device, OutDir, console, parse_ints, print_rows, user_errors
+from deltamem_agents.cli._runtime import BackbonePathOpt, DtypeOpt
 
 
 def parse_names(text: str) -> list[str]:
@@ -44,13 +45,13 @@ def bench_scan(
 @user_errors
 def bench_overhead(
     out: OutDir = Path("bench-out"),
-    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    backbone: BackbonePathOpt = None,
     adapter: Annotated[str | None, typer.Option(help="adapter folder (default: a fresh default config)")] = None,
     prompt_tokens: int = 512,
     decode_tokens: int = 64,
     repeats: int = 5,
     device: Device = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+    dtype: DtypeOpt = None,
     memory: Annotated[bool, typer.Option(help="also measure peak memory in child processes")] = True,
 ) -> None:
     """Prefill/decode tokens/s and peak memory with δ-mem attached vs the bare backbone."""
@@ -68,7 +69,7 @@ def bench_overhead(
 @user_errors
 def bench_growth(
     out: OutDir = Path("bench-out"),
-    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    backbone: BackbonePathOpt = None,
     adapter: Annotated[str | None, typer.Option(help="δ-mem adapter folder (default: untrained, seeded)")] = None,
     sizes: Annotated[str, typer.Option(help="history sizes in tokens")] = "1024,2048,4096,8192,16384,32768",
     conditions: Annotated[str, typer.Option(help="any of full,full-cached,delta-mem,hybrid,rag")] = "full,full-cached,delta-mem,hybrid,rag",
@@ -78,7 +79,7 @@ def bench_growth(
     full_turns: Annotated[int, typer.Option(help="measured turns per size for full replay")] = 1,
     memory_limit_mib: Annotated[float | None, typer.Option(help="most memory a turn may add (default: 90% of free)")] = None,
     device: Device = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+    dtype: DtypeOpt = None,
     reopen: Annotated[
         bool, typer.Option(help="measure each size of the windowed conditions in a fresh process that opens the stored memory")
     ] = True,
@@ -100,13 +101,13 @@ def bench_growth(
 @user_errors
 def bench_batch(
     out: OutDir = Path("bench-out"),
-    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    backbone: BackbonePathOpt = None,
     adapter: Annotated[str | None, typer.Option(help="δ-mem adapter folder (default: untrained, seeded)")] = None,
     sessions: Annotated[str, typer.Option(help="numbers of concurrent sessions")] = "1,4,16",
     decode_tokens: int = 64,
     repeats: Annotated[int, typer.Option(help="rounds per size (median)")] = 1,
     device: Device = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16, ... (default: by device)")] = None,
+    dtype: DtypeOpt = None,
 ) -> None:
     """Aggregate tokens/s of sessions decoded in one batch vs one after another (goal: >= 3x at 16)."""
     from deltamem_agents.bench.batch import BatchBenchConfig, run_batch_bench

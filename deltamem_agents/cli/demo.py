@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deltamem_agents.cli._common import Device, console, fail, user_errors
-from deltamem_agents.cli.sessions import BackboneOpt, DtypeOpt, HomeOpt, format_stats, norms_of, open_store, state_digest
+from deltamem_agents.cli._runtime import BackboneOpt, DtypeOpt, HomeOpt, format_stats, norms_of, open_store, state_digest
 
 FIRST = "Hi! My name is Ada and my favourite drink is cardamom tea. Please remember that."
 SECOND = "What is my favourite drink?"

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from deltamem_agents.cli._common import console, print_rows, user_errors
+from deltamem_agents.cli._common import Device, console, print_rows, user_errors
+from deltamem_agents.cli._runtime import BackbonePathOpt, ThreadsOpt
 
 if TYPE_CHECKING:
     from deltamem_agents.data.records import Conversation
@@ -52,7 +53,7 @@ def evaluate(
     data_seed: Annotated[int, typer.Option(help="seed of the generated conversations")] = 0,
     conditions: Annotated[str, typer.Option(help="comma-separated: no_memory, recent_window, full_history, rag, state, hybrid; controls state_other, hybrid_other")] = "no_memory,recent_window,full_history,rag,state,hybrid",
     adapter: Annotated[str, typer.Option(help="adapter folder, 'auto' (the shipped one) or 'none'")] = "auto",
-    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    backbone: BackbonePathOpt = None,
     window: Annotated[int, typer.Option(help="recent history tokens kept in context")] = 64,
     rag_k: Annotated[int, typer.Option(help="log messages placed by RAG")] = 3,
     router: Annotated[str, typer.Option(help="hybrid router policies, e.g. retrieval=0.75 or cues+retrieval+state")] = "retrieval=0.75",
@@ -60,8 +61,8 @@ def evaluate(
     perplexity: Annotated[bool, typer.Option(help="also check perplexity on generic text, bare vs adapter")] = True,
     ppl_passages: Annotated[int, typer.Option(help="generic-text passages for the perplexity check")] = 8,
     ppl_tokens: Annotated[int, typer.Option(help="tokens per passage")] = 384,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available)")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    device: Device = None,
+    threads: ThreadsOpt = None,
     progress: bool = True,
 ) -> None:
     """Same backbone, same questions: no memory, recent window, full history, RAG, δ-mem state,

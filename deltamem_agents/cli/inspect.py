@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from deltamem_agents.cli._common import Device, console, fail, user_errors
-from deltamem_agents.cli.sessions import (
+from deltamem_agents.cli._runtime import (
     AdapterOpt,
     BackboneOpt,
     ContextOpt,

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, BinaryIO
 import typer
 
 from deltamem_agents.cli._common import Device, err_console, fail, user_errors
-from deltamem_agents.cli.memory import ChromaOpt, build_hybrid
-from deltamem_agents.cli.sessions import (
+from deltamem_agents.cli._runtime import (
     AdapterOpt,
     BackboneOpt,
+    ChromaOpt,
     ContextOpt,
     DtypeOpt,
     HomeOpt,
@@ -30,6 +30,7 @@ from deltamem_agents.cli.sessions import (
     RouterOpt,
     SystemOpt,
     TextLogOpt,
+    build_hybrid,
     build_runtime,
 )
 

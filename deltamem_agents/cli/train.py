@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from deltamem_agents.cli._common import console, fail, parse_ints, user_errors
+from deltamem_agents.cli._common import Device, console, fail, parse_ints, user_errors
+from deltamem_agents.cli._runtime import BackbonePathOpt, DtypeOpt, ThreadsOpt
 
 
 @user_errors
@@ -37,11 +38,11 @@ def train(
     dev_conversations: Annotated[int, typer.Option(help="generated dev conversations")] = 8,
     data_seed: int = 0,
     seed: Annotated[int, typer.Option(help="seed of the initialisation and the data order")] = 0,
-    backbone: Annotated[str | None, typer.Option(help="backbone name or path (default: embedded SmolLM2)")] = None,
+    backbone: BackbonePathOpt = None,
     backbone_name: Annotated[str | None, typer.Option(help="name recorded in the adapter")] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available)")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32, bfloat16 ... (default: by device)")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    device: Device = None,
+    dtype: DtypeOpt = None,
+    threads: ThreadsOpt = None,
     save_every: int = 50,
     eval_every: int = 250,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,

@@ -13,6 +13,9 @@ Weights are packed so one token costs two small matmuls:
 * ``gate_bias`` ``[G (+ G)]``: beta then lambda biases (the memory q/k/v have no bias).
 * ``delta_out_proj`` ``[sum(out features of the active heads), D]``: delta heads stacked in
   q, k, v, o order.
+
+Which step a forward runs (fused C++, eager per-token, scan, SSW segments, reads only) is a
+`DecodePlan` (``core/plan.py``) chosen once; the gate math is `write_gates` (``core/gates.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
+from deltamem_agents.core.gates import write_gates
+from deltamem_agents.core.plan import DecodePlan, StepKind, choose_plan
 from deltamem_agents.ops import delta_scan
+from deltamem_agents.ops.dispatch import ScanImpl
 from deltamem_agents.ops.fused import fused_decode_plan
 from deltamem_agents.ops.recurrent import delta_step_qk
 
@@ -96,8 +102,6 @@ class DeltaMemoryLayer(nn.Module):
         else:
             self.delta_o_norm_weight = None
         self._record_inputs = False  # set by the handle while gate statistics are recorded
-        # the fused decode step covers the plain delta heads (no trainable scale, no o-norm)
-        self._fusable = self.delta_scale_raw is None and self.delta_o_norm_weight is None
         self._fused_args = (  # the fused step's fixed arguments, built once
             config.num_state_heads, config.rank, config.gates_per_head, config.normalize_qk, config.couple_lambda,
             _UPDATE_MODE_CODES[config.state_update_mode], QK_NORM_EPS, config.scaling, tuple(self.out_features.values()),
@@ -137,7 +141,7 @@ class DeltaMemoryLayer(nn.Module):
     # -- projections ----------------------------------------------------------------------------
     def memory_inputs(self, hidden: Tensor) -> MemoryInputs:
         """Project ``[B, T, hidden]`` into scan inputs ``[B, H, T, r]`` (float32 or wider)."""
-        cfg, d, g = self.config, self.read_dim, self.gate_dim
+        cfg, d = self.config, self.read_dim
         batch, steps, _ = hidden.shape
         heads, rank = cfg.num_state_heads, cfg.rank
         packed = F.linear(hidden.to(self.memory_in_proj.dtype), self.memory_in_proj)
@@ -147,33 +151,37 @@ class DeltaMemoryLayer(nn.Module):
         if cfg.normalize_qk:
             q = F.normalize(torch.tanh(q), dim=-1, eps=QK_NORM_EPS)
             k = F.normalize(torch.tanh(k), dim=-1, eps=QK_NORM_EPS)
-        bias = self.gate_bias.to(compute_dtype)
-        beta = torch.sigmoid(packed[..., 3 * d : 3 * d + g] + bias[:g])
-        beta = self._rows(beta, batch, steps)
-        if cfg.state_update_mode == "no_lambda":
-            keep = torch.ones_like(beta)
-            erase, write = beta, beta
-        else:
-            if cfg.couple_lambda:
-                lam = 1.0 - beta
-            else:
-                lam = self._rows(torch.sigmoid(packed[..., 3 * d + g :] + bias[g:]), batch, steps)
-            keep = lam
-            erase = lam * beta if cfg.state_update_mode == "lambda_outside" else beta
-            write = beta
+        gates = write_gates(packed[..., 3 * d :], cfg, bias=self.gate_bias.to(compute_dtype))
+
+        def rows(gate: Tensor) -> Tensor:  # [B, T, H, 1 or r] -> one value per state row
+            return gate.expand(-1, -1, -1, rank)
+
+        beta = rows(gates.beta)
+        keep = torch.ones_like(beta) if gates.keep is None else rows(gates.keep)
+        erase = beta if gates.erase is gates.beta else rows(gates.erase)
 
         def scan_layout(x: Tensor) -> Tensor:
             return x.transpose(1, 2)
 
-        return MemoryInputs(*(scan_layout(x) for x in (q, k, v, keep, erase, write, beta)))
-
-    def _rows(self, gate: Tensor, batch: int, steps: int) -> Tensor:
-        """Gate logits ``[B, T, G]`` -> one value per state row ``[B, T, H, r]``."""
-        cfg = self.config
-        gate = gate.reshape(batch, steps, cfg.num_state_heads, cfg.gates_per_head)
-        return gate.expand(-1, -1, -1, cfg.rank)
+        return MemoryInputs(*(scan_layout(x) for x in (q, k, v, keep, erase, beta, beta)))
 
     # -- read and write ---------------------------------------------------------------------------
+    def plan(
+        self, hidden: Tensor, state: Tensor | None = None, *, write: bool = True, segment_ids: Tensor | None = None
+    ) -> DecodePlan:
+        """`choose_plan` for a forward of ``hidden`` through this layer. The attention hook asks
+        once per forward; `step` and `read_write` ask only where they are given no plan."""
+        weight = self.memory_in_proj
+        autograd = torch.is_grad_enabled() and (
+            hidden.requires_grad
+            or (state is not None and state.requires_grad)
+            or any(p.requires_grad for p in self._parameters.values() if p is not None)
+        )
+        return choose_plan(
+            self.config, tokens=hidden.shape[1], device=weight.device, dtype=weight.dtype, hidden_dtype=hidden.dtype,
+            write=write, segments=segment_ids is not None, record_inputs=self._record_inputs, autograd=autograd,
+        )
+
     def step(
         self,
         hidden: Tensor,
@@ -182,46 +190,38 @@ class DeltaMemoryLayer(nn.Module):
         token_mask: Tensor | None = None,
         segment_ids: Tensor | None = None,
         write: bool = True,
+        plan: DecodePlan | None = None,
     ) -> MemoryStep:
-        """`read_write` then `corrections`: one attention forward's memory work. A decode step
-        (one token per row, writing) on CPU in float32 runs fused (`deltamem_agents.ops.fused`)."""
-        if (
-            hidden.shape[1] == 1
-            and write
-            and not self._record_inputs
-            and (segment_ids is None or self.config.write_strategy != "ssw")
-        ):
-            fused = self._fused_decode(hidden, state, token_mask)
+        """`read_write` then `corrections`: one attention forward's memory work, as ``plan`` says
+        (given by the attention hook; else asked of `plan`). A FUSED plan runs the C++ step
+        (`deltamem_agents.ops.fused`), which computes the corrections too; should this layer's
+        tensors not be CPU float32 after all (layers on several devices), the eager step runs."""
+        if plan is None:
+            plan = self.plan(hidden, state, write=write, segment_ids=segment_ids)
+        if plan.kind is StepKind.FUSED:
+            fused = self._fused_step(hidden, state, token_mask)
             if fused is not None:
                 return fused
-        reads, new_state, inputs = self.read_write(
-            hidden, state, token_mask=token_mask, segment_ids=segment_ids, write=write
-        )
+        reads, new_state, inputs = self._run(plan, hidden, state, token_mask, segment_ids)
         return MemoryStep(reads, new_state, inputs, self.corrections(reads))
 
-    def _fused_decode(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
-        """The C++ decode step where it applies (CPU, float32, no autograd), else ``None``."""
-        weight = self.memory_in_proj
-        if torch.is_grad_enabled() and weight.requires_grad:
+    def _fused_step(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> MemoryStep | None:
+        """The C++ decode step, or ``None`` where its tensors are not all CPU float32."""
+        kernel = self.fused_kernel()
+        if kernel is None:
             return None
-        plan = self.fused_plan()
-        if plan is None:
-            return None
-        out = plan(weight, self.gate_bias, self.delta_out_proj, hidden, state, token_mask)
-        if out is None:  # not all CPU float32
+        out = kernel(self.memory_in_proj, self.gate_bias, self.delta_out_proj, hidden, state, token_mask)
+        if out is None:
             return None
         return MemoryStep(out[0], out[1], None, dict(zip(self.heads, out[2:])))
 
-    def fused_plan(self) -> Callable[..., tuple | None] | None:
-        """The fused step compiled for this layer's configuration, or ``None`` where it does not
-        cover it (trainable delta scale, o-norm), the weights are not CPU float32, or it is
-        switched off or not built. Called as
-        ``plan(memory_in_proj, gate_bias, delta_out_proj, hidden, state, token_mask)``, it returns
-        ``(reads, new_state, *corrections in head order)``, or ``None`` where the tensors are not
-        all CPU float32. It records no autograd graph: that check is the caller's."""
-        weight = self.memory_in_proj
-        if not self._fusable or weight.dtype != torch.float32 or weight.device.type != "cpu":
-            return None
+    def fused_kernel(self) -> Callable[..., tuple | None] | None:
+        """The C++ step compiled for this layer's configuration, or ``None`` where it is switched
+        off or did not build. For FUSED plans only: it has no trainable delta scale, o-norm or
+        backward (`choose_plan` checks). Called as
+        ``kernel(memory_in_proj, gate_bias, delta_out_proj, hidden, state, token_mask)``, it
+        returns ``(reads, new_state, *corrections in head order)``, or ``None`` where the tensors
+        are not all CPU float32."""
         return fused_decode_plan(self._fused_args)
 
     def read_write(
@@ -232,31 +232,40 @@ class DeltaMemoryLayer(nn.Module):
         token_mask: Tensor | None = None,
         segment_ids: Tensor | None = None,
         write: bool = True,
+        plan: DecodePlan | None = None,
     ) -> tuple[Tensor, Tensor, MemoryInputs | None]:
         """Read this pass's tokens from ``state`` and (if ``write``) return the updated state.
 
         ``hidden`` ``[B, T, hidden]``; ``state`` ``[B, H, r, r]``; ``token_mask`` ``[B, T]`` bool
         (False = padding: reads zero, no write); ``segment_ids`` ``[B, T]`` (SSW only; -1 = not
-        part of any segment). Returns ``(reads [B, T, D], new_state, write_inputs)``.
+        part of any segment). Returns ``(reads [B, T, D], new_state, write_inputs)``. A FUSED
+        plan runs the eager per-token step here (the C++ step also makes the corrections: `step`).
         """
-        steps = hidden.shape[1]
-        use_segments = write and self.config.write_strategy == "ssw" and segment_ids is not None
-        if not write or use_segments:
-            inputs = self.memory_inputs(hidden)
-            reads = self._frozen_reads(state, inputs.q, token_mask)
-            if not write:
-                return reads, state, inputs
-            assert segment_ids is not None
-            new_state, seg_inputs = self._segment_write(hidden, state, segment_ids, token_mask)
-            return reads, new_state, seg_inputs
-        if steps == 1 and not self._record_inputs:
+        if plan is None:
+            plan = self.plan(hidden, state, write=write, segment_ids=segment_ids)
+        return self._run(plan, hidden, state, token_mask, segment_ids)
+
+    def _run(
+        self, plan: DecodePlan, hidden: Tensor, state: Tensor, token_mask: Tensor | None, segment_ids: Tensor | None
+    ) -> tuple[Tensor, Tensor, MemoryInputs | None]:
+        """`read_write` as ``plan`` says, deciding nothing."""
+        kind = plan.kind
+        if kind is StepKind.FUSED or kind is StepKind.RECURRENT:
             return self._decode_step(hidden, state, token_mask)
         inputs = self.memory_inputs(hidden)
-        reads, new_state = delta_scan(
-            inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write,
-            mask=token_mask, initial_state=state, impl=self.config.scan_impl,
-        )
-        return self._flatten_reads(reads), new_state, inputs
+        if kind is StepKind.SCAN:
+            reads, new_state = delta_scan(
+                inputs.q, inputs.k, inputs.v, inputs.keep, inputs.erase, inputs.write,
+                mask=token_mask, initial_state=state, impl=plan.scan_impl,
+            )
+            return self._flatten_reads(reads), new_state, inputs
+        reads = self._frozen_reads(state, inputs.q, token_mask)
+        if kind is StepKind.READ_ONLY:
+            return reads, state, inputs
+        if segment_ids is None:
+            raise ValueError("a SEGMENTS plan needs the forward's segment_ids")
+        new_state, seg_inputs = self._segment_write(hidden, state, segment_ids, token_mask, plan.scan_impl)
+        return reads, new_state, seg_inputs
 
     def _decode_step(self, hidden: Tensor, state: Tensor, token_mask: Tensor | None) -> tuple[Tensor, Tensor, None]:
         """One token per row: the same math as `memory_inputs` + the scan, in as few small
@@ -278,22 +287,12 @@ class DeltaMemoryLayer(nn.Module):
             qk = qk / torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(QK_NORM_EPS)
         qk = qk.transpose(1, 2)  # [B, H, 2, r]
         v = packed[:, 2 * d : 3 * d].view(batch, heads, rank)
-        gate_logits = packed[:, 3 * d :]
-        if not wide:
-            gate_logits = gate_logits + self.gate_bias.to(packed.dtype)
-        gates = torch.sigmoid(gate_logits)
-        gates = gates.view(batch, -1, heads, cfg.gates_per_head)  # [B, 1 or 2, H, r or 1]
-        beta = gates[:, 0]
-        keep: Tensor | None
-        if cfg.state_update_mode == "no_lambda":
-            keep, erase = None, beta
-        else:
-            lam = torch.sub(self._one(beta), beta) if cfg.couple_lambda else gates[:, 1]
-            keep, erase = lam, (lam * beta if cfg.state_update_mode == "lambda_outside" else beta)
+        bias = None if wide else self.gate_bias.to(packed.dtype)
+        gates = write_gates(packed[:, 3 * d :], cfg, bias=bias, one=self._one(packed))  # [B, H, r or 1]
         mask = None if token_mask is None else token_mask[:, 0]
         if state.dtype != packed.dtype:
             state = state.to(packed.dtype)
-        read, new_state = delta_step_qk(qk, v, keep, erase, beta, state, mask=mask)
+        read, new_state = delta_step_qk(qk, v, gates.keep, gates.erase, gates.beta, state, mask=mask)
         return read.reshape(batch, 1, d), new_state, None
 
     def _one(self, like: Tensor) -> Tensor:
@@ -342,9 +341,10 @@ class DeltaMemoryLayer(nn.Module):
         return reads.transpose(1, 2).reshape(batch, steps, heads * rank)
 
     def _segment_write(
-        self, hidden: Tensor, state: Tensor, segment_ids: Tensor, token_mask: Tensor | None
+        self, hidden: Tensor, state: Tensor, segment_ids: Tensor, token_mask: Tensor | None, impl: ScanImpl
     ) -> tuple[Tensor, MemoryInputs | None]:
-        """SSW: mean-pool each segment's hidden states, then scan the segments like tokens."""
+        """SSW: mean-pool each segment's hidden states, then scan the segments like tokens
+        (``impl`` as configured: `delta_scan` resolves it once the segment count is known)."""
         batch, steps, width = hidden.shape
         if segment_ids.shape != (batch, steps):
             raise ValueError(f"segment_ids has shape {tuple(segment_ids.shape)}, expected {(batch, steps)}")
@@ -366,7 +366,7 @@ class DeltaMemoryLayer(nn.Module):
         seg_inputs = self.memory_inputs(means)
         _, new_state = delta_scan(
             seg_inputs.q, seg_inputs.k, seg_inputs.v, seg_inputs.keep, seg_inputs.erase, seg_inputs.write,
-            mask=counts > 0, initial_state=state, impl=self.config.scan_impl,
+            mask=counts > 0, initial_state=state, impl=impl,
         )
         return new_state, seg_inputs
 

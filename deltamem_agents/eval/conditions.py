@@ -30,7 +30,7 @@ from deltamem_agents.data.prompts import probe_prompt
 from deltamem_agents.data.records import Conversation
 from deltamem_agents.eval.metrics import answer_recall, check_rule, exact_match, token_f1
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER
-from deltamem_agents.memory.router import MemoryRouter, RouterInput, router_from_spec
+from deltamem_agents.memory.routing import MemoryRouter, RouterInput, router_from_spec
 from deltamem_agents.memory.textlog import TextLog
 from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions, MemorySession, SessionConfig

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.data.records import MEMORY_KINDS
 from deltamem_agents.eval.conditions import LABELS, Answer, EvalConfig
+from deltamem_agents.reporting.files import write_json_and_markdown
 from deltamem_agents.reporting.plotting import pyplot, save_figure
+from deltamem_agents.reporting.tables import markdown_header, markdown_row, percent
 
 
 class ConditionSummary(BaseModel):
@@ -114,10 +116,6 @@ def check_goals(summaries: dict[str, ConditionSummary]) -> list[Goal]:
     return goals
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
 def markdown(report: EvalReport) -> str:
     kinds = sorted({k for s in report.summaries for k in s.f1_by_kind})
     head = ["condition", "F1", "EM", "recall", *[f"F1 {k}" for k in kinds], "F1 pref+instr+task", "rules followed",
@@ -131,13 +129,12 @@ def markdown(report: EvalReport) -> str:
         f"Scores are percentages; machine: {report.hardware.get('platform')}, {report.hardware.get('threads')} threads, "
         f"wall time {report.wall_time_s / 60:.1f} min.",
         "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
+        *markdown_header(head),
     ]
     for s in report.summaries:
-        row = [s.label, _pct(s.f1), _pct(s.exact), _pct(s.recall), *[_pct(s.f1_by_kind.get(k)) for k in kinds],
-               _pct(s.f1_memory_kinds), _pct(s.rules_followed), f"{s.prompt_tokens:.0f}", f"{s.latency_ms:.0f}"]
-        lines.append("| " + " | ".join(row) + " |")
+        row = [s.label, percent(s.f1), percent(s.exact), percent(s.recall), *[percent(s.f1_by_kind.get(k)) for k in kinds],
+               percent(s.f1_memory_kinds), percent(s.rules_followed), f"{s.prompt_tokens:.0f}", f"{s.latency_ms:.0f}"]
+        lines.append(markdown_row(row))
     if report.state_write_ms_per_conversation is not None:
         lines += ["", f"Writing a history into the state took {report.state_write_ms_per_conversation / 1e3:.1f} s per "
                   "conversation on average (once per conversation, not counted in the latencies above)."]
@@ -145,8 +142,8 @@ def markdown(report: EvalReport) -> str:
         lines += ["", f"Prefilling the full history took {report.full_history_prefill_ms_per_conversation / 1e3:.1f} s per "
                   "conversation on average (once; its KV cache is kept between that conversation's questions)."]
     if report.goals:
-        lines += ["", "## Goals", "", "| goal | met | measured |", "|---|---|---|"]
-        lines += [f"| {g.name} | {'yes' if g.met else 'no'} | {g.detail} |" for g in report.goals]
+        lines += ["", "## Goals", "", *markdown_header(["goal", "met", "measured"])]
+        lines += [markdown_row([g.name, "yes" if g.met else "no", g.detail]) for g in report.goals]
     if report.perplexity:
         p = report.perplexity
         lines += ["", "## Empty-memory check", "",
@@ -175,9 +172,5 @@ def bar_chart(report: EvalReport, path: str | Path) -> Path:
 
 def write_report(report: EvalReport, out: str | Path, name: str) -> list[Path]:
     """``<name>.json``, ``<name>.md`` and ``<name>.png`` in ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / f"{name}.json", out / f"{name}.md"
-    json_path.write_text(report.model_dump_json(indent=1) + "\n")
-    md_path.write_text(markdown(report))
-    return [json_path, md_path, bar_chart(report, out / f"{name}.png")]
+    json_path, md_path = write_json_and_markdown(out, name, report.model_dump_json(indent=1) + "\n", markdown(report))
+    return [json_path, md_path, bar_chart(report, Path(out) / f"{name}.png")]

@@ -13,6 +13,7 @@ from typing import Any
 from deltamem_agents.data.records import Conversation
 from deltamem_agents.eval.conditions import Answer, EvalConfig, Evaluator, Prepared
 from deltamem_agents.eval.report import EvalReport, check_goals, summarize
+from deltamem_agents.progress import ProgressLike, tracked
 
 
 def run_eval(
@@ -29,12 +30,11 @@ def run_eval(
     max_probes: int | None = None,
     perplexity: dict[str, Any] | None = None,
     hardware: dict[str, Any] | None = None,
-    progress: bool = True,
+    progress: ProgressLike = True,
 ) -> EvalReport:
     """Answer ``conversations``' probes under ``config.conditions``; the text log lives in
-    ``textlog_dir`` (a temporary folder by default), on a real embedded Chroma."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    ``textlog_dir`` (a temporary folder by default), on a real embedded Chroma. ``progress``
+    reports one unit per answer (see deltamem_agents/progress.py)."""
     from deltamem_agents.memory.textlog import TextLog, TextLogConfig
 
     config = config or EvalConfig()
@@ -47,12 +47,9 @@ def run_eval(
         total = sum(len(p) for _, p in plan) * len(config.conditions)
         answers: list[Answer] = []
         prepared: list[Prepared] = []
-        columns = (TextColumn("[bold]evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[what]}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("eval", total=total, what="")
+        with tracked(progress, "evaluating", total=total) as bar:
             for number, (conversation, probes) in enumerate(plan):
-                bar.update(task, what=f"writing {conversation.id}")
+                bar.set_status(f"writing {conversation.id}")
                 ready = evaluator.prepare(conversation)
                 prepared.append(ready)
                 if number:
@@ -64,9 +61,9 @@ def run_eval(
                     other = prepared[number - 1].state if number else evaluator.prepare_state(donor)
                 for index in probes:
                     for condition in config.conditions:
-                        bar.update(task, what=f"{conversation.id} {condition}")
+                        bar.set_status(f"{conversation.id} {condition}")
                         answers.append(evaluator.answer(ready, index, condition, other_state=other))
-                        bar.advance(task)
+                        bar.advance()
         if textlog is not None:
             textlog.close()
     summaries = {c: summarize(c, [a for a in answers if a.condition == c]) for c in config.conditions}

@@ -49,7 +49,7 @@ def require_mcp() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from deltamem_agents.memory.router import RouterError
+    from deltamem_agents.memory.routing import RouterError
     from deltamem_agents.memory.textlog import TextLogError
     from deltamem_agents.store.records import InvalidSessionIdError
     from deltamem_agents.session.session import SessionError

@@ -36,7 +36,7 @@ from deltamem_agents.store.directory import SessionNotFoundError
 
 if TYPE_CHECKING:
     from deltamem_agents.memory.hybrid import HybridMemory
-    from deltamem_agents.memory.router import RouteDecision
+    from deltamem_agents.memory.routing import RouteDecision
     from deltamem_agents.store.records import SessionMetadata
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ is opened or the embedding model is used.
 
 from typing import Any
 
-# Text log (textlog.py, chunking.py, embeddings.py), the router (router.py) and HybridMemory
+# Text log (textlog.py, chunking.py, embeddings.py), the router (routing/) and HybridMemory
 # (hybrid.py, loaded lazily: it needs torch and transformers).
 from deltamem_agents.memory.chunking import Chunk, chunk_text, split_sentences
 from deltamem_agents.memory.textlog import (
@@ -21,7 +21,7 @@ from deltamem_agents.memory.textlog import (
     default_textlog_path,
 )
 
-from deltamem_agents.memory.router import (
+from deltamem_agents.memory.routing import (
     MemoryRouter,
     RouteDecision,
     RouterConfig,

@@ -9,12 +9,13 @@ Limits: ``max_chars`` always; ``max_tokens`` too when a ``count_tokens`` functio
 (e.g. the embedding model's tokenizer, whose window is 256 word pieces). Consecutive chunks of
 one paragraph share their last sentences up to ``overlap_chars`` characters; a chunk that ends
 at a paragraph break (chunks prefer to, once half full) starts the next without overlap.
+`chunk_stream` does the same for text read in blocks, holding a bounded buffer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
@@ -22,6 +23,7 @@ _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 # that is not a lower-case letter ("e.g. this" stays whole), or at a line break.
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?P<sep>[ \t]+)(?![a-z])|\s*\n\s*")
 _WORD = re.compile(r"\S+")
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,55 @@ def chunk_text(
             first = _overlap_start(pieces, first, i, overlap_chars, fits)
         i += 1
     return [Chunk(n, pieces[a].start, pieces[b].end, text[pieces[a].start : pieces[b].end]) for n, (a, b) in enumerate(spans)]
+
+
+def chunk_stream(
+    blocks: Iterable[str],
+    *,
+    max_chars: int = 1000,
+    overlap_chars: int = 150,
+    max_tokens: int | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    buffer_chars: int | None = None,
+) -> Iterator[Chunk]:
+    """`chunk_text` over text that arrives in blocks (a file read piece by piece), in bounded memory.
+
+    At most about ``buffer_chars`` characters (default ``max(16 * max_chars, 65536)``) plus one
+    block are held. Each time the buffer fills it is chunked up to its last paragraph break
+    (else its last sentence end, else its last white space); no chunk spans such a cut, and
+    chunks do not overlap across it. ``Chunk.start``, ``end`` and ``index`` count in the whole
+    stream, so ``chunk.text == stream[chunk.start:chunk.end]``.
+    """
+    limit = buffer_chars if buffer_chars is not None else max(16 * max_chars, 1 << 16)
+    if limit < 1:
+        raise ValueError(f"buffer_chars must be >= 1, got {buffer_chars}")
+    options = {"max_chars": max_chars, "overlap_chars": overlap_chars, "max_tokens": max_tokens, "count_tokens": count_tokens}
+    index = 0
+
+    def emit(segment: str, offset: int) -> Iterator[Chunk]:
+        nonlocal index
+        for chunk in chunk_text(segment, **options):  # type: ignore[arg-type]
+            yield Chunk(index, offset + chunk.start, offset + chunk.end, chunk.text)
+            index += 1
+
+    buffer, base = "", 0
+    for block in blocks:
+        buffer += block
+        while len(buffer) >= limit:
+            cut = _stream_cut(buffer)
+            yield from emit(buffer[:cut], base)
+            buffer, base = buffer[cut:], base + cut
+    yield from emit(buffer, base)
+
+
+def _stream_cut(buffer: str) -> int:
+    """Where a buffered stream can be cut without splitting a piece: after its last complete
+    paragraph break, else sentence end, else white space (complete: text follows it), else at its end."""
+    for splitter in (_PARAGRAPH_BREAK, _SENTENCE_END, _SPACE):
+        ends = [m.end() for m in splitter.finditer(buffer) if 0 < m.end() < len(buffer)]
+        if ends:
+            return ends[-1]
+    return len(buffer)
 
 
 def _overlap_start(pieces: list[_Piece], first: int, nxt: int, overlap_chars: int, fits: Callable[[int, int], bool]) -> int:

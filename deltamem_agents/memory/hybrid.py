@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deltamem_agents.memory.router import MemoryRouter, RouteDecision, RouterInput
+from deltamem_agents.memory.routing import MemoryRouter, RouteDecision, RouterInput
 from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
 from deltamem_agents.store.records import ChatMessage, SessionKey
 from deltamem_agents.session.session import (

@@ -23,11 +23,11 @@ from torch.utils.hooks import RemovableHandle
 
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.core.layer import DeltaMemoryLayer
+from deltamem_agents.core.plan import DecodePlan, StepKind
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.compat import activation_checkpointing
 from deltamem_agents.model.targets import MatchedAttention, find_attention_modules
 from deltamem_agents.model.wrappers import DeltaLinear
-from deltamem_agents.ops.fused import fused_decode_mode
 
 MEMORY_ATTR = "delta_memory"
 
@@ -53,9 +53,8 @@ class _ForwardContext:
     active: bool = False
     #: the per-token mask derived for one (batch, steps): every layer of a forward needs the same
     token_mask: tuple[tuple[int, int], Tensor | None] | None = None
-    #: for a decode forward, per layer: see `DeltaMemHandle._decode_calls` (looked up at the
-    #: forward's first layer)
-    decode_calls: dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]] | None = None
+    #: the forward's plan, chosen at its first attention layer (`DeltaMemHandle._plan`)
+    plan: DecodePlan | None = None
 
 
 @dataclass
@@ -76,7 +75,7 @@ class DeltaMemHandle:
         self._states: dict[int, Tensor | None] = dict.fromkeys(layers)
         self._settings = _Settings()
         self._context = _ForwardContext()
-        self._decode_cache: tuple[str, dict] | None = None  # see _decode_calls
+        self._fused_calls: dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]] | None = None
         self._hooks: list[RemovableHandle] = []
         self._requires_grad_before: dict[str, bool] = {}
         self._attached = True
@@ -232,51 +231,67 @@ class DeltaMemHandle:
             return diagonal if diagonal.dtype == torch.bool else diagonal == 0
         raise ValueError(f"unsupported attention_mask shape {tuple(mask.shape)} for δ-mem")
 
-    def _decode_calls(self) -> dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
-        """Per layer, what `_before_attention`'s fast path needs for one decode forward: the
-        fused step, the memory's parameter dict (read at call time, so always the current
-        weights) and the wrappers' ``__dict__`` in head order. Empty where the general path must
-        run: autograd on, writes off, SSW segment ids given, statistics recorded, weights not
-        CPU float32, fused step off; a layer is missing where its configuration is not covered.
-        Kept between forwards while the fused-step mode is unchanged."""
-        settings = self._settings
-        if torch.is_grad_enabled() or not settings.write or settings.segment_ids is not None or settings.record_stats:
-            return {}
-        # the fused step applies to this forward at all (on, built, CPU float32 weights)?
-        if next(iter(self.layers.values())).memory.fused_plan() is None:
-            return {}
-        mode = fused_decode_mode()
-        cached = self._decode_cache
-        if cached is None or cached[0] != mode:
+    def _plan(self, index: int, hidden: Tensor) -> DecodePlan:
+        """Choose this forward's `DecodePlan` at its first attention layer (from that layer's
+        weights and state, the handle's settings and the grad mode) and keep it in the forward's
+        context, so every later layer follows it; outside a decoder forward, per call."""
+        context = self._context
+        batch, steps, _ = hidden.shape
+        plan = self.layers[index].memory.plan(
+            hidden, self._states[index], write=self._settings.write, segment_ids=self._segment_ids(batch, steps)
+        )
+        if context.active:
+            context.plan = plan
+        return plan
+
+    def _segment_ids(self, batch: int, steps: int) -> Tensor | None:
+        """The SSW segment ids that cover this forward; one-token forwards (decode steps) get
+        none, as in the reference, and ids of another shape are refused."""
+        segment_ids = self._settings.segment_ids
+        if segment_ids is not None and tuple(segment_ids.shape) != (batch, steps):
+            if steps > 1:
+                raise ValueError(
+                    f"segment_ids of shape {tuple(segment_ids.shape)} do not match this forward "
+                    f"({batch} x {steps} tokens)"
+                )
+            return None
+        return segment_ids
+
+    def _fused_calls_by_layer(self) -> dict[int, tuple[Any, dict[str, Any], list[dict[str, Any]]]]:
+        """Per layer, what the fast path of a FUSED forward calls: the compiled step, the
+        memory's parameter dict (read at call time, so always the current weights) and the
+        wrappers' ``__dict__`` in head order. Built at the first FUSED forward; it decides
+        nothing (the plan did)."""
+        calls = self._fused_calls
+        if calls is None:
             calls = {}
             for index, layer in self.layers.items():
-                plan = layer.memory.fused_plan()
-                if plan is not None:
+                kernel = layer.memory.fused_kernel()
+                if kernel is not None:
                     slots = [layer.wrappers[head].__dict__ for head in layer.memory.heads]
-                    calls[index] = (plan, layer.memory._parameters, slots)
-            self._decode_cache = cached = (mode, calls)
-        return cached[1]
+                    calls[index] = (kernel, layer.memory._parameters, slots)
+            self._fused_calls = calls
+        return calls
 
     def _before_attention(self, index: int, module: nn.Module, args: tuple, kwargs: dict) -> None:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         if not isinstance(hidden, Tensor) or hidden.dim() != 3:
             raise RuntimeError(f"δ-mem expected [batch, seq, hidden] attention input in layer {index}")
-        context = self._context
-        if hidden.shape[1] == 1 and context.active:
+        plan = self._context.plan  # chosen at this forward's first layer (`_plan`)
+        if plan is None or plan.tokens != hidden.shape[1]:
+            plan = self._plan(index, hidden)
+        if plan.kind is StepKind.FUSED:
             # Decoding's fast path, written out here: it runs per layer per generated token,
             # right after the backbone's weights have flushed the CPU caches, so every Python
             # call it avoids counts. One call into the fused step; its corrections go straight
-            # into the wrappers. Anything unusual falls through to the general path below.
-            calls = context.decode_calls
-            if calls is None:
-                calls = context.decode_calls = self._decode_calls()
-            entry = calls.get(index)
+            # into the wrappers. A fresh state or a wrong batch size takes the general path.
+            entry = (self._fused_calls or self._fused_calls_by_layer()).get(index)
             state = self._states[index]
             if entry is not None and state is not None and state.shape[0] == hidden.shape[0]:
-                plan, params, slots = entry
+                kernel, params, slots = entry
                 mask = self._token_mask(hidden.shape[0], 1)
-                out = plan(params["memory_in_proj"], params["gate_bias"], params["delta_out_proj"], hidden, state, mask)
-                if out is not None:  # None: the tensors are not all CPU float32 after all
+                out = kernel(params["memory_in_proj"], params["gate_bias"], params["delta_out_proj"], hidden, state, mask)
+                if out is not None:  # None: not all CPU float32 here; the general path runs eager
                     self._states[index] = out[1]
                     for slot, correction in zip(slots, out[2:]):
                         slot["pending"] = correction
@@ -298,20 +313,13 @@ class DeltaMemHandle:
                 f"the δ-mem state holds {state.shape[0]} batch row(s) but this forward has {batch}; "
                 "call reset_state() or set_state() with a state of the right batch size"
             )
-        segment_ids = self._settings.segment_ids
-        if segment_ids is not None and tuple(segment_ids.shape) != (batch, steps):
-            if steps > 1:
-                raise ValueError(
-                    f"segment_ids of shape {tuple(segment_ids.shape)} do not match this forward "
-                    f"({batch} x {steps} tokens)"
-                )
-            segment_ids = None
         step = layer.memory.step(
             hidden,
             state,
             token_mask=self._token_mask(batch, steps),
-            segment_ids=segment_ids,
+            segment_ids=self._segment_ids(batch, steps),
             write=self._settings.write,
+            plan=plan,
         )
         self._states[index] = step.new_state
         if self._settings.record_stats:

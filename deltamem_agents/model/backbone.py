@@ -36,9 +36,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
+
+from deltamem_agents.progress import ProgressLike, shows_progress, tracked
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -270,7 +272,8 @@ def _load_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBas
 
 
 class _RoutedTqdm:
-    """Stand-in for the ``tqdm`` that transformers' GGUF loader iterates with: reports to a callback."""
+    """Stand-in for the ``tqdm`` that transformers' GGUF loader iterates with: reports to a callback
+    (which forwards to our `ProgressReporter`), so no second progress library draws on the terminal."""
 
     def __init__(self, iterable: Any = None, *args: Any, report: Any, **kwargs: Any) -> None:
         self.iterable = iterable
@@ -303,12 +306,12 @@ class _RoutedTqdm:
 
 
 @contextmanager
-def _conversion_progress(label: str, enabled: bool) -> Iterator[Any]:
-    """One rich progress line on stderr: spinner, current step, elapsed time.
+def _conversion_progress(label: str, progress: ProgressLike) -> Iterator[Callable[[str], None]]:
+    """One progress task for the conversion, reported to ``progress``; yields ``step(description)``.
 
     transformers' own progress bars are switched off meanwhile (they would garble the
-    line, or be noise with ``enabled=False``); the per-tensor de-quantisation count of
-    its GGUF loader is shown in our line instead. Yields ``step(description)``.
+    line, or be noise with ``progress=False``); the per-tensor de-quantisation count of
+    its GGUF loader is routed into our task's status instead (`_RoutedTqdm`).
     """
     from transformers.utils import logging as hf_logging
 
@@ -319,52 +322,36 @@ def _conversion_progress(label: str, enabled: bool) -> Iterator[Any]:
     orig_tqdm = getattr(gguf_utils, "tqdm", None)
     bars_were_on = hf_logging.is_progress_bar_enabled()
 
-    @contextmanager
-    def routed(step: Any) -> Iterator[None]:
+    with tracked(progress, label) as reporter:
+
+        def step(description: str) -> None:
+            reporter.set_status("")
+            reporter.set_description(f"{label}: {description}")
+
+        counting = False
+
         def report(n: int, total: int | None) -> None:
-            step(f"de-quantising GGUF tensors {n}/{total or '?'}")
+            nonlocal counting
+            reporter.set_status(f"{n}/{total or '?'}")
+            if not counting:
+                counting = True
+                reporter.set_description(f"{label}: de-quantising GGUF tensors")
 
         hf_logging.disable_progress_bar()
         if orig_tqdm is not None:
             gguf_utils.tqdm = lambda *a, **kw: _RoutedTqdm(*a, report=report, **kw)
         try:
-            yield
+            yield step
         finally:
             if orig_tqdm is not None:
                 gguf_utils.tqdm = orig_tqdm
             if bars_were_on:
                 hf_logging.enable_progress_bar()
 
-    if not enabled:
-        def silent(description: str) -> None:
-            return None
-
-        with routed(silent):
-            yield silent
-        return
-
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-    with progress:
-        task = progress.add_task(label, total=None)
-
-        def step(description: str) -> None:
-            progress.update(task, description=f"{label}: {description}")
-
-        with routed(step):
-            yield step
-
 
 @contextmanager
 def _quiet_hf_progress(enabled: bool) -> Iterator[None]:
-    """Switch transformers' progress bars off while loading when ``progress=False``."""
+    """Switch transformers' progress bars off while loading when progress is off."""
     if enabled:
         yield
         return
@@ -380,7 +367,7 @@ def _quiet_hf_progress(enabled: bool) -> Iterator[None]:
 
 
 def _convert_gguf_to_cache(
-    gguf_path: Path, dest: Path, *, name: str, source_version: str | None, progress: bool
+    gguf_path: Path, dest: Path, *, name: str, source_version: str | None, progress: ProgressLike
 ) -> dict[str, Any]:
     """Convert ``gguf_path`` into a Hugging Face folder at ``dest`` (atomically). Returns its metadata."""
     import transformers
@@ -427,7 +414,7 @@ def _convert_gguf_to_cache(
 
 
 def _ensure_converted(
-    gguf_path: Path, *, name: str, source_version: str | None, cache_dir: Path | str | None, progress: bool
+    gguf_path: Path, *, name: str, source_version: str | None, cache_dir: Path | str | None, progress: ProgressLike
 ) -> Path:
     """The cached Hugging Face folder for ``gguf_path``, converting it first if needed."""
     from filelock import FileLock
@@ -487,7 +474,7 @@ def load_backbone(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     cache_dir: Path | str | None = None,
-    progress: bool = True,
+    progress: ProgressLike = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a frozen causal LM and its tokenizer.
 
@@ -499,7 +486,8 @@ def load_backbone(
         dtype: ``torch.dtype`` or a name (``"float32"``, ``"bf16"``, ...). Defaults to
             float32 on CPU and bfloat16 on CUDA when supported.
         cache_dir: deltamem cache root (default ``$DELTAMEM_CACHE`` or ``~/.cache/deltamem``).
-        progress: show a progress line on stderr during a first-time GGUF conversion.
+        progress: report a first-time GGUF conversion: ``True`` shows it (plain lines on stderr, or
+            what the application installed), ``False`` does not, or a `ProgressReporter` to report to.
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode with ``requires_grad`` off.
@@ -530,7 +518,7 @@ def load_backbone(
     target = str(folder) if folder is not None else str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
     try:
         # the cached folder loads in about a second: transformers' bars would only be noise there
-        with _quiet_hf_progress(progress and folder is None):
+        with _quiet_hf_progress(shows_progress(progress) and folder is None):
             tokenizer = AutoTokenizer.from_pretrained(target)
             model = AutoModelForCausalLM.from_pretrained(target, dtype=dt)
     except Exception as err:  # noqa: BLE001 - wrapped with a clear message, original chained

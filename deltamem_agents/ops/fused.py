@@ -20,11 +20,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["FUSED_DECODE_ENV", "fused_decode_mode", "fused_decode_plan", "fused_decode_status", "load_fused_decode"]
+__all__ = [
+    "FUSED_DECODE_ENV",
+    "FUSED_MAX_READ_DIM",
+    "fused_decode_mode",
+    "fused_decode_plan",
+    "fused_decode_status",
+    "fused_decode_unavailable",
+    "load_fused_decode",
+]
 
 logger = logging.getLogger(__name__)
 
 FUSED_DECODE_ENV = "DELTAMEM_FUSED_DECODE"
+#: the widest read (heads x rank) the C++ step takes: its scratch buffer
+FUSED_MAX_READ_DIM = 512
 _MODES = ("auto", "off", "require")
 _SOURCE = Path(__file__).with_name("csrc") / "decode_step.cpp"
 
@@ -80,12 +90,20 @@ def fused_decode_plan(config: tuple) -> Any | None:
     return plan[1]
 
 
+def fused_decode_unavailable() -> str | None:
+    """Why the fused step cannot run right now (switched off, did not build), or ``None`` where
+    it can. Builds it on first use; under ``require`` a failed build raises."""
+    if fused_decode_mode() == "off":
+        return f"{FUSED_DECODE_ENV}=off"
+    if load_fused_decode() is None:
+        return f"the fused step did not build: {_failure}"
+    return None
+
+
 def fused_decode_status() -> str:
     """``fused`` or ``eager (why)``: what decoding on a CPU in float32 uses right now."""
-    if fused_decode_mode() == "off":
-        return f"eager ({FUSED_DECODE_ENV}=off)"
-    module = load_fused_decode()
-    return "fused" if module is not None else f"eager (the fused step did not build: {_failure})"
+    why = fused_decode_unavailable()
+    return "fused" if why is None else f"eager ({why})"
 
 
 def _build(mode: str) -> ModuleType | None:

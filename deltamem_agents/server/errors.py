@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deltamem_agents.memory.router import RouterError
+from deltamem_agents.memory.routing import RouterError
 from deltamem_agents.memory.textlog import TextLogError, TextLogUnavailableError
 from deltamem_agents.server.schemas import ErrorDetail, ErrorResponse
 from deltamem_agents.store.records import InvalidSessionIdError

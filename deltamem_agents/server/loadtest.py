@@ -14,7 +14,7 @@ against what the clients were told:
 
 Latency is per turn, request to last byte (p50/p95/max); throughput is answered turns and
 completion tokens per second of wall time. `deltamem serve-loadtest` runs it and writes
-``serve.json`` + ``serve.md`` (the format of `deltamem_agents.bench.report`).
+``serve.json`` + ``serve.md`` (the format of `deltamem_agents.reporting.files.write_report`).
 """
 
 from __future__ import annotations
@@ -415,7 +415,8 @@ def run_against_new_server(
 # -- reports -------------------------------------------------------------------------------------------------
 def write_reports(reports: list[LoadTestReport], out: Path) -> tuple[Path, Path]:
     """``serve.json`` and ``serve.md`` in ``out``: one row per run, config and server in the meta."""
-    from deltamem_agents.bench.report import machine_info, write_report
+    from deltamem_agents.reporting.files import write_report
+    from deltamem_agents.reporting.machine import machine_info
 
     meta = {
         "benchmark": "serve",

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deltamem_agents.reporting.tables import markdown_header, markdown_row, percent
 from deltamem_agents.train.trainer import TrainReport
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+#: the columns of an evaluation's table in the card (the evaluation's own report has more)
+EVAL_COLUMNS = ("condition", "F1", "F1 pref+instr+task", "F1 fact", "rules followed", "prompt tokens", "latency ms")
 
 
 def _data_line(train: TrainReport) -> str:
@@ -104,11 +105,10 @@ def model_card(stages: TrainReport | Sequence[TrainReport], evaluations: Sequenc
         heading = "## Evaluation" if len(evaluations) == 1 else f"## Evaluation {number + 1}: {evaluation.dataset}"
         lines += ["", heading, "", f"{evaluation.dataset}: {evaluation.conversations} conversations, "
                   f"{evaluation.probes} probes (`{evaluation.command}`). Scores in %.", "",
-                  "| condition | F1 | F1 pref+instr+task | F1 fact | rules followed | prompt tokens | latency ms |",
-                  "|---|---|---|---|---|---|---|"]
+                  *markdown_header(EVAL_COLUMNS)]
         for s in summaries.values():
-            lines.append(f"| {s.label} | {_pct(s.f1)} | {_pct(s.f1_memory_kinds)} | {_pct(s.f1_by_kind.get('fact'))} | "
-                         f"{_pct(s.rules_followed)} | {s.prompt_tokens:.0f} | {s.latency_ms:.0f} |")
+            lines.append(markdown_row([s.label, percent(s.f1), percent(s.f1_memory_kinds), percent(s.f1_by_kind.get("fact")),
+                                       percent(s.rules_followed), f"{s.prompt_tokens:.0f}", f"{s.latency_ms:.0f}"]))
         if evaluation.goals:
             lines += ["", "Goals:", ""] + [f"- {'met' if g.met else 'missed'}: {g.name} ({g.detail})" for g in evaluation.goals]
         if evaluation.perplexity:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from deltamem_agents.data.generic_text import stdlib_docstring_text
 from deltamem_agents.data.records import Conversation, read_jsonl
 from deltamem_agents.data.splits import make_split
+from deltamem_agents.progress import ProgressLike, tracked
 from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
@@ -287,12 +288,11 @@ class Trainer:
                                backbone_name=self.backbone_name, keep=self.config.keep_checkpoints)
 
     # -- the run ------------------------------------------------------------------------------------------
-    def run(self, *, resume: bool = True, progress: bool = True, on_step: Callable[[int, float], None] | None = None,
+    def run(self, *, resume: bool = True, progress: ProgressLike = True, on_step: Callable[[int, float], None] | None = None,
             stop_after: int | None = None) -> TrainReport:
         """Train to ``config.steps`` (or stop after step ``stop_after``, the schedule still planned
-        over ``config.steps``), checkpointing as configured; returns the report."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+        over ``config.steps``), checkpointing as configured; returns the report. ``progress``
+        reports the steps, the smoothed loss and the throughput (see deltamem_agents/progress.py)."""
         self.out.mkdir(parents=True, exist_ok=True)
         resumed = resume and self.resume()
         if not resumed:
@@ -306,10 +306,8 @@ class Trainer:
                 self._log({"kind": "dev", "dev": first.model_dump()})
         else:
             self._rewrite_log()
-        columns = (TextColumn("[bold]training δ-mem"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                   TextColumn("{task.fields[rate]} tok/s"), TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("train", total=self.config.steps, completed=self.step, loss="-", rate="-")
+        with tracked(progress, "training δ-mem", total=self.config.steps, completed=self.step) as bar:
+            bar.set_status("loss - · - tok/s")
             last = self.config.steps if stop_after is None else min(stop_after, self.config.steps)
             while self.step < last:
                 started = time.perf_counter()
@@ -323,7 +321,8 @@ class Trainer:
                 self._log(dict(row, kind="step"))
                 self.step += 1
                 recent = smooth([r["loss"] for r in self.history])[-1]
-                bar.update(task, completed=self.step, loss=f"{recent:.3f}", rate=f"{self.tokens / max(self.elapsed, 1e-9):.0f}")
+                bar.set_status(f"loss {recent:.3f} · {self.tokens / max(self.elapsed, 1e-9):.0f} tok/s")
+                bar.advance()
                 if on_step is not None:
                     on_step(self.step, loss)
                 if self.step % self.config.eval_every == 0 or self.step == last:
@@ -362,7 +361,7 @@ class Trainer:
         return report
 
 
-def train_adapter(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True,
+def train_adapter(config: TrainConfig, out: str | Path, *, resume: bool = True, progress: ProgressLike = True,
                   stop_after: int | None = None, **kwargs: Any) -> TrainReport:
     """Train (or continue training) an adapter into ``out``; returns the report."""
     return Trainer(config, Path(out), **kwargs).run(resume=resume, progress=progress, stop_after=stop_after)

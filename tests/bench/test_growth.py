@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from deltamem_agents.bench.growth import CONDITIONS, GrowthConfig, WORKER_CLASSES, _ChildProcess, run_growth_bench, summarize
+from deltamem_agents.bench.growth import CONDITIONS, GrowthConfig, run_growth_bench, summarize
+from deltamem_agents.bench.growth_processes import ChildProcess as _ChildProcess
+from deltamem_agents.bench.growth_workers import WORKER_CLASSES
 from deltamem_agents.bench.conversation import SyntheticConversation
 
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from deltamem_agents.bench.page import write_benchmarks_page
 from deltamem_agents.bench.registry import BENCHMARKS
-from deltamem_agents.bench.report import write_report
 from deltamem_agents.cli import app
+from deltamem_agents.reporting.files import write_report
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
 

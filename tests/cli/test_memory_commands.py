@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from deltamem_agents.cli import app
 from deltamem_agents.memory import TextLog, TextLogConfig
-from deltamem_agents.memory.router import CalibrationResult
+from deltamem_agents.memory.routing import CalibrationResult
 
 runner = CliRunner()
 

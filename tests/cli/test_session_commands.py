@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from deltamem_agents.cli import app
-from deltamem_agents.cli.sessions import decoded_blocks, text_chunks
+from deltamem_agents.cli.ingest import decoded_blocks, text_chunks
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.session import ChatMessage, DirectorySessionStore, Fingerprint, SessionKey
 

@@ -6,7 +6,7 @@ import pytest
 
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.router import AlwaysRetrieve, MemoryRouter
+from deltamem_agents.memory.routing import AlwaysRetrieve, MemoryRouter
 from tests.memory.hashing import HashingEmbedding
 from tests.tiny_models import tiny_runtime
 

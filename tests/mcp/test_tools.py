@@ -9,10 +9,10 @@ import pytest
 from mcp.shared.exceptions import McpError
 from mcp.shared.memory import create_connected_server_and_client_session
 
-from deltamem_agents.cli.sessions import state_digest
+from deltamem_agents.cli._runtime import state_digest
 from deltamem_agents.mcp_server import build_mcp_server
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
+from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.session import SessionKey
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import pytest
 
 from deltamem_agents.memory import TextLog, TextLogConfig, TextLogError
 from deltamem_agents.memory.hybrid import SNIPPET_HEADER, HybridMemory
-from deltamem_agents.memory.router import AlwaysRetrieve, MemoryRouter, NeverRetrieve
+from deltamem_agents.memory.routing import AlwaysRetrieve, MemoryRouter, NeverRetrieve
 from deltamem_agents.session import (
     SessionError,
     SessionKey,

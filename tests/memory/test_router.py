@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 from chromadb.config import Settings
 
-from deltamem_agents.memory.router import (
+from deltamem_agents.memory.routing import (
     CUE_KINDS,
+    GRID_KEYS,
+    POLICIES,
+    POLICY_NAMES,
     AlwaysRetrieve,
     CalibrationDataError,
     CalibrationExample,
@@ -29,13 +32,16 @@ from deltamem_agents.memory.router import (
     RouterError,
     RouterInput,
     StateConfidencePolicy,
+    ThresholdPolicy,
     VerbatimCuePolicy,
     calibrate,
+    combine_votes,
     default_count_tokens,
     find_cues,
     load_calibration_set,
     router_from_spec,
 )
+from deltamem_agents.memory.routing.policies import ABSTAIN, AGAINST, RETRIEVE
 from deltamem_agents.memory.textlog import LogHit, TextLog, TextLogConfig
 from deltamem_agents.store.records import ChatMessage
 from tests.memory.hashing import HashingEmbedding
@@ -502,6 +508,99 @@ def test_load_calibration_set_empty_or_missing(tmp_path):
         load_calibration_set(tmp_path / "empty.jsonl")
     with pytest.raises(CalibrationDataError, match="no such calibration set"):
         load_calibration_set(tmp_path / "nope.jsonl")
+
+
+# -- one vote, one rule, one registry: shared by the router and calibration ----------------------------
+GRID_INPUTS = [
+    inp("hello there"),
+    inp("what did I say about Paris on 2024-05-01?"),
+    inp("how many, exactly? 42", conf=0.3),
+    inp("ok", [hit("a", None), hit("b", None)]),
+    inp("ok", [hit("a", 0.0)], conf=0.0),
+    inp("ok", [hit("a", 0.6), hit("b", 0.3)], conf=1.0),
+    inp("remind me what Bob said", [hit("a", None), hit("b", 0.45)], conf=0.45),
+    inp("which one", [hit("a", 1.9)], conf=0.999),
+]
+#: thresholds on both sides of, and exactly at, the features of GRID_INPUTS
+GRID_THRESHOLDS = {
+    "cues": [1, 2, 3, 4, 7],
+    "retrieval": [0.0, 0.3, 0.45, 0.6, 1.0, 1.9, 2.0, 5.0],
+    "state": [0.0, 0.3, 0.45, 0.999, 1.0],
+}
+THRESHOLD_POLICIES = [name for name, cls in POLICIES.items() if issubclass(cls, ThresholdPolicy)]
+
+
+def test_every_threshold_policy_is_on_the_grid():
+    assert set(GRID_THRESHOLDS) == set(THRESHOLD_POLICIES)
+
+
+@pytest.mark.parametrize("name", THRESHOLD_POLICIES)
+def test_vectorised_vote_equals_the_scalar_vote(name):
+    cls = POLICIES[name]
+    thresholds = GRID_THRESHOLDS[name]
+    features = cls().features(GRID_INPUTS)
+    table = cls.votes(features[np.newaxis, :], np.asarray(thresholds, dtype=float)[:, np.newaxis])
+    assert table.shape == (len(thresholds), len(GRID_INPUTS)) and table.dtype == np.int8
+    verdict = {RETRIEVE: True, AGAINST: False, ABSTAIN: None}
+    for i, threshold in enumerate(thresholds):
+        policy = cls(**{cls.threshold_field: threshold})
+        for j, x in enumerate(GRID_INPUTS):
+            assert verdict[int(table[i, j])] is policy.vote(x).wants_retrieval, (threshold, x)
+            assert policy.verdict(float(features[j])) is policy.vote(x).wants_retrieval
+
+
+@pytest.mark.parametrize("mode", ["any", "all", "majority"])
+def test_one_combination_rule_for_router_and_calibration(mode):
+    router = router_from_spec("always", mode=mode)
+    counts = [(yes, no, abstain) for yes in range(3) for no in range(3) for abstain in range(2)]
+    for yes, no, abstain in counts:
+        wants = [True] * yes + [False] * no + [None] * abstain
+        votes = [PolicyVote(policy="p", wants_retrieval=w, score=0.0, reason="") for w in wants]
+        assert router.wants_retrieval(votes) is bool(combine_votes(yes, no, mode))
+    many = combine_votes(np.array([c[0] for c in counts]), np.array([c[1] for c in counts]), mode)
+    assert many.tolist() == [combine_votes(yes, no, mode) for yes, no, _ in counts]
+
+
+def test_one_registry_names_every_builtin_policy():
+    assert POLICY_NAMES == tuple(POLICIES) == ("cues", "retrieval", "state", "always", "never")
+    assert GRID_KEYS == ("max_distance", "min_confidence", "min_cues")
+    for name, cls in POLICIES.items():
+        assert cls().name == name
+        field = cls.threshold_field
+        spec = name if field is None else f"{name}={getattr(cls(), field)!r}"
+        assert router_from_spec(spec).config().spec() == spec
+        assert RouterConfig.model_validate({"policies": [{"name": name}]}).policies == [cls()]
+    with pytest.raises(RouterError, match="takes no threshold"):
+        router_from_spec("always=1")
+
+
+@pytest.mark.parametrize("mode", ["any", "all", "majority"])
+def test_calibrated_router_replays_the_scored_metrics(mode):
+    rng = np.random.default_rng(7)
+    queries = ["and then?", "what did I say about Paris?", "how many were there, 42?"]
+    examples = []
+    for i in range(60):
+        r = rng.random()
+        if r < 0.2:
+            hits = []
+        elif r < 0.3:
+            hits = [hit("n", None)]
+        else:
+            hits = [hit(f"h{j}", float(rng.uniform(0.0, 1.5))) for j in range(3)]
+        conf = None if rng.random() < 0.2 else float(rng.uniform())
+        examples.append(
+            CalibrationExample(query=queries[i % 3], hits=hits, state_confidence=conf,
+                               needs_retrieval=bool(rng.random() < 0.5))
+        )  # fmt: skip
+    result = calibrate(examples, mode=mode, policies="cues+retrieval+state+never")
+    labels = np.array([e.needs_retrieval for e in examples])
+    for router, metrics in (
+        (result.router(), result.metrics),
+        (router_from_spec("cues+retrieval+state+never", mode=mode), result.default_metrics),
+    ):
+        predicted = np.array(replay(router, examples))
+        assert (int((predicted & labels).sum()), int((predicted & ~labels).sum())) == (metrics.tp, metrics.fp)
+        assert (int((~predicted & labels).sum()), int((~predicted & ~labels).sum())) == (metrics.fn, metrics.tn)
 
 
 # -- with a real TextLog ----------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from deltamem_agents import DeltaMemConfig, DeltaMemState, attach_delta_mem
+from deltamem_agents.core import layer as layer_module
+from deltamem_agents.core.layer import DeltaMemoryLayer
+from deltamem_agents.core.plan import StepKind
 from deltamem_agents.model.wrappers import DeltaLinear
+from deltamem_agents.ops import fused
 from tests.tiny_models import ARCHITECTURES, randomize_memory, tiny_model
 
 STRATEGIES = [
@@ -285,3 +289,75 @@ def test_hooks_on_a_wrapped_projection_still_run():
     with torch.no_grad():
         model(ids)
     assert seen == ["own", "global"]
+
+
+@pytest.fixture
+def plans(monkeypatch):
+    """Every plan `choose_plan` returns, in order; and every plan a layer's step was handed."""
+    chosen, followed = [], []
+    monkeypatch.setenv(fused.FUSED_DECODE_ENV, "require")
+    original_choose, original_step = layer_module.choose_plan, DeltaMemoryLayer.step
+
+    def choose(*args, **kwargs):
+        chosen.append(original_choose(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(layer_module, "choose_plan", choose)
+
+    def step(self, *args, **kwargs):
+        followed.append(kwargs.get("plan"))
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaMemoryLayer, "step", step)
+    return chosen, followed
+
+
+def test_the_plan_is_chosen_once_per_forward_and_every_layer_follows_it(plans):
+    chosen, followed = plans
+    model = tiny_model("llama")  # two attention layers
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    ids = _ids(batch=1, steps=12)
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+        assert [p.kind for p in chosen] == [StepKind.SCAN] and chosen[0].scan_impl == "chunk"
+        assert followed == [chosen[0], chosen[0]]  # both layers ran the plan they were handed
+        for t in range(3):  # decode forwards: one plan each, fused, no general step at all
+            out = model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert [p.kind for p in chosen[1:]] == [StepKind.FUSED] * 3 and len(followed) == 2
+        with handle.writing(False):
+            model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert chosen[-1].kind is StepKind.READ_ONLY and followed[-2:] == [chosen[-1]] * 2
+        with handle.recording_stats():
+            model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)
+        assert chosen[-1].kind is StepKind.SCAN and "statistics" in chosen[-1].reason
+    model(ids[:, -1:], past_key_values=out.past_key_values, use_cache=True)  # autograd on
+    assert chosen[-1].kind is StepKind.RECURRENT and "autograd" in chosen[-1].reason
+    assert len(chosen) == 7 and len(followed) == 8
+
+
+def test_a_decode_forward_after_a_reset_is_fused_from_a_fresh_state(plans):
+    chosen, followed = plans
+    model = tiny_model("llama")
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    token = _ids(batch=2, steps=1)
+    with torch.no_grad():
+        model(token)
+        fused_state = handle.get_state()
+        handle.reset_state()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(fused.FUSED_DECODE_ENV, "off")
+            model(token)
+    assert [p.kind for p in chosen] == [StepKind.FUSED, StepKind.RECURRENT]
+    assert followed[:2] == [chosen[0]] * 2  # no state yet: the layer step runs the fused plan
+    for index, tensor in handle.get_state().layers.items():
+        torch.testing.assert_close(tensor, fused_state.layers[index], atol=1e-5, rtol=1e-5)
+
+
+def test_bfloat16_decoding_takes_the_eager_step(plans):
+    chosen, _ = plans
+    model = tiny_model("llama", dtype=torch.bfloat16)
+    attach_delta_mem(model, DeltaMemConfig())
+    with torch.no_grad():
+        model(_ids(batch=1, steps=1))
+    assert [p.kind for p in chosen] == [StepKind.RECURRENT] and "bfloat16" in chosen[0].reason

@@ -9,6 +9,7 @@ import torch
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.core.layer import DeltaMemoryLayer
+from deltamem_agents.core.plan import DecodePlan, StepKind
 from deltamem_agents.ops import fused
 from tests.tiny_models import tiny_model
 
@@ -65,6 +66,29 @@ def test_fused_step_equals_the_eager_step(name):
         torch.testing.assert_close(step.corrections[head], corrections[head], atol=1e-5, rtol=1e-5)
     # the padded row reads nothing and keeps its state exactly
     assert torch.all(step.reads[1] == 0) and torch.equal(step.new_state[1], state[1])
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fused_eager_and_scan_paths_agree(name):
+    """The gate math lives once in Python (`core/gates.py`), mirrored once in C++: one token
+    through the fused step, the eager per-token step and the scan path gives one answer."""
+    layer = _layer(**CONFIGS[name])
+    hidden = torch.randn(3, 1, HIDDEN)
+    state = torch.randn(3, layer.config.num_state_heads, layer.config.rank, layer.config.rank)
+    mask = torch.tensor([[True], [False], [True]])
+    plans = {
+        "fused": DecodePlan(StepKind.FUSED, "test", 1),
+        "eager": DecodePlan(StepKind.RECURRENT, "test", 1),
+        "scan": DecodePlan(StepKind.SCAN, "test", 1, "naive"),
+    }
+    with torch.no_grad():
+        steps = {path: layer.step(hidden, state, token_mask=mask, plan=plan) for path, plan in plans.items()}
+    assert steps["fused"].inputs is None and steps["scan"].inputs is not None
+    for path in ("eager", "scan"):
+        torch.testing.assert_close(steps[path].reads, steps["fused"].reads, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(steps[path].new_state, steps["fused"].new_state, atol=1e-5, rtol=1e-5)
+        for head, correction in steps["fused"].corrections.items():
+            torch.testing.assert_close(steps[path].corrections[head], correction, atol=1e-5, rtol=1e-5)
 
 
 def test_decoding_token_by_token_follows_the_scan():
@@ -194,7 +218,7 @@ def test_require_makes_a_failed_build_an_error(failing_build, monkeypatch):
 
 def test_kernel_refuses_inputs_that_do_not_match_its_configuration():
     layer = _layer()
-    plan = layer.fused_plan()
+    plan = layer.fused_kernel()
     weights = (layer.memory_in_proj, layer.gate_bias, layer.delta_out_proj)
 
     def call(hidden, state, mask):

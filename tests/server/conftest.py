@@ -16,7 +16,7 @@ import uvicorn
 
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
+from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.server import ServerSettings, close_app, create_app
 from deltamem_agents.session import (
     DeltaMemRuntime,

@@ -4,7 +4,10 @@
 // rank-many numbers), so in eager PyTorch its cost is ~30 operator dispatches from Python, not
 // arithmetic. Here it is one loop per batch row, with no allocation but the outputs.
 // deltamem_agents/core/layer.py (`DeltaMemoryLayer._decode_step` + `corrections`) is the
-// definition this must equal; tests/ops/test_fused_decode.py checks that it does.
+// definition this must equal; its gates are deltamem_agents/core/gates.py `write_gates`, the one
+// Python definition of beta / lambda / keep / erase both Python paths share. Whether this step
+// runs at all is decided once per forward by deltamem_agents/core/plan.py `choose_plan`.
+// tests/ops/test_fused_decode.py checks that fused, eager step and scan agree.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -63,6 +66,8 @@ DELTAMEM_MULTIVERSION void decode_row(const Shapes& sh, const float* x, const fl
   for (int64_t o = 0; o < sh.packed_rows; ++o) packed[o] = dot(w_in + o * sh.hidden, x, sh.hidden);
   const int64_t d = sh.read_dim, rank = sh.rank;
   if (sh.normalize) normalize_blocks(packed, 2 * sh.heads, rank, sh.eps);  // q blocks then k blocks
+  // Gates: mirrors deltamem_agents/core/gates.py `write_gates` (sigmoid(logit + bias); lambda =
+  // 1 - beta coupled, else its own gate; keep / erase per update mode). Change both together.
   float* gate = packed + 3 * d;  // beta (then lambda) logits -> gates
   const int64_t n_gates = sh.coupled ? sh.gate_dim : 2 * sh.gate_dim;
   for (int64_t g = 0; g < n_gates; ++g) gate[g] = 1.f / (1.f + std::exp(-(gate[g] + gate_bias[g])));

@@ -17,7 +17,7 @@ import torch
 
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
+from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.session import (
     DeltaMemRuntime,
 )

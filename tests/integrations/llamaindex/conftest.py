@@ -7,7 +7,7 @@ import pytest
 
 from deltamem_agents.memory import TextLog, TextLogConfig
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.router import MemoryRouter, NeverRetrieve
+from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.session import session as session_module
 from tests.integrations.llamaindex.helpers import Script
 from tests.tiny_models import tiny_runtime

@@ -1,27 +1,30 @@
-"""`deltamem router ...` and `deltamem forget`: the text log and the router from the shell.
+"""`deltamem router calibrate | explain`: tuning the retrieval router and asking it why.
 
-`build_hybrid` is shared with `chat --hybrid` and `ask --hybrid` (cli/sessions.py).
+`calibrate` reads labelled turns (JSONL); a line that names a session instead of giving hits is
+measured on that session first (log search + state probe), which loads the model.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
 from deltamem_agents.cli._common import Device, console, err_console, fail, user_errors
-from deltamem_agents.cli.sessions import (
+from deltamem_agents.cli._runtime import (
     AdapterOpt,
     BackboneOpt,
+    ChromaOpt,
     DtypeOpt,
     HomeOpt,
     RouterOpt,
     SessionOpt,
     TextLogOpt,
     UserOpt,
+    build_hybrid,
     build_runtime,
     open_store,
     require_session,
@@ -29,34 +32,9 @@ from deltamem_agents.cli.sessions import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from deltamem_agents.memory import HybridMemory
-    from deltamem_agents.memory.router import CalibrationExample
-    from deltamem_agents.runtime import DeltaMemRuntime
-
-ChromaOpt = Annotated[str | None, typer.Option("--chroma-url", help="http://HOST:PORT of a `chroma run` server (instead of --textlog)")]
+    from deltamem_agents.memory.routing import CalibrationExample
 
 router_app = typer.Typer(help="The retrieval router: calibrate its thresholds, explain its decisions.", no_args_is_help=True)
-
-
-def build_hybrid(
-    runtime: DeltaMemRuntime, *, textlog: Path | None = None, chroma_url: str | None = None, router: str | None = None
-) -> HybridMemory:
-    """A `HybridMemory` over ``runtime`` with the log and router the options name."""
-    from deltamem_agents.memory import HybridMemory, TextLog, TextLogConfig
-    from deltamem_agents.memory.router import MemoryRouter, router_from_spec
-
-    settings: dict[str, Any] = {}
-    if textlog is not None:
-        settings["path"] = textlog
-    if chroma_url is not None:
-        settings["server_url"] = chroma_url
-    if router is None:
-        chosen = MemoryRouter()
-    elif router.endswith(".json") or Path(router).expanduser().is_file():
-        chosen = MemoryRouter.from_calibration(router)
-    else:
-        chosen = router_from_spec(router)
-    return HybridMemory(runtime, TextLog(TextLogConfig(**settings)), chosen)
 
 
 class LabelledQuery(BaseModel):
@@ -74,7 +52,7 @@ class LabelledQuery(BaseModel):
 
 def read_labelled_lines(path: Path) -> list[CalibrationExample | LabelledQuery]:
     """Each JSONL line is a `CalibrationExample` (hits given) or a `LabelledQuery` (session named)."""
-    from deltamem_agents.memory.router import CalibrationExample
+    from deltamem_agents.memory.routing import CalibrationExample
 
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -119,7 +97,7 @@ def calibrate_command(
 ) -> None:
     """Tune the router's thresholds for the best F1 on labelled turns; writes a file that
     `--router FILE` (and `MemoryRouter.from_calibration`) reads back."""
-    from deltamem_agents.memory.router import CalibrationExample, calibrate
+    from deltamem_agents.memory.routing import CalibrationExample, calibrate
 
     if mode not in ("any", "all", "majority"):
         raise fail(f"--mode must be any, all or majority, got {mode!r}")
@@ -177,38 +155,3 @@ def explain_command(
         typer.echo(decision.model_dump_json(indent=2))
     else:
         console.print(decision.explain(), markup=False, highlight=False)
-
-
-@user_errors
-def forget(
-    session: SessionOpt,
-    entry: Annotated[
-        list[str] | None, typer.Option("--entry", help="a text log entry id to forget (repeatable); none: the whole session")
-    ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask before forgetting a whole session")] = False,
-    user: UserOpt = "default",
-    home: HomeOpt = None,
-    textlog: TextLogOpt = None,
-    chroma_url: ChromaOpt = None,
-    backbone: BackboneOpt = None,
-    adapter: AdapterOpt = "auto",
-    device: Device = None,
-    dtype: DtypeOpt = None,
-) -> None:
-    """Forget log entries, or a whole session. The δ-mem state cannot unlearn: forgetting an
-    entry rebuilds the session's state by replaying the messages that remain."""
-    key = session_key(session, user)
-    require_session(open_store(home), key)
-    if not entry and not yes and not typer.confirm(f"forget the whole session {key} (state, messages and log)?"):
-        raise typer.Exit(1)
-    runtime = build_runtime(home=home, backbone=backbone, adapter=adapter, device=device, dtype=dtype)
-    memory = build_hybrid(runtime, textlog=textlog, chroma_url=chroma_url)
-    report = memory.forget(session_id=key.session_id, user_id=key.user_id, ids=list(entry) if entry else None)
-    if report.state_rebuilt:
-        console.print(
-            f"forgot {report.messages_removed} message(s) and {report.log_entries_removed} log entries; "
-            "the state was rebuilt by replaying the remaining messages",
-            markup=False,
-        )
-    else:
-        console.print(f"forgot session {key}: {report.log_entries_removed} log entries removed", markup=False)
