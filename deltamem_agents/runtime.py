@@ -18,12 +18,21 @@ from typing import Any, Literal
 import torch
 
 from deltamem_agents.core.config import DeltaMemConfig
-from deltamem_agents.model.adapters import BackboneSignature, adapter_fingerprint, read_adapter
+from deltamem_agents.model.adapters import (
+    BackboneSignature,
+    adapter_fingerprint,
+    read_adapter,
+)
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
 from deltamem_agents.progress import ProgressLike, tracked
-from deltamem_agents.store.records import ChatMessage, Fingerprint, SessionKey, SessionMetadata
 from deltamem_agents.session.session import MemorySession, SessionConfig
-from deltamem_agents.store.directory import SessionStore
+from deltamem_agents.store.base import SessionStore, default_store_root
+from deltamem_agents.store.records import (
+    ChatMessage,
+    Fingerprint,
+    SessionKey,
+    SessionMetadata,
+)
 from deltamem_agents.store.url import is_store_url, open_session_store
 
 logger = logging.getLogger(__name__)
@@ -121,11 +130,16 @@ class DeltaMemRuntime:
         """One runtime per (backbone, adapter, store, device, dtype) in this process.
 
         Integrations create many model objects (a LangChain chat model per chain, a LlamaIndex
-        LLM per agent); they must not each load the backbone and attach δ-mem again."""
-        if store is None or is_store_url(store):
+        LLM per agent); they must not each load the backbone and attach δ-mem again. The default
+        store folder is resolved now, so a changed ``DELTAMEM_HOME`` gives another store instead
+        of the first one the process saw; the default backbone named or not is one runtime."""
+        from deltamem_agents.model.backbone import DEFAULT_BACKBONE
+
+        backbone = None if backbone == DEFAULT_BACKBONE else backbone
+        if is_store_url(store):
             root = store
         else:
-            root = str(Path(store).expanduser().resolve())
+            root = str(Path(store if store is not None else default_store_root()).expanduser().resolve())
         key = (backbone, str(adapter) if adapter is not None else None, root, device, dtype)
         with _SHARED_GUARD:
             runtime = _SHARED.get(key)

@@ -42,7 +42,13 @@ from typing import Any
 
 import torch
 
-from deltamem_agents.bench.growth_config import CONDITIONS, Condition, GrowthConfig, Status, TurnMeasure
+from deltamem_agents.bench.growth_config import (
+    CONDITIONS,
+    Condition,
+    GrowthConfig,
+    Status,
+    TurnMeasure,
+)
 from deltamem_agents.bench.growth_processes import ChildProcess, Host, InProcess
 from deltamem_agents.bench.growth_summary import summarize, with_speedups
 from deltamem_agents.bench.report import Progress

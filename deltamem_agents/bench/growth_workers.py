@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from deltamem_agents.bench.conversation import SyntheticConversation
-from deltamem_agents.bench.growth_config import SESSION, USER, Condition, GrowthConfig, TurnMeasure
+from deltamem_agents.bench.growth_config import (
+    SESSION,
+    USER,
+    Condition,
+    GrowthConfig,
+    TurnMeasure,
+)
 from deltamem_agents.bench.memory import PeakMemory
 
 __all__ = ["WARM_UP_TEXT", "WORKER_CLASSES", "FullReplay", "HybridWorker", "RagWorker", "SessionWorker", "Worker"]
@@ -69,7 +75,11 @@ class Worker:
     persistent = False
 
     def __init__(self, config: GrowthConfig, workdir: Path) -> None:
-        from deltamem_agents.model.backbone import default_device, load_backbone, resolve_dtype
+        from deltamem_agents.model.backbone import (
+            default_device,
+            load_backbone,
+            resolve_dtype,
+        )
 
         self.config, self.workdir = config, workdir
         self.device = torch.device(config.device) if config.device else default_device()

@@ -103,7 +103,11 @@ def run_overhead_bench(
     measure_memory: bool = True,
 ) -> list[dict[str, Any]]:
     """Prefill and decode tokens/s and peak memory, bare vs attached, side by side."""
-    from deltamem_agents.model.backbone import default_device, load_backbone, resolve_dtype
+    from deltamem_agents.model.backbone import (
+        default_device,
+        load_backbone,
+        resolve_dtype,
+    )
 
     config = config or DeltaMemConfig()
     device = torch.device(device) if device is not None else default_device()

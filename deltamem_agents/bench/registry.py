@@ -61,7 +61,10 @@ def _batch(out: Path, *, device: str | None) -> Any:
 
 
 def _retrieval(out: Path, *, device: str | None) -> Any:
-    from deltamem_agents.bench.retrieval import RetrievalBenchConfig, run_retrieval_bench
+    from deltamem_agents.bench.retrieval import (
+        RetrievalBenchConfig,
+        run_retrieval_bench,
+    )
 
     return run_retrieval_bench(out, RetrievalBenchConfig(threads=1), progress=True)
 

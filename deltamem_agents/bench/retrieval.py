@@ -129,6 +129,7 @@ def run_retrieval_bench(
     """Add/search/embedding/router latencies at each log size; writes retrieval.json/md/png."""
     import chromadb
     from chromadb.config import Settings
+
     from deltamem_agents.memory import TextLog, TextLogConfig
     from deltamem_agents.memory.embeddings import MiniLMEmbeddingFunction
     from deltamem_agents.memory.routing import MemoryRouter, RouterInput

@@ -130,9 +130,9 @@ def turn_state(backbone: str | None) -> tuple[Any, str]:
     """The state one turn commits: the backbone with the default δ-mem config after one message."""
     import torch
 
-    from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
     from deltamem_agents.core.config import DeltaMemConfig
     from deltamem_agents.model.attach import attach_delta_mem
+    from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
     from deltamem_agents.session.session import MemorySession
 
     model, tokenizer = load_backbone(backbone, device="cpu", dtype=torch.float32, progress=False)
@@ -210,8 +210,8 @@ def run_store_bench(
     from deltamem_agents.bench.report import Progress
     from deltamem_agents.reporting.files import write_report
     from deltamem_agents.reporting.machine import machine_info
-    from deltamem_agents.store.redis_store import RedisSessionStore
     from deltamem_agents.store.directory import DirectorySessionStore
+    from deltamem_agents.store.redis_store import RedisSessionStore
 
     config = config or StoreBenchConfig()
     started_all = time.perf_counter()

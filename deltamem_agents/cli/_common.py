@@ -19,36 +19,29 @@ OutDir = Annotated[Path, typer.Option("--out", help="folder for the JSON and Mar
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available)")]
 
 
-def fail(message: str) -> typer.Exit:
-    """Print one error line; ``raise fail(...)`` exits with status 2."""
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one error line; ``raise fail(...)`` exits with ``code`` (2: a usage error)."""
     err_console.print("error:", style="bold red", end=" ")
     err_console.print(message, markup=False, highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+    return typer.Exit(code)
 
 
 def user_errors(func: F) -> F:
-    """Turn the library's validation errors into one clear line (no traceback)."""
+    """Turn the library's errors (every `DeltaMemError`, plus pydantic's validation errors and a
+    missing file) into one clear line, no traceback; the exit code is the error's ``exit_code``
+    (2 for the caller's errors, 1 for the environment's)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from pydantic import ValidationError
 
-        from deltamem_agents.model.backbone import BackboneNotFoundError
-        from deltamem_agents.core.state import StateFileError
-        from deltamem_agents.memory.routing import RouterError
-        from deltamem_agents.memory.textlog import TextLogError
-        from deltamem_agents.model.adapters import AdapterError
-        from deltamem_agents.store.records import InvalidSessionIdError
-        from deltamem_agents.session.session import SessionError
-        from deltamem_agents.store.directory import SessionStoreError
+        from deltamem_agents.errors import DeltaMemError, exit_code_of
 
         try:
             return func(*args, **kwargs)
-        except (
-            AdapterError, BackboneNotFoundError, StateFileError, ValidationError, FileNotFoundError,
-            InvalidSessionIdError, SessionError, SessionStoreError, TextLogError, RouterError,
-        ) as exc:
-            raise fail(" ".join(line.strip() for line in str(exc).strip().splitlines())) from None
+        except (DeltaMemError, ValidationError, FileNotFoundError) as exc:
+            code = exit_code_of(exc) if isinstance(exc, DeltaMemError) else 2
+            raise fail(" ".join(line.strip() for line in str(exc).strip().splitlines()), code) from None
 
     return wrapper  # type: ignore[return-value]
 

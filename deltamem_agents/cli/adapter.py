@@ -20,7 +20,10 @@ def adapter_convert(
     backbone_name: Annotated[str | None, typer.Option(help="backbone the adapter belongs to, recorded in the config")] = None,
 ) -> None:
     """Convert a reference-format adapter into ours (safetensors + validated JSON)."""
-    from deltamem_agents.model.adapters import convert_reference_adapter, write_adapter_folder
+    from deltamem_agents.model.adapters import (
+        convert_reference_adapter,
+        write_adapter_folder,
+    )
 
     if not source.is_dir():
         raise FileNotFoundError(f"{source} is not a folder")

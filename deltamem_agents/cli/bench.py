@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from deltamem_agents.cli._common import Device, OutDir, console, parse_ints, print_rows, user_errors
+from deltamem_agents.cli._common import (
+    Device,
+    OutDir,
+    console,
+    parse_ints,
+    print_rows,
+    user_errors,
+)
 from deltamem_agents.cli._runtime import BackbonePathOpt, DtypeOpt
 
 
@@ -129,7 +136,10 @@ def bench_retrieval(
     threads: Annotated[int | None, typer.Option(help="torch threads for the embedding model")] = None,
 ) -> None:
     """TextLog add/search latency p50/p95 on real Chroma as the log grows, embedding apart, and the router."""
-    from deltamem_agents.bench.retrieval import RetrievalBenchConfig, run_retrieval_bench
+    from deltamem_agents.bench.retrieval import (
+        RetrievalBenchConfig,
+        run_retrieval_bench,
+    )
 
     config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads)
     print_rows(run_retrieval_bench(out, config, progress=True), "text log and router latency")

@@ -23,7 +23,15 @@ from rich.table import Table
 from rich.text import Text
 
 from deltamem_agents.cli._common import Device, console, fail, user_errors
-from deltamem_agents.cli._runtime import BackboneOpt, DtypeOpt, HomeOpt, format_stats, norms_of, open_store, state_digest
+from deltamem_agents.cli._runtime import (
+    BackboneOpt,
+    DtypeOpt,
+    HomeOpt,
+    format_stats,
+    norms_of,
+    open_store,
+    state_digest,
+)
 
 FIRST = "Hi! My name is Ada and my favourite drink is cardamom tea. Please remember that."
 SECOND = "What is my favourite drink?"
@@ -90,8 +98,8 @@ def demo(
     dtype: DtypeOpt = None,
 ) -> None:
     """The main demo: a fact told to one process is used by a second one (greedy, ~1 min on CPU)."""
-    from deltamem_agents.store.records import SessionKey
     from deltamem_agents.session.session import TurnStats
+    from deltamem_agents.store.records import SessionKey
 
     if home is None:
         home = Path(tempfile.mkdtemp(prefix="deltamem-demo-"))

@@ -69,13 +69,13 @@ def evaluate(
     hybrid. Token F1 / exact match, rule checks, prompt tokens and latency per answer."""
     import torch
 
-    from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
     from deltamem_agents.eval.conditions import CONDITIONS, LABELS, EvalConfig
     from deltamem_agents.eval.perplexity import perplexity_check
     from deltamem_agents.eval.report import write_report
     from deltamem_agents.eval.runner import run_eval
     from deltamem_agents.model.adapters import load_adapter
     from deltamem_agents.model.attach import attach_delta_mem
+    from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
     from deltamem_agents.runtime import find_shipped_adapter
     from deltamem_agents.train.trainer import hardware
 

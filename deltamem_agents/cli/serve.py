@@ -95,7 +95,12 @@ def serve_loadtest(
 ) -> None:
     """Load-test a server: N clients x T turns over S sessions, then check every session's log
     (lost or corrupted turns), latency percentiles and throughput -> serve.json + serve.md."""
-    from deltamem_agents.server.loadtest import LoadTestConfig, run_against_new_server, run_loadtest_sync, write_reports
+    from deltamem_agents.server.loadtest import (
+        LoadTestConfig,
+        run_against_new_server,
+        run_loadtest_sync,
+        write_reports,
+    )
 
     config = LoadTestConfig(
         clients=clients, turns=turns, sessions=sessions, max_tokens=max_tokens, stream_share=stream_share,

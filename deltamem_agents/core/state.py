@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,28 +16,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from deltamem_agents.errors import UserError
+from deltamem_agents.fileio import atomic_write_bytes
+
 STATE_FORMAT = "deltamem-state"
 STATE_FORMAT_VERSION = "1"
 
 
-class StateFileError(ValueError):
+class StateFileError(UserError, ValueError):
     """A state file is missing, corrupt, or does not describe a δ-mem state."""
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file, fsync and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class DeltaMemState:

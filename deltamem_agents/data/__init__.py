@@ -11,8 +11,18 @@ from deltamem_agents.data.records import (
     read_jsonl,
     write_jsonl,
 )
-from deltamem_agents.data.splits import SPLITS, SplitManifest, SplitSizes, make_split, write_splits
-from deltamem_agents.data.synthetic import GeneratorConfig, generate_conversation, generate_conversations
+from deltamem_agents.data.splits import (
+    SPLITS,
+    SplitManifest,
+    SplitSizes,
+    make_split,
+    write_splits,
+)
+from deltamem_agents.data.synthetic import (
+    GeneratorConfig,
+    generate_conversation,
+    generate_conversations,
+)
 
 __all__ = [
     "MEMORY_KINDS",

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from deltamem_agents.data.records import Conversation, Probe, Turn
+from deltamem_agents.errors import UserError
 
 _SESSION = re.compile(r"^session_(\d+)$")
 
 
-class LocomoFormatError(ValueError):
+class LocomoFormatError(UserError, ValueError):
     """A file that is not in the LoCoMo format (the message names what is missing)."""
 
 

@@ -68,7 +68,7 @@ class Conversation(BaseModel):
 
 def write_jsonl(conversations: Iterable[Conversation], path: str | Path) -> Path:
     """One conversation per line; written to a temporary file and renamed into place."""
-    from deltamem_agents.core.state import atomic_write_bytes
+    from deltamem_agents.fileio import atomic_write_bytes
 
     path = Path(path)
     text = "".join(c.model_dump_json() + "\n" for c in conversations)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.data.records import Conversation, write_jsonl
 from deltamem_agents.data.synthetic import GeneratorConfig, generate_conversations
+from deltamem_agents.fileio import atomic_write_text
 
 SplitName = Literal["train", "dev", "test"]
 SPLITS: tuple[SplitName, ...] = ("train", "dev", "test")
@@ -54,5 +55,5 @@ def write_splits(folder: str | Path, *, seed: int = 0, sizes: SplitSizes | None 
         path = write_jsonl(make_split(split, getattr(sizes, split), seed=seed, config=config), folder / f"{split}.jsonl")
         files[split] = path.name
     manifest = SplitManifest(seed=seed, sizes=sizes, generator=config, files=files)
-    (folder / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n")
+    atomic_write_text(folder / "manifest.json", manifest.model_dump_json(indent=2) + "\n")
     return manifest

@@ -28,12 +28,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.data.prompts import probe_prompt
 from deltamem_agents.data.records import Conversation
-from deltamem_agents.eval.metrics import answer_recall, check_rule, exact_match, token_f1
-from deltamem_agents.memory.hybrid import SNIPPET_HEADER
+from deltamem_agents.eval.metrics import (
+    answer_recall,
+    check_rule,
+    exact_match,
+    token_f1,
+)
+from deltamem_agents.memory.notes import snippet_text
 from deltamem_agents.memory.routing import MemoryRouter, RouterInput, router_from_spec
 from deltamem_agents.memory.textlog import TextLog
+from deltamem_agents.session.session import (
+    GenerationOptions,
+    MemorySession,
+    SessionConfig,
+)
 from deltamem_agents.store.records import ChatMessage
-from deltamem_agents.session.session import GenerationOptions, MemorySession, SessionConfig
 
 ConditionName = Literal["no_memory", "recent_window", "full_history", "rag", "state", "hybrid", "state_other", "hybrid_other"]
 CONDITIONS: tuple[ConditionName, ...] = ("no_memory", "recent_window", "full_history", "rag", "state", "hybrid")
@@ -182,8 +191,7 @@ class Evaluator:
 
     def _note(self, session: MemorySession, texts: list[str]) -> int:
         """Place retrieved messages as HybridMemory does: a system note, never written."""
-        notes = "\n".join(f"- {text}" for text in texts)
-        stats = session.ingest(ChatMessage(role="system", content=f"{SNIPPET_HEADER}\n{notes}"), write=False)
+        stats = session.ingest(ChatMessage(role="system", content=snippet_text(texts)), write=False)
         return stats.prefill_tokens
 
     def answer(self, prepared: Prepared, index: int, condition: ConditionName, *, other_state: DeltaMemState | None = None) -> Answer:

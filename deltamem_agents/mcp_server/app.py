@@ -49,13 +49,11 @@ def require_mcp() -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from deltamem_agents.memory.routing import RouterError
-    from deltamem_agents.memory.textlog import TextLogError
-    from deltamem_agents.store.records import InvalidSessionIdError
-    from deltamem_agents.session.session import SessionError
-    from deltamem_agents.store.directory import SessionStoreError
+    """What a tool reports as a tool error (its message, no traceback): every error the SDK raises
+    on purpose, and pydantic's validation errors."""
+    from deltamem_agents.errors import DeltaMemError
 
-    return (SessionError, SessionStoreError, TextLogError, RouterError, InvalidSessionIdError, ValidationError)
+    return (DeltaMemError, ValidationError)
 
 
 INSTRUCTIONS = """\

@@ -30,9 +30,9 @@ from deltamem_agents.mcp_server.schemas import (
 )
 from deltamem_agents.memory.hybrid import snippet_note
 from deltamem_agents.memory.textlog import TextLogError, content_hash
-from deltamem_agents.store.records import ChatMessage, SessionKey, validate_id
 from deltamem_agents.session.session import SessionError
-from deltamem_agents.store.directory import SessionNotFoundError
+from deltamem_agents.store.base import SessionNotFoundError
+from deltamem_agents.store.records import ChatMessage, SessionKey, validate_id
 
 if TYPE_CHECKING:
     from deltamem_agents.memory.hybrid import HybridMemory

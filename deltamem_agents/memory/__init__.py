@@ -9,6 +9,16 @@ from typing import Any
 # Text log (textlog.py, chunking.py, embeddings.py), the router (routing/) and HybridMemory
 # (hybrid.py, loaded lazily: it needs torch and transformers).
 from deltamem_agents.memory.chunking import Chunk, chunk_text, split_sentences
+from deltamem_agents.memory.routing import (
+    MemoryRouter,
+    RouteDecision,
+    RouterConfig,
+    RouterError,
+    RouterInput,
+    calibrate,
+    load_calibration_set,
+    router_from_spec,
+)
 from deltamem_agents.memory.textlog import (
     InvalidScopeError,
     LogHit,
@@ -21,17 +31,6 @@ from deltamem_agents.memory.textlog import (
     default_textlog_path,
 )
 
-from deltamem_agents.memory.routing import (
-    MemoryRouter,
-    RouteDecision,
-    RouterConfig,
-    RouterError,
-    RouterInput,
-    calibrate,
-    load_calibration_set,
-    router_from_spec,
-)
-
 _LAZY = {
     "ForgetReport": "deltamem_agents.memory.hybrid",
     "HybridChunk": "deltamem_agents.memory.hybrid",
@@ -41,11 +40,14 @@ _LAZY = {
     "MiniLMEmbeddingFunction": "deltamem_agents.memory.embeddings",
     "EmbeddingModelError": "deltamem_agents.memory.embeddings",
     "default_model_dir": "deltamem_agents.memory.embeddings",
+    "shared_memory": "deltamem_agents.memory.shared",
+    "shared_runtime": "deltamem_agents.memory.shared",
+    "shared_textlog": "deltamem_agents.memory.shared",
 }
 
 
 def __getattr__(name: str) -> Any:
-    # embeddings.py and hybrid.py import torch: load them on first use only.
+    # embeddings.py, hybrid.py and shared.py import torch: load them on first use only.
     if name in _LAZY:
         import importlib
 
@@ -81,5 +83,8 @@ __all__ = [
     "default_textlog_path",
     "load_calibration_set",
     "router_from_spec",
+    "shared_memory",
+    "shared_runtime",
+    "shared_textlog",
     "split_sentences",
 ]

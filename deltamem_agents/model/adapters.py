@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from deltamem_agents._version import __version__
 from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaMemConfig
-from deltamem_agents.core.state import atomic_write_bytes
+from deltamem_agents.errors import UserError
+from deltamem_agents.fileio import atomic_write_bytes
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
 from deltamem_agents.model.targets import find_attention_modules
 
@@ -34,7 +35,7 @@ REFERENCE_WEIGHTS_FILE = "delta_mem_adapter.pt"
 ADAPTER_FORMAT_VERSION = 1
 
 
-class AdapterError(ValueError):
+class AdapterError(UserError, ValueError):
     """An adapter folder is unreadable, inconsistent, or made for another backbone."""
 
 

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
+import deltamem_agents.paths as paths
+from deltamem_agents.errors import NotFoundError
 from deltamem_agents.progress import ProgressLike, shows_progress, tracked
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -67,7 +69,7 @@ DEFAULT_BACKBONE = "smollm2-135m-instruct"
 CACHE_MARKER = "deltamem-backbone.json"
 
 
-class BackboneNotFoundError(ValueError):
+class BackboneNotFoundError(NotFoundError, ValueError):
     """A backbone name or path could not be resolved to a loadable model."""
 
 
@@ -138,19 +140,9 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def backbone_cache_root(cache_dir: Path | str | None = None) -> Path:
-    """Folder holding converted backbones.
-
-    ``cache_dir`` (if given) and ``$DELTAMEM_CACHE`` name the *deltamem* cache
-    root; backbones go into its ``backbones/`` sub-folder.
-    """
-    if cache_dir is not None:
-        root = Path(cache_dir)
-    elif os.environ.get("DELTAMEM_CACHE"):
-        root = Path(os.environ["DELTAMEM_CACHE"])
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        root = (Path(xdg) if xdg else Path.home() / ".cache") / "deltamem"
-    return root.expanduser() / "backbones"
+    """Folder holding converted backbones: ``backbones/`` under ``cache_dir``, else under the
+    deltamem cache root (`deltamem_agents.paths.cache_home`: ``$DELTAMEM_CACHE``, ...)."""
+    return paths.backbone_cache_root(cache_dir)
 
 
 def _source_key(gguf_path: Path, version: str | None) -> str:

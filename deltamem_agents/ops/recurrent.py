@@ -7,7 +7,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .naive import check_devices, check_float_tensors, check_mask_and_state, compute_dtype
+from .naive import (
+    check_devices,
+    check_float_tensors,
+    check_mask_and_state,
+    compute_dtype,
+)
 
 __all__ = ["delta_step", "delta_step_qk"]
 

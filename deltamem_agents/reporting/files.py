@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deltamem_agents.fileio import atomic_write_text
 from deltamem_agents.reporting.machine import machine_info
 from deltamem_agents.reporting.tables import markdown_table
 
@@ -24,8 +25,8 @@ def write_json_and_markdown(out_dir: str | Path, name: str, json_text: str, mark
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    json_path.write_text(json_text)
-    md_path.write_text(markdown)
+    atomic_write_text(json_path, json_text)
+    atomic_write_text(md_path, markdown)
     return json_path, md_path
 
 

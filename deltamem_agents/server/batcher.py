@@ -29,10 +29,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from deltamem_agents.errors import DeltaMemError
 from deltamem_agents.server.errors import TurnCancelled
 from deltamem_agents.session.batch import BatchRequest, SessionBatch
-from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions, MemorySession
+from deltamem_agents.store.records import ChatMessage
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.1
 
 
-class BatchDecodeError(RuntimeError):
+class BatchDecodeError(DeltaMemError, RuntimeError):
     """A batched decode failed; every turn in that batch fails with it (nothing is committed)."""
 
 

@@ -10,7 +10,7 @@ from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.server.auth import Authenticator
 from deltamem_agents.server.scheduler import TurnScheduler
 from deltamem_agents.server.settings import ServerSettings
-from deltamem_agents.store.directory import SessionStore
+from deltamem_agents.store.base import SessionStore
 
 
 @dataclass(frozen=True)

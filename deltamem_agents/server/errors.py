@@ -1,9 +1,10 @@
 """HTTP errors: every failure reaches the client as OpenAI's ``{"error": {...}}`` with a status
 that says whose fault it is (4xx: the request, 5xx: the server), and a message that names the fix.
 
-The library raises precise exceptions (`SessionError`, `InvalidSessionIdError`, the store's
-errors...); `LIBRARY_ERRORS` maps each to a status. Anything not listed is a server bug and
-stays a 500 (logged with its traceback), never dressed up as a client error.
+Every error the library raises on purpose is a `DeltaMemError`; its ``http_status`` is the status
+(`deltamem_agents.errors`). `LIBRARY_ERRORS` only names the OpenAI ``type`` and ``code`` of the
+common ones. A `DeltaMemError` at 500 and anything outside the SDK's errors is a server bug: a
+500 with a generic message (logged with its traceback), never dressed up as a client error.
 """
 
 from __future__ import annotations
@@ -18,26 +19,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deltamem_agents.errors import DeltaMemError, http_status_of
 from deltamem_agents.memory.routing import RouterError
 from deltamem_agents.memory.textlog import TextLogError, TextLogUnavailableError
 from deltamem_agents.server.schemas import ErrorDetail, ErrorResponse
-from deltamem_agents.store.records import InvalidSessionIdError
 from deltamem_agents.session.session import SessionError
-from deltamem_agents.store.directory import (
+from deltamem_agents.session.tools import ToolSpecError
+from deltamem_agents.store.base import (
     SessionConflictError,
     SessionCorruptError,
     SessionLockTimeout,
     SessionMismatchError,
     SessionNotFoundError,
 )
-from deltamem_agents.session.tools import ToolSpecError
+from deltamem_agents.store.records import InvalidSessionIdError
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
 
 
-class APIError(Exception):
+class APIError(DeltaMemError):
     """An error with its HTTP status, raised anywhere in a request and rendered by `install`."""
 
     def __init__(
@@ -58,36 +60,55 @@ class APIError(Exception):
         return ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
 
 
-class TurnCancelled(Exception):
+class TurnCancelled(DeltaMemError):
     """The client went away during a streamed turn; the turn commits nothing."""
 
 
-#: Library exception -> (status, type, code). The first match wins: subclasses come first.
-LIBRARY_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
-    (SessionLockTimeout, 503, "server_busy", "session_busy"),
-    (SessionNotFoundError, 404, "not_found_error", "session_not_found"),
-    (SessionMismatchError, 409, "conflict_error", "session_mismatch"),
-    (SessionConflictError, 409, "conflict_error", "session_conflict"),
-    (SessionCorruptError, 500, "server_error", "session_corrupt"),
-    (TextLogUnavailableError, 503, "server_busy", "textlog_unavailable"),
-    (InvalidSessionIdError, 400, "invalid_request_error", "invalid_id"),
-    (TextLogError, 400, "invalid_request_error", "textlog"),
-    (ToolSpecError, 400, "invalid_request_error", "invalid_tools"),
-    (RouterError, 400, "invalid_request_error", "router"),
-    (SessionError, 400, "invalid_request_error", "invalid_conversation"),
+#: Library exception -> (type, code) of its OpenAI error body. The first match wins: subclasses
+#: come first. The status is the class's ``http_status`` (see `deltamem_agents.errors`).
+LIBRARY_ERRORS: tuple[tuple[type[DeltaMemError], str, str], ...] = (
+    (SessionLockTimeout, "server_busy", "session_busy"),  # 503
+    (SessionNotFoundError, "not_found_error", "session_not_found"),  # 404
+    (SessionMismatchError, "conflict_error", "session_mismatch"),  # 409
+    (SessionConflictError, "conflict_error", "session_conflict"),  # 409
+    (SessionCorruptError, "server_error", "session_corrupt"),  # 500, with its message
+    (TextLogUnavailableError, "server_busy", "textlog_unavailable"),  # 503
+    (InvalidSessionIdError, "invalid_request_error", "invalid_id"),  # 400
+    (TextLogError, "invalid_request_error", "textlog"),  # 400
+    (ToolSpecError, "invalid_request_error", "invalid_tools"),  # 400
+    (RouterError, "invalid_request_error", "router"),  # 400
+    (SessionError, "invalid_request_error", "invalid_conversation"),  # 400
 )
+
+#: The OpenAI ``type`` of a `DeltaMemError` that `LIBRARY_ERRORS` does not name, by status.
+_TYPES = {404: "not_found_error", 409: "conflict_error", 503: "server_busy"}
+
+
+def _library_error(exc: DeltaMemError) -> tuple[str, str | None] | None:
+    """(type, code) of a library error, or None for one that is a server bug (500, unnamed)."""
+    for kind, type_, code in LIBRARY_ERRORS:
+        if isinstance(exc, kind):
+            return type_, code
+    status = http_status_of(exc)
+    if status >= 500 and status != 503:
+        return None
+    return _TYPES.get(status, "invalid_request_error" if status < 500 else "server_error"), None
 
 
 def as_api_error(exc: BaseException) -> APIError | None:
     """The `APIError` for a known library error, else None (an unknown error is a server bug)."""
     if isinstance(exc, APIError):
         return exc
-    for kind, status, type_, code in LIBRARY_ERRORS:
-        if isinstance(exc, kind):
-            message = " ".join(str(exc).split())
-            headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-            return APIError(status, message, type=type_, code=code, headers=headers)
-    return None
+    if not isinstance(exc, DeltaMemError) or isinstance(exc, TurnCancelled):
+        return None
+    named = _library_error(exc)
+    if named is None:
+        return None
+    type_, code = named
+    status = http_status_of(exc)
+    message = " ".join(str(exc).split())
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return APIError(status, message, type=type_, code=code, headers=headers)
 
 
 def error_response(error: APIError) -> JSONResponse:
@@ -137,16 +158,14 @@ def install(app: FastAPI) -> None:
         type_ = "authentication_error" if exc.status_code == 401 else "invalid_request_error"
         return error_response(APIError(exc.status_code, detail, type=type_, headers=exc.headers))
 
-    for kind, *_ in LIBRARY_ERRORS:
-
-        async def _library(request: Request, exc: Exception) -> JSONResponse:
-            error = as_api_error(exc)
-            assert error is not None
-            if error.status >= 500:
-                logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-            return error_response(error)
-
-        app.add_exception_handler(kind, _library)
+    @app.exception_handler(DeltaMemError)
+    async def _library(request: Request, exc: DeltaMemError) -> JSONResponse:
+        error = as_api_error(exc)
+        if error is None:  # a server bug: the message stays in the log
+            error = APIError(500, "the server failed while answering; see its log", type="server_error")
+        if error.status >= 500:
+            logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+        return error_response(error)
 
 
 #: Error responses documented on every route (OpenAPI), so clients and fuzzers know them.

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from deltamem_agents.memory.hybrid import HybridReply
 from deltamem_agents.server.errors import APIError
 from deltamem_agents.server.schemas import (
-    AssistantMessageIn,
     AssistantMessage,
+    AssistantMessageIn,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -31,8 +31,9 @@ from deltamem_agents.server.schemas import (
     TurnInfo,
     UsageOut,
 )
-from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.session import GenerationOptions
+from deltamem_agents.session.tools import ToolSpecError, normalize_tool_choice
+from deltamem_agents.store.records import ChatMessage
 
 MAX_STOP_STRINGS = 4
 
@@ -140,23 +141,16 @@ def generation_options(body: ChatCompletionRequest, *, default_max_tokens: int, 
 
 
 def tools_and_choice(body: ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """The tools to describe to the model and the library's ``tool_choice`` (``"any"`` or a name)."""
-    choice = body.tool_choice
-    if not body.tools:
-        if choice not in (None, "none", "auto"):
-            raise _bad("tool_choice needs tools: send tools, or drop tool_choice", "tool_choice")
+    """The tools to describe to the model and the library's ``tool_choice`` (``"any"`` or a name),
+    read by the library's one rule (`normalize_tool_choice`)."""
+    names = [tool.function.name for tool in body.tools or ()]
+    try:
+        choice = normalize_tool_choice(body.tool_choice, names)
+    except ToolSpecError as exc:
+        raise _bad(str(exc), "tool_choice") from None
+    if not names or choice == "none":
         return None, None
-    tools = [tool.model_dump() for tool in body.tools]
-    if choice == "none":
-        return None, None
-    if choice is None or choice == "auto":
-        return tools, None
-    if choice == "required":
-        return tools, "any"
-    names = {tool.function.name for tool in body.tools}
-    if choice.function.name not in names:
-        raise _bad(f"tool_choice names {choice.function.name!r}, which is not among the tools", "tool_choice")
-    return tools, choice.function.name
+    return [tool.model_dump() for tool in body.tools or ()], choice
 
 
 # -- responses -----------------------------------------------------------------------------------------------

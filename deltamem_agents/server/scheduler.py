@@ -5,8 +5,10 @@
   does the same, so several servers can share one store.
 - **A turn runs start to end in one worker thread.** The store lock is bound to the thread that
   took it, so a turn is never moved between threads; its chunks reach the event loop through
-  an asyncio queue. The first chunk is awaited before a streamed response opens, so input
-  errors still become HTTP statuses.
+  the library's bridge (`deltamem_agents.concurrency.ThreadedStream`), run on the scheduler's
+  own bounded pool (shared with the memory verbs), and the bridge's stop flag is also what a
+  batched decode watches to leave its batch. The first chunk is awaited before a streamed
+  response opens, so input errors still become HTTP statuses.
 - **One model.** Sessions share the runtime's model lock. With batching on, the answers of
   concurrent turns of different sessions are decoded in one batch (`BatchDecoder`); otherwise
   one after another.
@@ -25,12 +27,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from deltamem_agents.memory.hybrid import HybridChunk, HybridMemory, HybridReply, TurnDecoder, Usage
+from deltamem_agents.concurrency import ThreadedStream
+from deltamem_agents.memory.hybrid import (
+    HybridChunk,
+    HybridMemory,
+    HybridReply,
+    TurnDecoder,
+)
 from deltamem_agents.server.batcher import BatchDecoder
 from deltamem_agents.server.errors import APIError, TurnCancelled
 from deltamem_agents.server.schemas import SchedulerStats
+from deltamem_agents.session.session import MemorySession, is_note
 from deltamem_agents.store.records import ChatMessage, SessionKey
-from deltamem_agents.session.session import MemorySession, SessionError, is_note
 
 T = TypeVar("T")
 Outcome = Literal["ok", "failed", "cancelled"]
@@ -49,44 +57,25 @@ class TurnRequest:
     generation: dict[str, Any] = field(default_factory=dict)
 
 
-class _End:
-    """Sentinel: the turn's stream is complete."""
-
-
-class _Channel:
-    """Chunks from a turn's worker thread to the event loop, and a cancel flag the other way."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.cancelled = threading.Event()
-
-    def put(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            self.cancelled.set()
-
-
 class TurnStream:
     """The chunks of one running turn, read on the event loop. The last chunk carries the
     `HybridReply`; `next` then returns None. Errors of the turn are raised by `next`."""
 
-    def __init__(self, channel: _Channel) -> None:
-        self._channel = channel
+    def __init__(self, stream: ThreadedStream[HybridChunk]) -> None:
+        self._stream = stream
         self._done = False
 
     async def next(self) -> HybridChunk | None:
         if self._done:
             return None
-        item = await self._channel.queue.get()
-        if isinstance(item, _End):
+        try:
+            return await anext(self._stream)
+        except StopAsyncIteration:
             self._done = True
             return None
-        if isinstance(item, BaseException):
+        except Exception:  # the turn's error (a cancelled request is not the turn's end)
             self._done = True
-            raise item
-        return item
+            raise
 
     async def reply(self) -> HybridReply:
         """Read the whole turn; its reply."""
@@ -100,7 +89,7 @@ class TurnStream:
     def cancel(self) -> None:
         """Abandon the turn (the client went away): it stops at its next piece and commits nothing."""
         if not self._done:
-            self._channel.cancelled.set()
+            self._stream.cancel()
 
     @property
     def done(self) -> bool:
@@ -152,16 +141,16 @@ class TurnScheduler:
         except BaseException:
             self._stats.turns_running -= 1
             raise
-        loop = asyncio.get_running_loop()
-        channel = _Channel(loop)
-        self._stats.turns_started += 1
-        future = loop.run_in_executor(self._pool, self._run_turn, turn, channel)
+        cancelled = threading.Event()
+        stream = ThreadedStream(
+            lambda: self._chunks(turn, cancelled), executor=self._pool, stop=cancelled, name="deltamem-turn"
+        )
 
-        def finished(done: asyncio.Future[Outcome]) -> None:
+        def finished(done: asyncio.Future[Any]) -> None:
             self._stats.turns_running -= 1
             if entry is not None and turn.key is not None:
                 self._release(turn.key, entry)
-            outcome = "failed" if done.cancelled() or done.exception() is not None else done.result()
+            outcome = self._outcome(done, stream.error)
             if outcome == "ok":
                 self._stats.turns_finished += 1
             elif outcome == "cancelled":
@@ -169,31 +158,40 @@ class TurnScheduler:
             else:
                 self._stats.turns_failed += 1
 
-        future.add_done_callback(finished)
-        return TurnStream(channel)
+        try:
+            stream.start()
+        except BaseException:  # the pool is shut down: the turn never started
+            self._stats.turns_running -= 1
+            if entry is not None and turn.key is not None:
+                self._release(turn.key, entry)
+            raise
+        self._stats.turns_started += 1
+        stream.done.add_done_callback(finished)
+        return TurnStream(stream)
 
-    def _run_turn(self, turn: TurnRequest, channel: _Channel) -> Outcome:
-        """The worker thread's side: run the turn start to end, passing each chunk on."""
+    @staticmethod
+    def _outcome(done: asyncio.Future[Any], error: BaseException | None) -> Outcome:
+        if done.cancelled() or done.exception() is not None:
+            return "failed"
+        ended = done.result()
+        if ended == "finished":
+            return "ok"
+        if ended == "stopped" or isinstance(error, TurnCancelled):
+            return "cancelled"
+        return "failed"
+
+    def _chunks(self, turn: TurnRequest, cancelled: threading.Event) -> Iterator[HybridChunk]:
+        """The worker thread's side: the turn start to end. An abandoned turn is closed here, in
+        its own thread, and commits nothing."""
         if self.batcher is None:
             self._stats.serial_decodes += 1  # a plain int add: atomic under the GIL
-            return self._pump(turn, channel, MemorySession.stream)
+            yield from self._turn(turn, MemorySession.stream)
+            return
         with self.batcher.expecting() as ticket:
-            return self._pump(turn, channel, functools.partial(self.batcher.decode, cancelled=channel.cancelled, ticket=ticket))
+            yield from self._turn(turn, functools.partial(self.batcher.decode, cancelled=cancelled, ticket=ticket))
 
-    def _pump(self, turn: TurnRequest, channel: _Channel, decoder: TurnDecoder) -> Outcome:
-        chunks = self._stateful(turn, decoder) if turn.key is not None else self._stateless(turn, decoder)
-        try:
-            for chunk in chunks:
-                if channel.cancelled.is_set():
-                    return "cancelled"
-                channel.put(chunk)
-        except BaseException as exc:  # noqa: BLE001 - handed to the request, which raises it again
-            channel.put(exc)
-            return "cancelled" if isinstance(exc, TurnCancelled) else "failed"
-        finally:
-            chunks.close()  # an abandoned turn ends here, in its own thread, and commits nothing
-        channel.put(_End())
-        return "ok"
+    def _turn(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
+        return self._stateful(turn, decoder) if turn.key is not None else self._stateless(turn, decoder)
 
     def _stateful(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
         key = turn.key
@@ -208,28 +206,12 @@ class TurnScheduler:
             )
 
     def _stateless(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
-        """A turn in a throwaway session: the conversation is read, answered and forgotten."""
-        runtime = self.runtime
-        messages = [m for m in turn.messages if not is_note(m)]
-        self._check_ingest_size(messages)
-        if not messages or messages[-1].role not in ("user", "tool"):
-            raise SessionError("the last message must be from the user or a tool")
-        session = MemorySession(
-            runtime.model, runtime.tokenizer, runtime.handle, config=runtime.session_config, lock=runtime.lock
-        )
-        *earlier, question = messages
-        prompt_tokens = session.ingest(earlier).prefill_tokens if earlier else 0
-        for piece in decoder(session, question, tools=turn.tools, tool_choice=turn.tool_choice, **turn.generation):
-            yield HybridChunk(text=piece)
-        reply = session.last_reply
-        assert reply is not None
-        usage = Usage(prompt_tokens=prompt_tokens + reply.stats.prefill_tokens, completion_tokens=reply.stats.decode_tokens)
-        yield HybridChunk(
-            text="",
-            reply=HybridReply(
-                text=reply.text, tool_calls=reply.tool_calls, finish_reason=reply.finish_reason, reply=reply,
-                usage=usage, session_id="", user_id=turn.user_id, turn=0,
-            ),
+        """A turn in no session (`HybridMemory.stream_chat` with ``stateless=True``): the
+        conversation is read, answered and forgotten."""
+        self._check_ingest_size([m for m in turn.messages if not is_note(m)])
+        yield from self.memory.stream_chat(
+            list(turn.messages), user_id=turn.user_id, stateless=True, tools=turn.tools,
+            tool_choice=turn.tool_choice, decoder=decoder, **turn.generation,
         )
 
     def _check_ingest_size(self, new: Sequence[ChatMessage]) -> None:

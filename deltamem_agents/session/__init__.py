@@ -2,6 +2,34 @@
 
 # Persistence lives in deltamem_agents.store; its names are re-exported here, where users have
 # always imported them.
+# Batched turns (batch.py).
+from deltamem_agents.session.batch import (
+    BatchPiece,
+    BatchRequest,
+    BatchStats,
+    SessionBatch,
+    reply_batch,
+    stream_batch,
+)
+
+# Conversations (chat.py, session.py).
+from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
+from deltamem_agents.session.session import (
+    ConversationForkError,
+    GenerationOptions,
+    MemorySession,
+    Reply,
+    SessionConfig,
+    SessionError,
+    TurnStats,
+)
+from deltamem_agents.session.tools import (
+    ToolCall,
+    ToolSpec,
+    ToolSpecError,
+    parse_tool_calls,
+    render_tools_prompt,
+)
 from deltamem_agents.store import (
     SESSION_SCHEMA_VERSION,
     STORE_ENV,
@@ -25,22 +53,6 @@ from deltamem_agents.store import (
     open_session_store,
     validate_id,
 )
-
-# Conversations (chat.py, session.py).
-from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
-from deltamem_agents.session.session import (
-    ConversationForkError,
-    GenerationOptions,
-    MemorySession,
-    Reply,
-    SessionConfig,
-    SessionError,
-    TurnStats,
-)
-from deltamem_agents.session.tools import ToolCall, ToolSpec, ToolSpecError, parse_tool_calls, render_tools_prompt
-
-# Batched turns (batch.py).
-from deltamem_agents.session.batch import BatchPiece, BatchRequest, BatchStats, SessionBatch, reply_batch, stream_batch
 
 __all__ = [
     # batched turns (batch.py)

@@ -48,7 +48,11 @@ from transformers import DynamicCache
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
-from deltamem_agents.store.records import ChatMessage
+from deltamem_agents.session.sampling import (
+    find_stop,
+    longest_stop_prefix,
+    sample_token,
+)
 from deltamem_agents.session.session import (
     GenerationOptions,
     MemorySession,
@@ -56,10 +60,8 @@ from deltamem_agents.session.session import (
     Reply,
     SessionError,
     TurnStats,
-    _find_stop,
-    _longest_stop_prefix,
-    _sample,
 )
+from deltamem_agents.store.records import ChatMessage
 
 __all__ = ["BatchPiece", "BatchRequest", "BatchStats", "SessionBatch", "reply_batch", "stream_batch"]
 
@@ -169,7 +171,7 @@ class _Row:
             return pieces, False
         self.generated.append(token)
         text = self.session.tokenizer.decode(self.generated, skip_special_tokens=True)
-        stop_at = _find_stop(text, self.gen.stop)
+        stop_at = find_stop(text, self.gen.stop)
         if stop_at is not None:
             self.finish = "stop"
             if stop_at > len(self.emitted):
@@ -177,7 +179,7 @@ class _Row:
             self.emitted = text[:stop_at]
             return pieces, False
         if not text.endswith("\ufffd") and len(text) > len(self.emitted):  # wait for whole characters
-            held = _longest_stop_prefix(text, self.gen.stop)
+            held = longest_stop_prefix(text, self.gen.stop)
             if len(text) - held > len(self.emitted):
                 pieces.append(text[len(self.emitted) : len(text) - held])
                 self.emitted = text[: len(text) - held]
@@ -374,7 +376,7 @@ class SessionBatch:
             forward: list[_Row] = []
             for row in pending:
                 assert row.logits is not None
-                pieces, feed = row.accept(_sample(row.logits, row.gen, row.generator))
+                pieces, feed = row.accept(sample_token(row.logits, row.gen, row.generator))
                 yield from (BatchPiece(row.index, p) for p in pieces)
                 if feed:
                     forward.append(row)

@@ -14,11 +14,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from deltamem_agents.errors import UserError
+
 SENTENCE_BOUNDARY = re.compile(r"\n{2,}|(?<=[.!?;:])[\"')\]\u201d\u2019]*\s+")
 NOT_WRITTEN = -1
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(UserError, ValueError):
     """The backbone's chat template cannot be rendered incrementally."""
 
 

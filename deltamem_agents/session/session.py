@@ -11,31 +11,41 @@ installs the session's state into the model's handle and takes it back afterward
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import DynamicCache
 
 from deltamem_agents.core.state import DeltaMemState
+from deltamem_agents.errors import UserError
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError, Encoded
-from deltamem_agents.store.records import ChatMessage
+from deltamem_agents.session.options import (
+    GenerationOptions,
+    Reply,
+    SessionConfig,
+    TurnStats,
+)
+from deltamem_agents.session.sampling import (
+    find_stop,
+    longest_stop_prefix,
+    sample_token,
+)
 from deltamem_agents.session.tools import (
     TOOL_CALL_OPEN,
-    ToolCall,
     ToolSpec,
     as_tool_spec,
+    forced_call_prefix,
     format_tool_calls,
     parse_tool_calls,
     render_tools_prompt,
     tool_call_prefix_length,
 )
+from deltamem_agents.store.records import ChatMessage
 
 MessageLike = ChatMessage | dict[str, Any]
 ToolLike = ToolSpec | dict[str, Any]
@@ -46,63 +56,7 @@ ToolLike = ToolSpec | dict[str, Any]
 NOTE_KINDS = frozenset({"tools", "retrieved"})
 
 
-class GenerationOptions(BaseModel):
-    """How replies are decoded. ``temperature == 0`` is greedy."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-    #: decode exactly ``max_new_tokens`` tokens, past end-of-turn tokens (stop strings still
-    #: apply): equal work per turn, for benchmarks
-    ignore_eos: bool = False
-    #: text the answer is made to start with (fed, then decoding continues after it): forces a
-    #: form a small model would not choose itself, e.g. ``"{"`` for JSON. Part of the answer.
-    response_prefix: str = ""
-
-
-class SessionConfig(BaseModel):
-    """The context-window policy of a session and its default generation options."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    context_window: int = Field(1024, ge=16, description="tokens of recent conversation kept in attention")
-    rebuild_keep: float = Field(
-        0.5, gt=0.0, lt=1.0, description="share of the window kept when it overflows and is rebuilt"
-    )
-    prefill_chunk: int = Field(512, ge=1, description="tokens per forward when ingesting")
-    system_prompt: str | None = Field(None, description="a system message put first in a new session")
-    generation: GenerationOptions = Field(default_factory=GenerationOptions)
-
-
-class TurnStats(BaseModel):
-    """What one call cost and did."""
-
-    tokens_written: int = 0
-    context_tokens: int = 0
-    prefill_tokens: int = 0
-    prefill_ms: float = 0.0
-    decode_tokens: int = 0
-    decode_ms: float = 0.0
-    window_rebuilt: bool = False
-    wrote: bool = True
-
-
-class Reply(BaseModel):
-    """A generated answer. With tools, ``text`` is the answer without its tool-call blocks
-    (``raw_text`` keeps everything the model wrote) and ``tool_calls`` the parsed calls."""
-
-    text: str
-    finish_reason: Literal["stop", "length", "tool_calls"]
-    stats: TurnStats
-    raw_text: str = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-
-
-class SessionError(ValueError):
+class SessionError(UserError, ValueError):
     """Bad input to a session (empty message, unknown role...)."""
 
 
@@ -544,13 +498,13 @@ class MemorySession:
         started = time.perf_counter()
         try:
             for _ in range(gen.max_new_tokens):
-                token = _sample(logits, gen, generator)
+                token = sample_token(logits, gen, generator)
                 if token in stop_ids:
                     self._finish_reason = "stop"
                     break
                 generated.append(token)
                 text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                stop_at = _find_stop(text, gen.stop)
+                stop_at = find_stop(text, gen.stop)
                 if stop_at is not None:
                     self._finish_reason = "stop"
                     if stop_at > len(emitted):
@@ -558,7 +512,7 @@ class MemorySession:
                     emitted = text[:stop_at]
                     break
                 if not text.endswith("\ufffd") and len(text) > len(emitted):  # wait for whole characters
-                    held = _longest_stop_prefix(text, gen.stop)
+                    held = longest_stop_prefix(text, gen.stop)
                     if len(text) - held > len(emitted):
                         yield text[len(emitted) : len(text) - held]
                         emitted = text[: len(text) - held]
@@ -579,41 +533,3 @@ class MemorySession:
         # makes the next turn's template delta fail and triggers a context rebuild).
         if self._rendered is not None:
             self._rendered += emitted
-
-
-def forced_call_prefix(specs: Sequence[ToolSpec], tool_choice: str | None) -> str:
-    """With a required tool choice, the answer is made to start as a call: small models often
-    will not begin one themselves, and once begun they complete it."""
-    if not specs or tool_choice is None:
-        return ""
-    if tool_choice == "any":
-        return TOOL_CALL_OPEN + '{"name": "'
-    return TOOL_CALL_OPEN + json.dumps({"name": tool_choice})[:-1] + ', "arguments": '
-
-
-def _sample(logits: torch.Tensor, gen: GenerationOptions, generator: torch.Generator | None) -> int:
-    if gen.temperature == 0:
-        return int(logits.argmax(-1).item())
-    probs = torch.softmax(logits / gen.temperature, dim=-1)
-    if gen.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(-1)
-        sorted_probs[(cumulative - sorted_probs) > gen.top_p] = 0.0
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return int(torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=generator).item())
-
-
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
-
-
-def _longest_stop_prefix(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters might still become a stop string (held back while streaming)."""
-    best = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:size]):
-                best = max(best, size)
-                break
-    return best

@@ -21,13 +21,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deltamem_agents.errors import UserError
+
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 _BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"\s*(.*?)\s*(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
-class ToolSpecError(ValueError):
+class ToolSpecError(UserError, ValueError):
     """A tool definition that cannot be shown to the model (the message names the tool)."""
 
 
@@ -180,6 +182,58 @@ def tool_call_prefix_length(text: str) -> int:
     return 0
 
 
+def normalize_tool_choice(
+    choice: object, names: Sequence[str], *, name_single_tool: bool = False, source: str = "tools"
+) -> str | None:
+    """Every ``tool_choice`` form a face accepts -> the session's: ``None`` (the model decides),
+    ``"none"`` (show no tools this turn), ``"any"`` (call one) or a tool's name (call that one).
+
+    Accepted: ``None``/``False``/``"auto"``; ``"none"``; ``True``/``"any"``/``"required"``; a
+    tool name; ``{"type": "function", "function": {"name": ...}}`` or ``{"name": ...}`` (also as
+    a pydantic model). ``names`` are the tools of the call; a name outside them is refused, as is
+    a demand for a call without tools. ``name_single_tool``: with one tool, ``"any"`` asks for
+    it by name (LangChain's rule). ``source`` names the tools in error messages."""
+    if choice is None or choice is False or choice == "auto":
+        return None
+    if choice == "none":
+        return "none"
+    if isinstance(choice, BaseModel):
+        choice = choice.model_dump()
+    if choice is True or choice in ("any", "required"):
+        wanted = "any"
+    elif isinstance(choice, Mapping):
+        function = choice.get("function") or {}
+        wanted = (function.get("name") if isinstance(function, Mapping) else None) or choice.get("name")
+        if not isinstance(wanted, str) or not wanted:
+            raise ToolSpecError(
+                f"tool_choice {choice!r} names no tool; use {{'type': 'function', 'function': {{'name': ...}}}}"
+            )
+    elif isinstance(choice, str):
+        wanted = choice
+    else:
+        raise ToolSpecError(
+            f"tool_choice must be None, 'auto', 'none', 'any', 'required', True, a tool name or "
+            f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+        )
+    if not names:
+        raise ToolSpecError("tool_choice needs tools: send tools, or drop tool_choice")
+    if wanted == "any":
+        return names[0] if name_single_tool and len(names) == 1 else "any"
+    if wanted not in names:
+        raise ToolSpecError(f"tool_choice {wanted!r} is not among the {source} {list(names)}")
+    return wanted
+
+
+def forced_call_prefix(specs: Sequence[ToolSpec], tool_choice: str | None) -> str:
+    """With a required tool choice, the answer is made to start as a call: small models often
+    will not begin one themselves, and once begun they complete it."""
+    if not specs or tool_choice is None:
+        return ""
+    if tool_choice == "any":
+        return TOOL_CALL_OPEN + '{"name": "'
+    return TOOL_CALL_OPEN + json.dumps({"name": tool_choice})[:-1] + ', "arguments": '
+
+
 __all__ = [
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
@@ -187,7 +241,9 @@ __all__ = [
     "ToolSpec",
     "ToolSpecError",
     "as_tool_spec",
+    "forced_call_prefix",
     "format_tool_calls",
+    "normalize_tool_choice",
     "parse_tool_calls",
     "render_tools_prompt",
     "tool_call_prefix_length",

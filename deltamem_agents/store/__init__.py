@@ -8,8 +8,7 @@ Nothing here loads a model: conversations (``deltamem_agents.session``) sit on t
 
 from typing import Any
 
-from deltamem_agents.store.directory import (
-    DirectorySessionStore,
+from deltamem_agents.store.base import (
     SessionConflictError,
     SessionCorruptError,
     SessionExistsError,
@@ -20,6 +19,7 @@ from deltamem_agents.store.directory import (
     SessionStoreError,
     default_store_root,
 )
+from deltamem_agents.store.directory import DirectorySessionStore
 from deltamem_agents.store.records import (
     SESSION_SCHEMA_VERSION,
     ChatMessage,

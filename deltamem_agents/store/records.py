@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from deltamem_agents.errors import UserError
+
 if TYPE_CHECKING:
     from deltamem_agents.core.state import DeltaMemState
 
@@ -28,7 +30,7 @@ ID_RULE = (
 )
 
 
-class InvalidSessionIdError(ValueError):
+class InvalidSessionIdError(UserError, ValueError):
     """A user id or session id that could not safely name a directory or a key."""
 
 

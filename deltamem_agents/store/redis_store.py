@@ -36,21 +36,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deltamem_agents.store.records import (
-    ChatMessage,
-    Fingerprint,
-    SessionKey,
-    SessionMetadata,
-    SessionRecord,
-    utc_now,
-    validate_id,
-)
-from deltamem_agents.store.directory import (
+from deltamem_agents.errors import UnavailableError
+from deltamem_agents.store.base import (
     SessionConflictError,
     SessionCorruptError,
     SessionLockTimeout,
     SessionStore,
     SessionStoreError,
+)
+from deltamem_agents.store.codec import (
     after_commit,
     after_rewrite,
     as_messages,
@@ -63,6 +57,15 @@ from deltamem_agents.store.directory import (
     not_found_for_commit,
     parse_metadata,
     state_name,
+)
+from deltamem_agents.store.records import (
+    ChatMessage,
+    Fingerprint,
+    SessionKey,
+    SessionMetadata,
+    SessionRecord,
+    utc_now,
+    validate_id,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -83,7 +86,7 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"
 
 
-class RedisNotInstalledError(SessionStoreError, ImportError):
+class RedisNotInstalledError(SessionStoreError, UnavailableError, ImportError):
     """The `redis` client package is missing (a `SessionStoreError`, so the CLI prints one line)."""
 
 

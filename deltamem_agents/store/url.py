@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from deltamem_agents.store.directory import DirectorySessionStore, SessionStore, SessionStoreError
+from deltamem_agents.errors import UserError
+from deltamem_agents.store.base import SessionStore, SessionStoreError
+from deltamem_agents.store.directory import DirectorySessionStore
 
 #: Environment variable naming the store when no folder is given (CLI and `deltamem serve`).
 STORE_ENV = "DELTAMEM_STORE"
@@ -22,7 +24,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 _STORE_QUERY = ("prefix", "lease_ttl", "lock_timeout")
 
 
-class UnknownStoreError(SessionStoreError, ValueError):
+class UnknownStoreError(SessionStoreError, UserError, ValueError):
     """A store URL whose scheme names no backend."""
 
 

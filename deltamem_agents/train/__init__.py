@@ -3,7 +3,12 @@
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder, ReadExample
 from deltamem_agents.train.objective import AnswerScores, score_answers, write_history
-from deltamem_agents.train.trainer import TrainingError, TrainReport, Trainer, train_adapter
+from deltamem_agents.train.trainer import (
+    Trainer,
+    TrainingError,
+    TrainReport,
+    train_adapter,
+)
 
 __all__ = [
     "AnswerScores",

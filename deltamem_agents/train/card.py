@@ -10,7 +10,6 @@ from typing import Any
 from deltamem_agents.reporting.tables import markdown_header, markdown_row, percent
 from deltamem_agents.train.trainer import TrainReport
 
-
 #: the columns of an evaluation's table in the card (the evaluation's own report has more)
 EVAL_COLUMNS = ("condition", "F1", "F1 pref+instr+task", "F1 fact", "rules followed", "prompt tokens", "latency ms")
 
@@ -123,8 +122,8 @@ def model_card(stages: TrainReport | Sequence[TrainReport], evaluations: Sequenc
 def write_model_card(train_reports: str | Path | Sequence[str | Path], eval_reports: str | Path | Sequence[str | Path] | None,
                      path: str | Path, *, title: str, notes: str = "", command: str | None = None) -> Path:
     """Write the card (atomically: a shipped card is never left half written) from report files."""
-    from deltamem_agents.core.state import atomic_write_bytes
     from deltamem_agents.eval.report import EvalReport
+    from deltamem_agents.fileio import atomic_write_bytes
 
     if isinstance(train_reports, (str, Path)):
         train_reports = [train_reports]

@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deltamem_agents.core.config import ALL_DELTA_HEADS, DeltaHead, DeltaMemConfig, UpdateMode, WriteStrategy
+from deltamem_agents.core.config import (
+    ALL_DELTA_HEADS,
+    DeltaHead,
+    DeltaMemConfig,
+    UpdateMode,
+    WriteStrategy,
+)
 
 
 class TrainConfig(BaseModel):

@@ -17,13 +17,13 @@ from typing import Any
 
 from deltamem_agents.data.prompts import probe_prompt
 from deltamem_agents.data.records import Conversation, Probe
-from deltamem_agents.memory.hybrid import SNIPPET_HEADER
+from deltamem_agents.memory.notes import snippet_text
 from deltamem_agents.session.chat import ChatEncoder
 
 
 def snippet_note(texts: list[str]) -> str:
     """The system note the hybrid memory puts in context (same header and bullet layout)."""
-    return SNIPPET_HEADER + "\n" + "\n".join(f"- {text}" for text in texts)
+    return snippet_text(texts)
 
 
 @dataclass
@@ -83,7 +83,7 @@ class EpisodeBuilder:
         for probe in conversation.probes:
             note = None
             if rng is not None and probe.evidence and rng.random() < snippet_share:
-                note = self._note(conversation, probe, rng)
+                note = self._note(conversation, probe, rng) or None  # "": nothing to place
             prompt_ids = self.prompt_ids(rendered, messages, probe, note)
             answer_ids = self.tokenizer(probe.answer, add_special_tokens=False)["input_ids"] + [self.end_id]
             if len(prompt_ids) + len(answer_ids) > self.max_read_tokens:

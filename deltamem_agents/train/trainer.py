@@ -24,11 +24,24 @@ from pydantic import BaseModel, ConfigDict
 from deltamem_agents.data.generic_text import stdlib_docstring_text
 from deltamem_agents.data.records import Conversation, read_jsonl
 from deltamem_agents.data.splits import make_split
+from deltamem_agents.errors import UserError
+from deltamem_agents.fileio import atomic_write_text
 from deltamem_agents.progress import ProgressLike, tracked
-from deltamem_agents.train.checkpoints import TrainerState, list_checkpoints, load_checkpoint, save_checkpoint
+from deltamem_agents.train.checkpoints import (
+    TrainerState,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from deltamem_agents.train.config import TrainConfig
 from deltamem_agents.train.episodes import Episode, EpisodeBuilder
-from deltamem_agents.train.objective import contrast_loss, preservation_loss, score_answers, token_chunks, write_history
+from deltamem_agents.train.objective import (
+    contrast_loss,
+    preservation_loss,
+    score_answers,
+    token_chunks,
+    write_history,
+)
 from deltamem_agents.train.plot import plot_loss, smooth
 
 LOG_FILE = "log.jsonl"
@@ -61,7 +74,7 @@ class TrainReport(BaseModel):
     command: str
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError, ValueError):
     """A run that cannot start or resume as asked (the message says why)."""
 
 
@@ -111,8 +124,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out: Path, *, model: Any = None, tokenizer: Any = None,
                  train: Sequence[Conversation] | None = None, dev: Sequence[Conversation] | None = None) -> None:
-        from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
         from deltamem_agents.model.attach import attach_delta_mem
+        from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
 
         self.config, self.out = config, Path(out)
         if config.threads:
@@ -160,7 +173,12 @@ class Trainer:
 
     def _load_initial(self, path: Path) -> None:
         """Start from an adapter's weights; its δ-mem configuration must be the run's."""
-        from deltamem_agents.model.adapters import AdapterError, check_backbone, load_weights, read_adapter
+        from deltamem_agents.model.adapters import (
+            AdapterError,
+            check_backbone,
+            load_weights,
+            read_adapter,
+        )
 
         try:
             meta, tensors = read_adapter(path)
@@ -357,7 +375,7 @@ class Trainer:
             dev=self.dev, adapter=str(adapter), parameters=self.handle.num_parameters, hardware=hardware(self.device),
             command=" ".join(["deltamem", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("deltamem") else " ".join(sys.argv),
         )
-        (self.out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n")
+        atomic_write_text(self.out / REPORT_FILE, report.model_dump_json(indent=2) + "\n")
         return report
 
 

@@ -7,10 +7,15 @@ import json
 
 import pytest
 
-from deltamem_agents.bench.growth import CONDITIONS, GrowthConfig, run_growth_bench, summarize
+from deltamem_agents.bench.conversation import SyntheticConversation
+from deltamem_agents.bench.growth import (
+    CONDITIONS,
+    GrowthConfig,
+    run_growth_bench,
+    summarize,
+)
 from deltamem_agents.bench.growth_processes import ChildProcess as _ChildProcess
 from deltamem_agents.bench.growth_workers import WORKER_CLASSES
-from deltamem_agents.bench.conversation import SyntheticConversation
 
 
 def test_every_condition_is_measured_at_every_size(tiny_backbone, tmp_path):

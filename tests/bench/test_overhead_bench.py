@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from deltamem_agents.model.backbone import load_backbone
 from deltamem_agents.bench.overhead import run_overhead_bench
+from deltamem_agents.model.backbone import load_backbone
 
 
 @pytest.mark.parametrize("memory", [False, True])

@@ -8,7 +8,13 @@ import json
 from deltamem_agents.bench import report as bench_report
 from deltamem_agents.reporting.files import write_json_and_markdown, write_report
 from deltamem_agents.reporting.machine import machine_info
-from deltamem_agents.reporting.tables import format_cell, markdown_header, markdown_row, markdown_table, percent
+from deltamem_agents.reporting.tables import (
+    format_cell,
+    markdown_header,
+    markdown_row,
+    markdown_table,
+    percent,
+)
 
 
 def test_cells_are_short_and_escaped():

@@ -8,7 +8,14 @@ import chromadb
 import numpy as np
 from chromadb.config import Settings
 
-from deltamem_agents.bench.retrieval import USER, SESSION, RetrievalBenchConfig, _fill, _texts, run_retrieval_bench
+from deltamem_agents.bench.retrieval import (
+    SESSION,
+    USER,
+    RetrievalBenchConfig,
+    _fill,
+    _texts,
+    run_retrieval_bench,
+)
 from deltamem_agents.memory import TextLog
 from deltamem_agents.memory.embeddings import EMBEDDING_DIM, MiniLMEmbeddingFunction
 from deltamem_agents.store.records import ChatMessage

@@ -7,7 +7,12 @@ import io
 from rich.console import Console
 
 from deltamem_agents.cli._progress import RichProgress, command_progress
-from deltamem_agents.progress import PlainProgress, ProgressReporter, resolve_progress, tracked
+from deltamem_agents.progress import (
+    PlainProgress,
+    ProgressReporter,
+    resolve_progress,
+    tracked,
+)
 
 
 def test_a_command_resolves_progress_true_to_rich_bars():

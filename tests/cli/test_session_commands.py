@@ -15,7 +15,12 @@ from typer.testing import CliRunner
 from deltamem_agents.cli import app
 from deltamem_agents.cli.ingest import decoded_blocks, text_chunks
 from deltamem_agents.core.state import DeltaMemState
-from deltamem_agents.session import ChatMessage, DirectorySessionStore, Fingerprint, SessionKey
+from deltamem_agents.session import (
+    ChatMessage,
+    DirectorySessionStore,
+    Fingerprint,
+    SessionKey,
+)
 
 runner = CliRunner()
 FINGERPRINT = Fingerprint(backbone="smollm2-135m-instruct", backbone_signature="test", adapter="none", config="test")

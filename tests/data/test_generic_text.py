@@ -1,4 +1,8 @@
-from deltamem_agents.data.generic_text import prose_paragraphs, python_reference_passages, stdlib_docstring_text
+from deltamem_agents.data.generic_text import (
+    prose_paragraphs,
+    python_reference_passages,
+    stdlib_docstring_text,
+)
 
 LONG = "This sentence is plain running text about nothing in particular, written to be long enough. " * 4
 

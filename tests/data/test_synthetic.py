@@ -8,10 +8,10 @@ from deltamem_agents.data import (
     generate_conversations,
     make_split,
     read_jsonl,
+    vocab,
     write_jsonl,
     write_splits,
 )
-from deltamem_agents.data import vocab
 from deltamem_agents.data.splits import SplitSizes
 from deltamem_agents.eval.metrics import check_rule
 

@@ -4,7 +4,13 @@ import pytest
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.data import GeneratorConfig, generate_conversations
-from deltamem_agents.eval import CONDITIONS, EvalConfig, markdown, run_eval, write_report
+from deltamem_agents.eval import (
+    CONDITIONS,
+    EvalConfig,
+    markdown,
+    run_eval,
+    write_report,
+)
 from tests.tiny_models import randomize_memory, tiny_model
 
 SMALL = GeneratorConfig(sessions=(2, 2), facts=(1, 1), preferences=(1, 1), instructions=(1, 1), task_updates=(1, 1),

@@ -3,7 +3,14 @@ import pytest
 from deltamem_agents.data import vocab
 from deltamem_agents.data.records import Rule
 from deltamem_agents.data.synthetic import reference_reply
-from deltamem_agents.eval.metrics import answer_recall, check_rule, detect_language, exact_match, normalize, token_f1
+from deltamem_agents.eval.metrics import (
+    answer_recall,
+    check_rule,
+    detect_language,
+    exact_match,
+    normalize,
+    token_f1,
+)
 
 
 def test_answers_are_compared_after_normalisation():

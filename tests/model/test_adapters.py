@@ -7,8 +7,20 @@ import json
 import pytest
 import torch
 
-from deltamem_agents import AdapterError, DeltaMemConfig, DeltaMemState, StateFileError, attach_delta_mem, load_adapter
-from deltamem_agents.model.adapters import CONFIG_FILE, WEIGHTS_FILE, adapter_fingerprint, save_adapter
+from deltamem_agents import (
+    AdapterError,
+    DeltaMemConfig,
+    DeltaMemState,
+    StateFileError,
+    attach_delta_mem,
+    load_adapter,
+)
+from deltamem_agents.model.adapters import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    adapter_fingerprint,
+    save_adapter,
+)
 from tests.tiny_models import randomize_memory, tiny_model
 
 

@@ -14,7 +14,11 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from deltamem_agents import DeltaMemState, load_adapter
-from deltamem_agents.model.adapters import convert_reference_adapter, read_adapter, write_adapter_folder
+from deltamem_agents.model.adapters import (
+    convert_reference_adapter,
+    read_adapter,
+    write_adapter_folder,
+)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "reference"
 VARIANTS = ["tsw_qo", "tsw_qkvo_uncoupled_lambda_outside", "tsw_scalar_gate_no_lambda", "msw_h4", "ssw_message"]

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from deltamem_agents.ops import chunk_delta_scan, delta_scan, delta_step, naive_delta_scan
+from deltamem_agents.ops import (
+    chunk_delta_scan,
+    delta_scan,
+    delta_step,
+    naive_delta_scan,
+)
 
 GATE_MODES = ("sigmoid", "keep1", "tiny")
 NAMES = ("q", "k", "v", "keep", "erase", "write", "initial_state")

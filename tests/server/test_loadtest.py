@@ -8,7 +8,12 @@ import json
 from typer.testing import CliRunner
 
 from deltamem_agents.cli import app as cli
-from deltamem_agents.server.loadtest import LoadTestConfig, TurnRecord, check_sessions, run_loadtest_sync
+from deltamem_agents.server.loadtest import (
+    LoadTestConfig,
+    TurnRecord,
+    check_sessions,
+    run_loadtest_sync,
+)
 from deltamem_agents.session import SessionKey
 
 

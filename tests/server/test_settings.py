@@ -10,7 +10,12 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from deltamem_agents.cli import app as cli
-from deltamem_agents.server.settings import API_KEYS_ENV, ServerSettings, is_loopback, parse_api_keys
+from deltamem_agents.server.settings import (
+    API_KEYS_ENV,
+    ServerSettings,
+    is_loopback,
+    parse_api_keys,
+)
 
 KEY = "k" * 20
 

@@ -67,8 +67,8 @@ def test_the_shipped_adapter_keeps_the_demo_replies_fluent(smollm2, tmp_path):
     """The demo's two turns with the adapter shipped for SmolLM2 (its state written by the whole
     conversation): replies stay fluent and use what the user said. The evaluation scores short
     answers only, so an adapter can pass it and still loop in free chat (one candidate did)."""
-    from deltamem_agents.model.backbone import DEFAULT_BACKBONE
     from deltamem_agents.cli.demo import FIRST, SECOND, SYSTEM
+    from deltamem_agents.model.backbone import DEFAULT_BACKBONE
 
     model, tokenizer = smollm2
     runtime = DeltaMemRuntime(DEFAULT_BACKBONE, model=model, tokenizer=tokenizer, adapter="auto", store=tmp_path,

@@ -10,17 +10,18 @@ from deltamem_agents.session import (
     SessionKey,
 )
 from deltamem_agents.session import session as session_module
-from deltamem_agents.store.records import ChatMessage
 from deltamem_agents.session.tools import (
     ToolCall,
     ToolSpec,
     ToolSpecError,
     as_tool_spec,
     format_tool_calls,
+    normalize_tool_choice,
     parse_tool_calls,
     render_tools_prompt,
     tool_call_prefix_length,
 )
+from deltamem_agents.store.records import ChatMessage
 from tests.tiny_models import tiny_runtime
 
 WEATHER = {
@@ -100,7 +101,7 @@ def scripted(monkeypatch, chat_tokenizer):
 
     def script(text: str) -> None:
         tokens = [*chat_tokenizer(text, add_special_tokens=False)["input_ids"], chat_tokenizer.convert_tokens_to_ids("<|im_end|>")]
-        monkeypatch.setattr(session_module, "_sample", lambda logits, gen, generator: tokens.pop(0))
+        monkeypatch.setattr(session_module, "sample_token", lambda logits, gen, generator: tokens.pop(0))
 
     return script
 
@@ -213,3 +214,73 @@ def test_a_rewound_conversation_is_refused_rather_than_written_twice(runtime, sc
     said = [{"role": m.role, "content": m.content} for m in session.messages]
     with pytest.raises(ConversationForkError, match="messages 1-2 of 4.*only grows"):
         session.new_messages([*said[:2], {"role": "user", "content": "Two, again?"}])
+
+
+# -- tool_choice, as every face reads it (normalize_tool_choice) ------------------------------------------
+TWO = ["get_weather", "add"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "names", "expected"),
+    [
+        (None, TWO, None),
+        (False, TWO, None),
+        ("auto", TWO, None),
+        ("none", TWO, "none"),
+        ("none", [], "none"),
+        (None, [], None),
+        ("auto", [], None),
+        (True, TWO, "any"),
+        ("any", TWO, "any"),
+        ("required", TWO, "any"),
+        ("required", ["add"], "any"),
+        ("add", TWO, "add"),
+        ({"type": "function", "function": {"name": "add"}}, TWO, "add"),
+        ({"function": {"name": "add"}}, TWO, "add"),
+        ({"name": "add"}, TWO, "add"),
+    ],
+)
+def test_every_tool_choice_form_is_read_one_way(choice, names, expected):
+    assert normalize_tool_choice(choice, names) == expected
+
+
+def test_a_single_tool_is_asked_for_by_name_when_wanted():
+    assert normalize_tool_choice(True, ["add"], name_single_tool=True) == "add"
+    assert normalize_tool_choice("required", ["add"], name_single_tool=True) == "add"
+    assert normalize_tool_choice("any", TWO, name_single_tool=True) == "any"
+
+
+def test_a_pydantic_tool_choice_is_read_as_its_dict():
+    from pydantic import BaseModel
+
+    class Function(BaseModel):
+        name: str
+
+    class Named(BaseModel):
+        type: str = "function"
+        function: Function
+
+    assert normalize_tool_choice(Named(function=Function(name="add")), TWO) == "add"
+
+
+@pytest.mark.parametrize(
+    ("choice", "names", "match"),
+    [
+        ("search", TWO, "'search' is not among the tools"),
+        ({"type": "function", "function": {"name": "nope"}}, TWO, "not among the tools"),
+        ({"type": "function"}, TWO, "names no tool"),
+        ({"function": {"name": ""}}, TWO, "names no tool"),
+        ("required", [], "tool_choice needs tools"),
+        ("add", [], "tool_choice needs tools"),
+        (3, TWO, "tool_choice must be"),
+    ],
+)
+def test_bad_tool_choices_are_refused_with_the_reason(choice, names, match):
+    with pytest.raises(ToolSpecError, match=match):
+        normalize_tool_choice(choice, names)
+    assert issubclass(ToolSpecError, ValueError)
+
+
+def test_the_error_can_name_the_tools_as_the_face_calls_them():
+    with pytest.raises(ToolSpecError, match="not among the bound tools"):
+        normalize_tool_choice("missing", ["add"], source="bound tools")

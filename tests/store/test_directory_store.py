@@ -12,18 +12,9 @@ import pytest
 import torch
 
 from deltamem_agents.core.state import DeltaMemState
+from deltamem_agents.store import base as store_module
 from deltamem_agents.store import records as records_module
-from deltamem_agents.store import directory as store_module
-from deltamem_agents.store.records import (
-    ChatMessage,
-    Fingerprint,
-    InvalidSessionIdError,
-    SessionKey,
-    chain_next,
-    validate_id,
-)
-from deltamem_agents.store.directory import (
-    DirectorySessionStore,
+from deltamem_agents.store.base import (
     SessionConflictError,
     SessionCorruptError,
     SessionExistsError,
@@ -32,6 +23,15 @@ from deltamem_agents.store.directory import (
     SessionNotFoundError,
     SessionStore,
     default_store_root,
+)
+from deltamem_agents.store.directory import DirectorySessionStore
+from deltamem_agents.store.records import (
+    ChatMessage,
+    Fingerprint,
+    InvalidSessionIdError,
+    SessionKey,
+    chain_next,
+    validate_id,
 )
 
 FP = Fingerprint(backbone="tiny-llama", backbone_signature="sig-1", adapter="none", config="cfg-1")

@@ -4,7 +4,13 @@ from transformers import DynamicCache
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.train.episodes import EpisodeBuilder, ReadExample
-from deltamem_agents.train.objective import contrast_loss, preservation_loss, score_answers, token_chunks, write_history
+from deltamem_agents.train.objective import (
+    contrast_loss,
+    preservation_loss,
+    score_answers,
+    token_chunks,
+    write_history,
+)
 from tests.tiny_models import randomize_memory
 
 

@@ -19,7 +19,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from deltamem_agents.memory.routing.decision import Mode, RouterInput, combine_votes
-from deltamem_agents.memory.routing.policies import AGAINST, POLICIES, RETRIEVE, BasePolicy, ThresholdPolicy
+from deltamem_agents.memory.routing.policies import (
+    AGAINST,
+    POLICIES,
+    RETRIEVE,
+    BasePolicy,
+    ThresholdPolicy,
+)
 from deltamem_agents.memory.routing.router import (
     CalibrationDataError,
     CalibrationMetrics,

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from deltamem_agents.errors import UserError
 from deltamem_agents.memory.routing.decision import (
     MODES,
     Mode,
@@ -82,7 +83,7 @@ CALIBRATION_FORMAT = "deltamem-router-calibration"
 CALIBRATION_VERSION = 1
 
 
-class RouterError(ValueError):
+class RouterError(UserError, ValueError):
     """Bad router configuration or spec (the message says the fix)."""
 
 
@@ -471,13 +472,10 @@ class CalibrationResult(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write the result as JSON (atomically: a temp file, then rename); returns the path."""
-        import os
+        from deltamem_agents.fileio import atomic_write_text
 
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
         return path
 
     @classmethod

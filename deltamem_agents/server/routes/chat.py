@@ -19,9 +19,20 @@ from deltamem_agents.memory.hybrid import HybridChunk, HybridReply
 from deltamem_agents.server import openai_format as fmt
 from deltamem_agents.server.auth import Principal, principal
 from deltamem_agents.server.context import ServerContext, context
-from deltamem_agents.server.errors import ERROR_RESPONSES, APIError, as_api_error, error_event
+from deltamem_agents.server.errors import (
+    ERROR_RESPONSES,
+    APIError,
+    as_api_error,
+    error_event,
+)
 from deltamem_agents.server.scheduler import TurnRequest, TurnStream
-from deltamem_agents.server.schemas import SESSION_ID_SCHEMA, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Delta
+from deltamem_agents.server.schemas import (
+    SESSION_ID_SCHEMA,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Delta,
+)
 from deltamem_agents.store.records import SessionKey
 
 logger = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from deltamem_agents.server.context import ServerContext, context
 from deltamem_agents.server.errors import ERROR_RESPONSES, APIError
 from deltamem_agents.server.openai_format import message_text
 from deltamem_agents.server.schemas import (
+    SESSION_ID_SCHEMA,
     DeleteResponse,
     ForgetRequest,
     ForgetResponse,
@@ -27,7 +28,6 @@ from deltamem_agents.server.schemas import (
     MessageOut,
     SearchHit,
     SearchRequest,
-    SESSION_ID_SCHEMA,
     SearchResponse,
     SessionDetail,
     SessionInfo,

@@ -6,8 +6,6 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from deltamem_agents.session import ChatMessage, parse_tool_calls
-from deltamem_agents.session.tools import ToolCall
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -17,6 +15,9 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages import ChatMessage as LCChatMessage
+
+from deltamem_agents.session import ChatMessage, parse_tool_calls
+from deltamem_agents.session.tools import ToolCall
 
 #: Content blocks that carry no text for the model and can be left out: tool calls are sent
 #: through ``AIMessage.tool_calls``, reasoning is the provider's own business.

@@ -8,24 +8,21 @@ told shows up in the history. Entries the model already logged are not stored tw
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from deltamem_agents.memory import LogHit, TextLog
-from deltamem_agents.session import validate_id
-from deltamem_agents.session.session import template_view
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from deltamem_agents.memory import LogHit, TextLog
+from deltamem_agents.memory.chunking import ends_sentence
+from deltamem_agents.memory.shared import shared_textlog
+from deltamem_agents.session import validate_id
+from deltamem_agents.session.session import template_view
 from langchain_deltamem._messages import from_logged, to_chat_message
-from langchain_deltamem._resources import shared_textlog
 
 if TYPE_CHECKING:
     from langchain_deltamem.chat_models import DeltaMemLLM
-
-# How the chunker ends a sentence: . ! ? … and closing quotes or brackets (see chunking.py).
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
 
 
 def merge_chunks(parts: Sequence[str]) -> str:
@@ -39,10 +36,10 @@ def merge_chunks(parts: Sequence[str]) -> str:
         overlap = 0
         for size in range(min(len(text), len(part)), 0, -1):
             starts_sentence = size == len(text) or text[-size - 1].isspace()
-            ends_sentence = size == len(part) or part[size] == "\n" or (
-                part[size].isspace() and _SENTENCE_END.search(part[:size]) is not None
+            ends_at_sentence = size == len(part) or part[size] == "\n" or (
+                part[size].isspace() and ends_sentence(part[:size])
             )
-            if starts_sentence and ends_sentence and text.endswith(part[:size]):
+            if starts_sentence and ends_at_sentence and text.endswith(part[:size]):
                 overlap = size
                 break
         text = text + part[overlap:] if overlap else f"{text}\n\n{part}"

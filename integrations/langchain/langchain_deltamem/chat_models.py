@@ -13,34 +13,51 @@ constructor's ``session_id``; ``user_id`` likewise.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
-import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deltamem_agents.model.backbone import DEFAULT_BACKBONE
-from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
-from deltamem_agents.runtime import DeltaMemRuntime
-from deltamem_agents.session import ChatMessage, SessionKey, SessionLockTimeout, validate_id
-from deltamem_agents.session.tools import as_tool_spec
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForLLMRun,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.language_models.chat_models import (
+    agenerate_from_stream,
+    generate_from_stream,
+)
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, ensure_config
+from langchain_core.runnables import (
+    Runnable,
+    RunnableConfig,
+    RunnableLambda,
+    ensure_config,
+)
 from langchain_core.tools import BaseTool
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.function_calling import (
+    convert_to_json_schema,
+    convert_to_openai_tool,
+)
 from pydantic import Field, model_validator
 
+from deltamem_agents.concurrency import iterate_in_thread
+from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
+from deltamem_agents.memory.shared import shared_memory, shared_runtime
+from deltamem_agents.model.backbone import DEFAULT_BACKBONE
+from deltamem_agents.runtime import DeltaMemRuntime
+from deltamem_agents.session import (
+    ChatMessage,
+    SessionKey,
+    SessionLockTimeout,
+    validate_id,
+)
+from deltamem_agents.session.tools import as_tool_spec, normalize_tool_choice
 from langchain_deltamem._messages import args_json, to_chat_messages
-from langchain_deltamem._resources import shared_memory, shared_runtime
 from langchain_deltamem._structured import StructuredOutput
 
 #: Call arguments `DeltaMemLLM` understands (besides ``stop``); anything else is refused.
@@ -214,8 +231,7 @@ class DeltaMemLLM(BaseChatModel):
             return self.memory
         runtime = self.runtime
         if runtime is None:
-            backbone = None if self.model == DEFAULT_BACKBONE else self.model  # share the default runtime
-            runtime = shared_runtime(backbone, adapter=self.adapter, store=self.store, device=self.device, dtype=self.dtype)
+            runtime = shared_runtime(self.model, adapter=self.adapter, store=self.store, device=self.device, dtype=self.dtype)
         return shared_memory(runtime, self.textlog_path, hybrid=self.hybrid)
 
     def get_token_ids(self, text: str) -> list[int]:
@@ -367,44 +383,13 @@ class DeltaMemLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         """The sync stream, run from start to end in ONE worker thread (the session's lock
-        belongs to the thread that took it), with its chunks handed over through a queue."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        abandoned = threading.Event()
-
-        def hand_over(kind: str, item: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
-
-        def produce() -> None:
-            chunks = self._stream(messages, stop=stop, **kwargs)
-            try:
-                for chunk in chunks:
-                    if abandoned.is_set():
-                        break
-                    hand_over("chunk", chunk)
-            except BaseException as exc:  # re-raised in the consumer, with its traceback
-                hand_over("error", exc)
-            else:
-                hand_over("done", None)
-            finally:
-                chunks.close()  # an abandoned turn rolls back here, in the thread that holds the lock
-
-        worker = loop.run_in_executor(None, contextvars.copy_context().run, produce)
-        try:
-            while True:
-                kind, item = await queue.get()
-                if kind == "done":
-                    break
-                if kind == "error":
-                    raise item
+        belongs to the thread that took it); leaving early rolls the turn back in that thread."""
+        turn = iterate_in_thread(lambda: self._stream(messages, stop=stop, **kwargs), name="deltamem-langchain")
+        async with contextlib.aclosing(turn) as chunks:
+            async for chunk in chunks:
                 if run_manager:
-                    await run_manager.on_llm_new_token(item.text, chunk=item)
-                yield item
-        finally:
-            abandoned.set()
-            if not worker.done():
-                await asyncio.wait({worker})
+                    await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     async def _agenerate(
         self,
@@ -433,7 +418,7 @@ class DeltaMemLLM(BaseChatModel):
         """
         formatted = _unique_tools([convert_to_openai_tool(tool) for tool in tools])
         names = [t["function"]["name"] for t in formatted]
-        choice = _tool_choice(tool_choice, names)
+        choice = normalize_tool_choice(tool_choice, names, name_single_tool=True, source="bound tools")
         if choice == "none":
             return self.bind(**kwargs)
         if choice is not None:
@@ -477,26 +462,6 @@ class DeltaMemLLM(BaseChatModel):
             to_messages=lambda value: self._convert_input(value).to_messages(),
         )
         return RunnableLambda(structured.invoke, afunc=structured.ainvoke, name="DeltaMemStructuredOutput")
-
-
-def _tool_choice(choice: dict[str, Any] | str | bool | None, names: list[str]) -> str | None:
-    """LangChain's tool_choice forms -> ``None``, ``"none"``, ``"any"`` or a tool name."""
-    if choice is None or choice is False or choice == "auto":
-        return None
-    if choice is True or choice in ("any", "required"):
-        return names[0] if len(names) == 1 else "any"
-    if choice == "none":
-        return "none"
-    if isinstance(choice, Mapping):
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        if not isinstance(name, str):
-            raise ValueError(f"tool_choice {choice!r} names no tool; use {{'type': 'function', 'function': {{'name': ...}}}}")
-        choice = name
-    if isinstance(choice, str):
-        if choice not in names:
-            raise ValueError(f"tool_choice {choice!r} is not among the bound tools {names}")
-        return choice
-    raise ValueError(f"tool_choice must be None, 'auto', 'any', 'required', 'none', a tool name or a dict, got {choice!r}")
 
 
 def _without_titles(value: Any) -> Any:

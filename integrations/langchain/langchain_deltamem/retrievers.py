@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from deltamem_agents.memory import LogHit, TextLog
-from deltamem_agents.session import validate_id
-from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnableConfig, run_in_executor
 from pydantic import ConfigDict, Field
 
-from langchain_deltamem._resources import shared_textlog
+from deltamem_agents.memory import LogHit, TextLog
+from deltamem_agents.memory.shared import shared_textlog
+from deltamem_agents.session import validate_id
 from langchain_deltamem.chat_models import scope_from_config
 
 if TYPE_CHECKING:

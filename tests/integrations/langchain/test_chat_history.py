@@ -6,10 +6,10 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
-
-from deltamem_agents.memory import TextLog, TextLogConfig
 from langchain_deltamem import DeltaMemChatMessageHistory, DeltaMemLLM
 from langchain_deltamem.chat_history import merge_chunks
+
+from deltamem_agents.memory import TextLog, TextLogConfig
 
 
 def test_messages_come_back_in_order_with_their_roles_and_tool_calls(textlog):

@@ -7,9 +7,16 @@ import warnings
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
+from langchain_deltamem import DeltaMemLLM
 
 from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.session import (
@@ -20,7 +27,6 @@ from deltamem_agents.session import (
     SessionLockTimeout,
 )
 from deltamem_agents.session.session import SessionConfig
-from langchain_deltamem import DeltaMemLLM
 from tests.integrations.langchain.conftest import ScriptedBackbone
 from tests.tiny_models import tiny_model
 

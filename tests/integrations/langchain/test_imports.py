@@ -1,8 +1,7 @@
 """The public surface of langchain_deltamem, pinned."""
 
-import pytest
-
 import langchain_deltamem
+import pytest
 
 EXPECTED_ALL = ["DeltaMemChatMessageHistory", "DeltaMemLLM", "DeltaMemRetriever", "__version__"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.documents import Document
+from langchain_deltamem import DeltaMemLLM, DeltaMemRetriever
 
 from deltamem_agents.session import ChatMessage, InvalidSessionIdError
-from langchain_deltamem import DeltaMemLLM, DeltaMemRetriever
 
 FACTS = {
     "trip": ["I land in Lisbon on Friday at noon.", "My hotel is near the river."],

@@ -31,10 +31,9 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
+from langchain_deltamem import DeltaMemLLM
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
-
-from langchain_deltamem import DeltaMemLLM
 
 SMALL_MODEL = (
     "SmolLM2-135M-Instruct (the embedded backbone) does not write <tool_call> blocks on its own; "

@@ -6,12 +6,11 @@ from typing import Annotated
 
 import pytest
 from langchain_core.exceptions import OutputParserException
+from langchain_deltamem import DeltaMemLLM
+from langchain_deltamem._structured import JSON_MODE_INSTRUCTION, extract_json
 from pydantic import BaseModel, Field
 from pydantic.v1 import BaseModel as BaseModelV1
 from typing_extensions import TypedDict
-
-from langchain_deltamem import DeltaMemLLM
-from langchain_deltamem._structured import JSON_MODE_INSTRUCTION, extract_json
 
 
 class Joke(BaseModel):

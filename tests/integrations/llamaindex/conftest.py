@@ -34,5 +34,5 @@ def hybrid(runtime, textlog):
 @pytest.fixture
 def script(chat_tokenizer, monkeypatch):
     scripted = Script(chat_tokenizer)
-    monkeypatch.setattr(session_module, "_sample", scripted)
+    monkeypatch.setattr(session_module, "sample_token", scripted)
     return scripted

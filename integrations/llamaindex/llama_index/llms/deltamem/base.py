@@ -10,9 +10,7 @@ agent's memory and the model share the session.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +36,6 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
-
-from deltamem_agents.memory.hybrid import HybridChunk, HybridMemory
-from deltamem_agents.session import SessionConfig, SessionKey
 from llama_index.llms.deltamem.utils import (
     DEFAULT_SESSION_ID,
     reply_message,
@@ -49,13 +44,17 @@ from llama_index.llms.deltamem.utils import (
     to_deltamem,
 )
 
+from deltamem_agents.concurrency import iterate_in_thread
+from deltamem_agents.memory.hybrid import HybridChunk, HybridMemory
+from deltamem_agents.session import SessionConfig, SessionKey
+from deltamem_agents.session.tools import as_tool_spec, normalize_tool_choice
+
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
 
 #: Keyword arguments of `chat` and friends besides the messages.
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "stop", "seed")
 _CALL_KEYS = frozenset({*GENERATION_KEYS, "tools", "tool_choice"})
-_END = object()
 
 
 class DeltaMemLLM(FunctionCallingLLM):
@@ -158,7 +157,11 @@ class DeltaMemLLM(FunctionCallingLLM):
         if isinstance(generation["stop"], str):
             generation["stop"] = (generation["stop"],)
         generation["stop"] = tuple(generation["stop"] or ())
-        return generation, kwargs.get("tools") or None, _tool_choice(kwargs.get("tool_choice"))
+        tools = kwargs.get("tools") or None
+        choice = _tool_choice(kwargs.get("tool_choice"), tools)
+        if choice == "none":  # tools not shown this turn
+            return generation, None, None
+        return generation, tools, choice
 
     def _stream(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[HybridChunk]:
         """Send what the session has not seen, stream the answer. Runs in one thread from start
@@ -206,8 +209,8 @@ class DeltaMemLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """The sync stream runs whole in one worker thread (it holds the session lock across its
-        yields) and hands its chunks over through a queue."""
-        return _threaded(self._stream_responses, messages, **kwargs)
+        yields) and hands its chunks over (`deltamem_agents.concurrency.iterate_in_thread`)."""
+        return iterate_in_thread(lambda: self._stream_responses(messages, **kwargs), name="deltamem-astream")
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -299,65 +302,8 @@ def _kwargs(call: ToolCallBlock) -> dict[str, Any]:
     return arguments
 
 
-def _tool_choice(choice: str | dict[str, Any] | None) -> str | None:
-    """LlamaIndex/OpenAI tool_choice -> the session's: None (the model decides), "any", or a tool name."""
-    if choice is None or choice == "auto":
-        return None
-    if isinstance(choice, dict):
-        name = choice.get("function", choice).get("name")
-        if not name:
-            raise ValueError(
-                f"tool_choice {choice!r} names no function; use {{'type': 'function', 'function': {{'name': NAME}}}}"
-            )
-        return name
-    if choice in ("required", "any"):
-        return "any"
-    return choice
-
-
-async def _threaded(stream: Any, *args: Any, **kwargs: Any) -> ChatResponseAsyncGen:
-    """Run a sync generator whole in one worker thread and yield its items here. Closing this
-    async generator early stops the worker, which closes the sync one in its own thread."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    stop = threading.Event()
-
-    def post(item: Any) -> bool:
-        if stop.is_set():
-            return False
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the consumer's event loop is closed: nobody is listening any more
-            return False
-        return True
-
-    def work() -> None:
-        generator = stream(*args, **kwargs)
-        try:
-            for item in generator:
-                if not post(item):
-                    break
-        except BaseException as exc:  # handed to the consumer, who re-raises it
-            post(_Failure(exc))
-        else:
-            post(_END)
-        finally:
-            generator.close()
-
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(work,), name="deltamem-astream", daemon=True).start()
-    try:
-        while True:
-            item = await queue.get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-    finally:
-        stop.set()
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+def _tool_choice(choice: str | dict[str, Any] | None, tools: Sequence[Any] | None) -> str | None:
+    """LlamaIndex/OpenAI tool_choice -> the session's: None (the model decides), "none", "any",
+    or a tool name; read by the library's one rule (`normalize_tool_choice`)."""
+    names = [as_tool_spec(tool).name for tool in tools or ()]
+    return normalize_tool_choice(choice, names)

@@ -9,7 +9,6 @@ message once. The rule that finds what a session has not seen yet is the SDK's o
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -23,8 +22,8 @@ from llama_index.core.base.llms.types import (
 )
 
 from deltamem_agents.memory.hybrid import HybridMemory, HybridReply
+from deltamem_agents.memory.shared import shared_memory, shared_runtime
 from deltamem_agents.session import ChatMessage as DeltaMemMessage
-from deltamem_agents.runtime import DeltaMemRuntime
 from deltamem_agents.session import ToolCall
 from deltamem_agents.session.tools import TOOL_CALL_OPEN, parse_tool_calls
 
@@ -149,10 +148,6 @@ def session_messages(hybrid: HybridMemory, *, session_id: str, user_id: str) -> 
 
 
 # -- one HybridMemory per configuration ------------------------------------------------------------------
-_HYBRIDS: dict[tuple[int, bool], HybridMemory] = {}
-_HYBRIDS_GUARD = threading.Lock()
-
-
 def shared_hybrid(
     *,
     backbone: str | None,
@@ -162,16 +157,11 @@ def shared_hybrid(
     dtype: str | None,
     text_log: bool,
 ) -> HybridMemory:
-    """The process-wide `HybridMemory` for a configuration, so that an LLM and a memory built
-    from the same settings share one backbone, one session store and one text log."""
-    runtime = DeltaMemRuntime.shared(backbone, adapter=adapter, store=store_path, device=device, dtype=dtype)
-    key = (id(runtime), text_log)
-    with _HYBRIDS_GUARD:
-        hybrid = _HYBRIDS.get(key)
-        if hybrid is None:
-            hybrid = HybridMemory(runtime, textlog="default" if text_log else None)
-            _HYBRIDS[key] = hybrid
-        return hybrid
+    """The process-wide `HybridMemory` for a configuration (the library's shared cache,
+    `deltamem_agents.memory.shared`, also LangChain's), so that an LLM and a memory built from
+    the same settings share one backbone, one session store and one text log."""
+    runtime = shared_runtime(backbone, adapter=adapter, store=store_path, device=device, dtype=dtype)
+    return shared_memory(runtime, hybrid=text_log)
 
 
 def without_notes(messages: Iterable[DeltaMemMessage]) -> list[DeltaMemMessage]:

@@ -21,11 +21,6 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory import BaseMemory
-
-from deltamem_agents.memory.hybrid import SNIPPET_HEADER, HybridMemory
-from deltamem_agents.memory.textlog import LogHit
-from deltamem_agents.session import SessionKey
-from deltamem_agents.session.session import unseen_messages
 from llama_index.llms.deltamem.base import DeltaMemLLM
 from llama_index.llms.deltamem.utils import (
     DEFAULT_SESSION_ID,
@@ -35,6 +30,12 @@ from llama_index.llms.deltamem.utils import (
     to_llama,
     without_notes,
 )
+
+from deltamem_agents.memory.hybrid import HybridMemory
+from deltamem_agents.memory.notes import snippet_text
+from deltamem_agents.memory.textlog import LogHit
+from deltamem_agents.session import SessionKey
+from deltamem_agents.session.session import unseen_messages
 
 
 class DeltaMemMemory(BaseMemory):
@@ -133,8 +134,7 @@ class DeltaMemMemory(BaseMemory):
         if input and self.recall_k:
             hits = self.search(input, k=self.recall_k)
             if hits:
-                notes = "\n".join(f"- {hit.text}" for hit in hits)
-                messages.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=f"{SNIPPET_HEADER}\n{notes}"))
+                messages.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=snippet_text(hit.text for hit in hits)))
         return messages
 
     def get_all(self) -> list[ChatMessage]:
