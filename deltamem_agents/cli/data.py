@@ -37,6 +37,11 @@ def generate(
     filler: Annotated[str | None, typer.Option(help="small-talk exchanges per session: N or LOW,HIGH (0: only news)")] = None,
     tail: Annotated[int | None, typer.Option(help="small-talk exchanges after the last news")] = None,
     passing_share: Annotated[float | None, typer.Option(help="share of facts/preferences told inside small talk")] = None,
+    vocabulary: Annotated[str | None, typer.Option(
+        help="closed: the short value lists every split shares (as earlier adapters trained); open: large pools, "
+             "each split its own, so no dev/test value occurs in training")] = None,
+    dialogue_share: Annotated[float | None, typer.Option(
+        min=0, max=1, help="share of LoCoMo-style two-speaker dialogues over dated sessions")] = None,
     force: Annotated[bool, typer.Option(help="overwrite existing split files")] = False,
 ) -> None:
     """Generate conversations (facts told in passing, preferences, instructions, a task that
@@ -45,10 +50,13 @@ def generate(
 
     base = GeneratorConfig.model_validate_json(config.read_text()) if config else GeneratorConfig()
     overrides = {"sessions": _range(sessions, "--sessions"), "filler_per_session": _range(filler, "--filler"),
-                 "tail_exchanges": tail, "passing_share": passing_share}
+                 "tail_exchanges": tail, "passing_share": passing_share, "vocabulary": vocabulary,
+                 "dialogue_share": dialogue_share}
     generator = GeneratorConfig.model_validate({**base.model_dump(), **{k: v for k, v in overrides.items() if v is not None}})
     existing = [p.name for p in (out / f"{s}.jsonl" for s in ("train", "dev", "test")) if p.exists()]
     if existing and not force:
         raise fail(f"{out} already holds {', '.join(existing)}; pass --force to overwrite")
     manifest = write_splits(out, seed=seed, sizes=SplitSizes(train=train, dev=dev, test=test), config=generator)
     console.print(f"wrote {train} train, {dev} dev, {test} test conversations to {out} (seed {manifest.seed}; manifest.json)")
+    if manifest.held_out_answers_disjoint is False:
+        raise fail(f"dev/test answers overlap training: {', '.join(manifest.held_out_answers_overlapping[:10])}")

@@ -1,5 +1,6 @@
 """Conversations for training and evaluating δ-mem: a seeded generator, splits, a LoCoMo loader."""
 
+from deltamem_agents.data.dialogue import generate_dialogue
 from deltamem_agents.data.prompts import SHORT_ANSWER_SUFFIX, probe_prompt
 from deltamem_agents.data.records import (
     MEMORY_KINDS,
@@ -15,6 +16,7 @@ from deltamem_agents.data.splits import (
     SPLITS,
     SplitManifest,
     SplitSizes,
+    held_out_overlap,
     make_split,
     write_splits,
 )
@@ -37,6 +39,8 @@ __all__ = [
     "Turn",
     "generate_conversation",
     "generate_conversations",
+    "generate_dialogue",
+    "held_out_overlap",
     "iter_probes",
     "make_split",
     "probe_prompt",

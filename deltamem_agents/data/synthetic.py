@@ -13,42 +13,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 import deltamem_agents.data.vocab as vocab
+from deltamem_agents.data.config import GeneratorConfig
+from deltamem_agents.data.dialogue import generate_dialogue
 from deltamem_agents.data.records import Conversation, Probe, Rule, Turn
+from deltamem_agents.data.values import SplitName
 
-
-class GeneratorConfig(BaseModel):
-    """How many of each thing a generated conversation holds (inclusive ranges)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    sessions: tuple[int, int] = (3, 4)
-    facts: tuple[int, int] = (3, 4)
-    preferences: tuple[int, int] = (2, 3)
-    instructions: tuple[int, int] = (1, 2)
-    task_updates: tuple[int, int] = (1, 2)
-    filler_per_session: tuple[int, int] = (2, 3)
-    tail_exchanges: int = Field(3, ge=1, description="small-talk exchanges after the last information")
-    fact_probes: int = Field(2, ge=0)
-    preference_probes: int = Field(2, ge=0)
-    requests: bool = Field(True, description="add a request whose reply is checked against the instructions")
-    passing_share: float = Field(0.6, ge=0, le=1, description="share of facts/preferences told inside small talk")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> GeneratorConfig:
-        for name in ("sessions", "facts", "preferences", "instructions", "task_updates", "filler_per_session"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
-        if self.sessions[0] < 2:
-            raise ValueError("a conversation needs at least 2 sessions (a task is planned, then changed)")
-        if self.facts[1] > len(vocab.FACTS) or self.preferences[1] > len(vocab.PREFERENCES):
-            raise ValueError("more facts or preferences asked for than there are slots")
-        if self.instructions[1] > len(vocab.INSTRUCTIONS):
-            raise ValueError(f"at most {len(vocab.INSTRUCTIONS)} instructions")
-        return self
+__all__ = ["GeneratorConfig", "generate_conversation", "generate_conversations", "is_dialogue", "reference_reply"]
 
 
 @dataclass
@@ -74,26 +45,37 @@ def _told(rng: random.Random, statement: str, config: GeneratorConfig) -> str:
     return _sentence(statement)
 
 
-def generate_conversation(conversation_id: str, *, seed: int = 0, config: GeneratorConfig | None = None) -> Conversation:
-    """One conversation, fully determined by ``(seed, conversation_id, config)``."""
+def is_dialogue(conversation_id: str, *, seed: int, config: GeneratorConfig) -> bool:
+    """Whether this conversation is a two-speaker dialogue; drawn apart from the conversation's own
+    random stream, so closed-vocabulary chats stay exactly what they were."""
+    return config.dialogue_share > 0 and random.Random(f"deltamem-style:{seed}:{conversation_id}").random() < config.dialogue_share
+
+
+def generate_conversation(conversation_id: str, *, seed: int = 0, config: GeneratorConfig | None = None,
+                          split: SplitName = "train") -> Conversation:
+    """One conversation, fully determined by ``(seed, conversation_id, config, split)``; ``split``
+    picks the value pools of an open vocabulary (a closed one ignores it)."""
     config = config or GeneratorConfig()
+    if is_dialogue(conversation_id, seed=seed, config=config):
+        return generate_dialogue(conversation_id, seed=seed, config=config, split=split)
+    slots = config.slots(split)
     rng = random.Random(f"deltamem-synthetic:{seed}:{conversation_id}")
     n_sessions = rng.randint(*config.sessions)
     events: list[_Event] = []
 
-    for slot in rng.sample(vocab.FACTS, rng.randint(*config.facts)):
+    for slot in rng.sample(slots["facts"], rng.randint(*config.facts)):
         value = rng.choice(slot.values)
         text = _told(rng, rng.choice(slot.statements).format(v=value), config)
         events.append(_Event(text, slot, value, rng.randrange(n_sessions)))
-    for slot in rng.sample(vocab.PREFERENCES, rng.randint(*config.preferences)):
+    for slot in rng.sample(slots["preferences"], rng.randint(*config.preferences)):
         value = rng.choice(slot.values)
         text = _told(rng, rng.choice(slot.statements).format(v=value), config)
         events.append(_Event(text, slot, value, rng.randrange(n_sessions)))
-    for slot in rng.sample(vocab.INSTRUCTIONS, rng.randint(*config.instructions)):
+    for slot in rng.sample(slots["instructions"], rng.randint(*config.instructions)):
         value = rng.choice(slot.values)
         events.append(_Event(rng.choice(slot.statements).format(v=value), slot, value, rng.randrange(n_sessions)))
 
-    task = rng.choice(vocab.TASKS)
+    task = rng.choice(slots["tasks"])
     n_updates = min(rng.randint(*config.task_updates), n_sessions - 1)
     chain = rng.sample(task.values, n_updates + 1)
     plan_session = rng.randrange(n_sessions - n_updates)
@@ -164,6 +146,7 @@ def reference_reply(replies: dict[str, str], rules: list[Rule]) -> str:
     return text
 
 
-def generate_conversations(prefix: str, count: int, *, seed: int = 0, config: GeneratorConfig | None = None) -> list[Conversation]:
+def generate_conversations(prefix: str, count: int, *, seed: int = 0, config: GeneratorConfig | None = None,
+                           split: SplitName = "train") -> list[Conversation]:
     """``count`` conversations with ids ``{prefix}-00000`` ..., each independent of the others."""
-    return [generate_conversation(f"{prefix}-{i:05d}", seed=seed, config=config) for i in range(count)]
+    return [generate_conversation(f"{prefix}-{i:05d}", seed=seed, config=config, split=split) for i in range(count)]

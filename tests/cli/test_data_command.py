@@ -46,3 +46,16 @@ def test_an_impossible_generator_is_one_clear_line(tmp_path):
     assert result.exit_code == 2 and "at least 2 sessions" in result.output
     result = runner.invoke(app, ["data", "generate", "--out", str(tmp_path), "--filler", "1,2,3"])
     assert result.exit_code == 2 and "LOW,HIGH" in result.output
+
+
+def test_generate_open_vocabulary_with_dialogue(tmp_path):
+    out = tmp_path / "open"
+    result = runner.invoke(app, ["data", "generate", "--out", str(out), "--train", "6", "--dev", "2", "--test", "2",
+                                 "--vocabulary", "open", "--dialogue-share", "0.5"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["vocabulary"] == "open" and manifest["held_out_answers_disjoint"] is True
+    assert manifest["generator"]["dialogue_share"] == 0.5
+    assert any(c.turns[0].content.startswith("[") for c in read_jsonl(out / "train.jsonl"))
+    bad = runner.invoke(app, ["data", "generate", "--out", str(tmp_path / "bad"), "--train", "1", "--vocabulary", "huge"])
+    assert bad.exit_code != 0 and "vocabulary" in bad.output
