@@ -1,4 +1,5 @@
-"""`deltamem eval`: the six memory conditions side by side, on generated or LoCoMo conversations."""
+"""`deltamem eval`: the six memory conditions side by side, on generated or LoCoMo conversations;
+optionally the free-chat check (does the state make long replies loop?)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 from deltamem_agents.cli._common import Device, console, print_rows, user_errors
 from deltamem_agents.cli._runtime import BackbonePathOpt, ThreadsOpt
+from deltamem_agents.data.prompts import FREE_PROMPTS
 
 if TYPE_CHECKING:
     from deltamem_agents.data.records import Conversation
@@ -61,12 +63,19 @@ def evaluate(
     perplexity: Annotated[bool, typer.Option(help="also check perplexity on generic text, bare vs adapter")] = True,
     ppl_passages: Annotated[int, typer.Option(help="generic-text passages for the perplexity check")] = 8,
     ppl_tokens: Annotated[int, typer.Option(help="tokens per passage")] = 384,
+    free_prompts: Annotated[int, typer.Option(
+        min=0, max=len(FREE_PROMPTS),
+        help="free-chat check: this many open prompts, each answered with the state and bare; the repeated-4-gram "
+             "share of the replies (0: off)")] = 0,
+    free_tokens: Annotated[int, typer.Option(min=1, help="most new tokens of a free-chat reply")] = 256,
     device: Device = None,
     threads: ThreadsOpt = None,
     progress: bool = True,
 ) -> None:
     """Same backbone, same questions: no memory, recent window, full history, RAG, δ-mem state,
-    hybrid. Token F1 / exact match, rule checks, prompt tokens and latency per answer."""
+    hybrid. Token F1 / exact match / answer recall, rule checks, prompt tokens and latency per answer;
+    the state's content against another conversation's state when the controls run; per category
+    on LoCoMo; with --free-prompts, how much long free replies repeat themselves, state vs bare."""
     import torch
 
     from deltamem_agents.eval.conditions import CONDITIONS, LABELS, EvalConfig
@@ -85,9 +94,14 @@ def evaluate(
     unknown = [c for c in chosen if c not in LABELS]
     if unknown:
         raise typer.BadParameter(f"unknown conditions {unknown}; choose from {', '.join(LABELS)}")
-    config = EvalConfig(conditions=chosen or CONDITIONS, window_tokens=window, rag_k=rag_k, router=router, router_k=router_k)  # type: ignore[arg-type]
+    config = EvalConfig(conditions=chosen or CONDITIONS, window_tokens=window, rag_k=rag_k, router=router, router_k=router_k,
+                        free_prompts=free_prompts, free_tokens=free_tokens)  # type: ignore[arg-type]
     chosen_data, dataset, default_name = choose_conversations(locomo=locomo, data=data, split=split,
                                                              conversations=conversations, data_seed=data_seed)
+    controls = [c for c in config.conditions if c in ("state_other", "hybrid_other")]
+    if controls and len(chosen_data) < 2:
+        raise typer.BadParameter(f"the controls {', '.join(controls)} answer with another conversation's state: "
+                                 f"give at least 2 conversations, not {len(chosen_data)}")
     model, tokenizer = load_backbone(backbone, device=device)
     backbone_name = backbone or DEFAULT_BACKBONE
     path = find_shipped_adapter(backbone_name) if adapter == "auto" else None if adapter == "none" else Path(adapter)
@@ -97,7 +111,8 @@ def evaluate(
                       adapter=str(path) if path else None, config=config, max_probes=max_probes, perplexity=ppl,
                       hardware=hardware(next(model.parameters()).device), progress=progress)
     files = write_report(report, out, name or default_name)
-    print_rows([{"condition": s.label, "F1": s.f1, "F1 pref+instr+task": s.f1_memory_kinds, "rules": s.rules_followed,
+    print_rows([{"condition": s.label, "F1": s.f1, "recall": s.recall, "F1 pref+instr+task": s.f1_memory_kinds,
+                 "recall pref+instr+task": s.recall_memory_kinds, "rules": s.rules_followed,
                  "prompt tokens": s.prompt_tokens, "latency ms": s.latency_ms} for s in report.summaries], dataset)
     for goal in report.goals:
         console.print(f"goal {'met' if goal.met else 'missed'}: {goal.name}: {goal.detail}")

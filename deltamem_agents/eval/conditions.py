@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.core.state import DeltaMemState
-from deltamem_agents.data.prompts import probe_prompt
+from deltamem_agents.data.prompts import FREE_PROMPTS, probe_prompt
 from deltamem_agents.data.records import Conversation
 from deltamem_agents.eval.metrics import (
     answer_recall,
@@ -34,6 +34,7 @@ from deltamem_agents.eval.metrics import (
     exact_match,
     token_f1,
 )
+from deltamem_agents.eval.repetition import FreeReply, repeated_ngram_share
 from deltamem_agents.memory.notes import snippet_text
 from deltamem_agents.memory.routing import MemoryRouter, RouterInput, router_from_spec
 from deltamem_agents.memory.textlog import TextLog
@@ -77,6 +78,10 @@ class EvalConfig(BaseModel):
     request_max_new_tokens: int = Field(24, ge=1, description="for requests, whose replies are rule-checked")
     full_history_limit: int = Field(7424, ge=16, description="most history tokens the full-history condition keeps")
     ingest_window: int = Field(2048, ge=64, description="attention window while writing a history into the state")
+    free_prompts: int = Field(0, ge=0, le=len(FREE_PROMPTS), description="open prompts of the free-chat check (0: off)")
+    free_tokens: int = Field(256, ge=1, description="most new tokens of a free-chat reply")
+    free_write: bool = Field(True, description="free-chat replies with the state write as they are decoded, as an "
+                             "application's replies do (the bare ones never write: an empty state then reads zero)")
 
 
 class Answer(BaseModel):
@@ -137,7 +142,7 @@ class Evaluator:
         probe_session = MemorySession(self.model, self.tokenizer, self.handle)
         history_tokens = len(probe_session.encoder.encode_delta("", conversation.messages(), 0, next_segment=0)[0].ids)
         state, write_ms = None, 0.0
-        if {"state", "hybrid", "state_other", "hybrid_other"} & set(self.config.conditions):
+        if {"state", "hybrid", "state_other", "hybrid_other"} & set(self.config.conditions) or self.config.free_prompts:
             started = time.perf_counter()
             writer = MemorySession(self.model, self.tokenizer, self.handle,
                                    config=SessionConfig(context_window=self.config.ingest_window, prefill_chunk=512))
@@ -237,3 +242,16 @@ class Evaluator:
         return Answer(condition=condition, conversation=prepared.conversation.id, probe=index, kind=probe.kind,
                       category=probe.category, question=probe.question, gold=probe.answer, prediction=reply.text,
                       prompt_tokens=context, latency_ms=round(latency, 1), route=route, **scored)
+
+    # -- free chat ----------------------------------------------------------------------------------
+    def free_reply(self, prepared: Prepared, prompt: str, *, with_state: bool) -> FreeReply:
+        """A long greedy reply to an open prompt on the recent window, with the conversation's state
+        or with an empty one (exactly the bare backbone), and its repeated-4-gram share."""
+        cfg = self.config
+        session, _ = self._session(prepared, keep=cfg.window_tokens, state=prepared.state if with_state else None,
+                                   max_new_tokens=cfg.free_tokens)
+        reply = session.reply(prompt, write=with_state and cfg.free_write, max_new_tokens=cfg.free_tokens)
+        ids = list(self.tokenizer(reply.text, add_special_tokens=False)["input_ids"])
+        return FreeReply(conversation=prepared.conversation.id, prompt=prompt, memory="adapter" if with_state else "bare",
+                         reply=reply.text, tokens=len(ids), repeated_share=round(repeated_ngram_share(ids, 4), 4),
+                         finish_reason=reply.finish_reason)

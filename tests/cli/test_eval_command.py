@@ -55,3 +55,44 @@ def test_an_empty_split_file_is_refused(tmp_path):
     (tmp_path / "test.jsonl").write_text("")
     with pytest.raises(typer.BadParameter, match="holds no conversations"):
         choose_conversations(locomo=None, data=tmp_path, split="test", conversations=5, data_seed=0)
+
+
+def test_free_prompts_and_the_controls_run_through_the_command(chat_tokenizer, tmp_path, monkeypatch):
+    import json
+
+    from deltamem_agents.model import backbone
+    from tests.tiny_models import tiny_model
+
+    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096)
+    monkeypatch.setattr(backbone, "load_backbone", lambda *args, **kwargs: (model, chat_tokenizer))
+    result = runner.invoke(app, ["eval", "--no-perplexity", "--no-progress", "--adapter", "none", "--conversations", "2",
+                                 "--max-probes", "1", "--conditions", "state,state_other", "--window", "24",
+                                 "--free-prompts", "2", "--free-tokens", "4", "--out", str(tmp_path), "--name", "cli"],
+                           env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert "goal" in result.output and "free chat" in result.output and "content: state − state_other" in result.output
+    report = json.loads((tmp_path / "cli.json").read_text())
+    assert report["config"]["free_prompts"] == 2 and report["config"]["free_tokens"] == 4
+    assert [r["memory"] for r in report["free_chat"]["replies"]] == ["adapter", "bare", "adapter", "bare"]
+    assert {d["control"] for d in report["content_deltas"]} == {"state_other"}
+    text = (tmp_path / "cli.md").read_text()
+    assert "## Free chat" in text and "## What the state's content adds" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--free-prompts", "21"], "--free-prompts"),
+        (["--free-tokens", "0"], "--free-tokens"),
+        (["--conditions", "state,state_other", "--conversations", "1"], "give at least 2 conversations"),
+    ],
+)
+def test_bad_free_chat_and_control_choices_are_refused_before_any_model_loads(args, message, monkeypatch):
+    from deltamem_agents.model import backbone
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("no model may load")
+
+    monkeypatch.setattr(backbone, "load_backbone", no_model)
+    result = runner.invoke(app, ["eval", "--no-perplexity", *args], env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and message in result.output, result.output
