@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import deltamem_agents.data.vocab as vocab
-from deltamem_agents.data.open_vocab import closed_slots, open_slots
+from deltamem_agents.data.open_vocab import closed_slots, open_slots, slot_counts
 from deltamem_agents.data.values import SplitName
 
 
@@ -42,12 +42,12 @@ class GeneratorConfig(BaseModel):
                 raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(low, high)}")
         if self.sessions[0] < 2:
             raise ValueError("a conversation needs at least 2 sessions (a task is planned, then changed)")
-        slots = open_slots("train") if self.vocabulary == "open" else closed_slots()
-        if self.facts[1] > len(slots["facts"]) or self.preferences[1] > len(slots["preferences"]):
+        counts = slot_counts(self.vocabulary)
+        if self.facts[1] > counts["facts"] or self.preferences[1] > counts["preferences"]:
             raise ValueError(f"more facts or preferences asked for than the {self.vocabulary} vocabulary has slots "
-                             f"({len(slots['facts'])} facts, {len(slots['preferences'])} preferences)")
-        if self.instructions[1] > len(slots["instructions"]):
-            raise ValueError(f"at most {len(slots['instructions'])} instructions")
+                             f"({counts['facts']} facts, {counts['preferences']} preferences)")
+        if self.instructions[1] > counts["instructions"]:
+            raise ValueError(f"at most {counts['instructions']} instructions")
         return self
 
     def slots(self, split: SplitName) -> dict[str, tuple[vocab.Slot, ...]]:

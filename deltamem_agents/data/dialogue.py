@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 import deltamem_agents.data.vocab as vocab
 from deltamem_agents.data.config import GeneratorConfig
 from deltamem_agents.data.records import Conversation, Probe, Turn
-from deltamem_agents.data.templates import GREETINGS, MOVE_AGAIN, MOVE_FIRST, PERSON_FACTS, REACTIONS
+from deltamem_agents.data.templates import (
+    GREETINGS,
+    MOVE_AGAIN,
+    MOVE_FIRST,
+    PERSON_FACTS,
+    REACTIONS,
+)
 from deltamem_agents.data.values import SplitName, ValueKind, value_pool
 
 #: LoCoMo's category numbers (see eval/breakdown.py for the names)
@@ -30,9 +36,12 @@ SINGLE_HOP, TEMPORAL = "4", "2"
 class _Said:
     speaker: int
     text: str
-    probe: tuple[str, str, str, str] | None = None  # (kind, question, answer, category)
+    probes: list[tuple[str, str, str, str]] = field(default_factory=list)  # (kind, question, answer, category)
     index: int = -1
-    extra: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    @property
+    def is_second_move(self) -> bool:
+        return any(kind == "task" for kind, *_ in self.probes)
 
 
 #: the first session's date falls in these years, so a temporal answer ("8 May 2023") of a dev or
@@ -88,16 +97,16 @@ def generate_dialogue(conversation_id: str, *, seed: int = 0, config: GeneratorC
             value = draw(slot.value_kind)
             question = slot.question.format(name=names[speaker])
             by_session[rng.randrange(n_sessions)].append(
-                _Said(speaker, rng.choice(slot.statements).format(v=value), ("fact", question, value, SINGLE_HOP)))
+                _Said(speaker, rng.choice(slot.statements).format(v=value), [("fact", question, value, SINGLE_HOP)]))
     # one speaker moves, then moves again in a later session
     mover = rng.randrange(2)
     first, second = draw("city"), draw("city")
     moved, moved_again = sorted(rng.sample(range(n_sessions), 2))
     name = names[mover]
-    by_session[moved].append(_Said(mover, rng.choice(MOVE_FIRST).format(v=first), None,
-                                   extra=[("fact", f"When did {name} move to {first}?", _day(dates[moved]), TEMPORAL)]))
+    by_session[moved].append(_Said(mover, rng.choice(MOVE_FIRST).format(v=first),
+                                   [("fact", f"When did {name} move to {first}?", _day(dates[moved]), TEMPORAL)]))
     by_session[moved_again].append(_Said(mover, rng.choice(MOVE_AGAIN).format(v=second),
-                                         ("task", f"Where does {name} live now?", second, SINGLE_HOP)))
+                                         [("task", f"Where does {name} live now?", second, SINGLE_HOP)]))
 
     turns: list[Turn] = []
     said: list[_Said] = []
@@ -110,15 +119,10 @@ def generate_dialogue(conversation_id: str, *, seed: int = 0, config: GeneratorC
         return len(turns) - 1
 
     for session, items in enumerate(by_session):
-        news = list(items)
-        if session == moved_again:  # the second move comes after that session's other news
-            news = [s for s in news if s.probe is None or s.probe[0] != "task"] + \
-                   [s for s in news if s.probe is not None and s.probe[0] == "task"]
-        fillers: list[_Said | None] = [None] * rng.randint(*config.filler_per_session)
-        rest = [s for s in news if not (session == moved_again and s.probe and s.probe[0] == "task")]
-        ordered: list[_Said | None] = rest + fillers
+        ordered: list[_Said | None] = [s for s in items if not s.is_second_move]
+        ordered += [None] * rng.randint(*config.filler_per_session)
         rng.shuffle(ordered)
-        ordered += [s for s in news if s not in rest]
+        ordered += [s for s in items if s.is_second_move]  # the second move comes after that session's other news
         if session == n_sessions - 1:
             ordered += [None] * config.tail_exchanges
         opener = rng.randrange(2)
@@ -134,6 +138,6 @@ def generate_dialogue(conversation_id: str, *, seed: int = 0, config: GeneratorC
                 said.append(item)
 
     probes = [Probe(kind=kind, question=question, answer=answer, evidence=[item.index], category=category)  # type: ignore[arg-type]
-              for item in said for kind, question, answer, category in ([item.probe] if item.probe else []) + item.extra]
+              for item in said for kind, question, answer, category in item.probes]
     rng.shuffle(probes)
     return Conversation(id=conversation_id, turns=turns, probes=probes)

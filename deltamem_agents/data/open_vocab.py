@@ -15,10 +15,16 @@ from __future__ import annotations
 from functools import cache
 
 import deltamem_agents.data.vocab as vocab
-from deltamem_agents.data.templates import OPEN_FACTS, OPEN_INSTRUCTIONS, OPEN_PREFERENCES, OPEN_TASKS, OpenSlot
+from deltamem_agents.data.templates import (
+    OPEN_FACTS,
+    OPEN_INSTRUCTIONS,
+    OPEN_PREFERENCES,
+    OPEN_TASKS,
+    OpenSlot,
+)
 from deltamem_agents.data.values import SplitName, ValueKind, value_pool
 
-__all__ = ["OPEN_FACTS", "OPEN_INSTRUCTIONS", "OPEN_PREFERENCES", "OPEN_TASKS", "closed_slots", "open_slots"]
+__all__ = ["OPEN_FACTS", "OPEN_INSTRUCTIONS", "OPEN_PREFERENCES", "OPEN_TASKS", "closed_slots", "open_slots", "slot_counts"]
 
 
 def bind(slot: OpenSlot, split: SplitName) -> vocab.Slot:
@@ -36,6 +42,14 @@ def open_slots(split: SplitName) -> dict[str, tuple[vocab.Slot, ...]]:
     """The facts, preferences, instructions and tasks of ``split``, with that split's values."""
     return {"facts": _bound(OPEN_FACTS, split), "preferences": _bound(OPEN_PREFERENCES, split),
             "instructions": _bound(OPEN_INSTRUCTIONS, split), "tasks": _bound(OPEN_TASKS, split)}
+
+
+def slot_counts(vocabulary: str) -> dict[str, int]:
+    """How many slots of each group a vocabulary has, read from the templates alone: validating a
+    configuration must not build the value pools."""
+    groups = {"facts": OPEN_FACTS, "preferences": OPEN_PREFERENCES, "instructions": OPEN_INSTRUCTIONS,
+              "tasks": OPEN_TASKS} if vocabulary == "open" else closed_slots()
+    return {name: len(slots) for name, slots in groups.items()}
 
 
 def closed_slots() -> dict[str, tuple[vocab.Slot, ...]]:

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 import deltamem_agents.data.vocab as vocab
 from deltamem_agents.data.records import Conversation, write_jsonl
 from deltamem_agents.data.synthetic import GeneratorConfig, generate_conversations
-from deltamem_agents.data.values import SplitName, faker_version, pool_sizes, trained_words, value_words
+from deltamem_agents.data.values import (
+    SplitName,
+    faker_version,
+    pool_sizes,
+    trained_words,
+    value_words,
+)
 from deltamem_agents.fileio import atomic_write_text
 
 SPLITS: tuple[SplitName, ...] = ("train", "dev", "test")

@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.data.records import MEMORY_KINDS
 from deltamem_agents.eval.conditions import LABELS, Answer
-from deltamem_agents.reporting.tables import markdown_header, markdown_row
+from deltamem_agents.eval.metrics import average
+from deltamem_agents.reporting.tables import markdown_header, markdown_row, percent
 
 #: LoCoMo's QA categories (see deltamem_agents/data/locomo.py); 5 (adversarial) is left out by default
 LOCOMO_CATEGORIES: dict[str, str] = {"1": "multi-hop", "2": "temporal", "3": "open-domain", "4": "single-hop",
@@ -107,7 +108,8 @@ def content_deltas(answers: Sequence[Answer]) -> list[ContentDelta]:
     return out
 
 
-def _signed(value: float | None) -> str:
+def signed_points(value: float | None) -> str:
+    """A difference in points with its sign, ``-`` when not measured."""
     return "-" if value is None else f"{value:+.1f}"
 
 
@@ -131,7 +133,7 @@ def deltas_markdown(deltas: Sequence[ContentDelta]) -> list[str]:
         cells = [row.group if row.by != "category" else f"category {row.group}", str(row.questions), str(row.requests)]
         for condition, _ in pairs:
             match = next((d for d in deltas if d.condition == condition and d.by == row.by and d.group == row.group), None)
-            cells += [_signed(match.f1_points), _signed(match.recall_points), _signed(match.rules_points)] if match \
+            cells += [signed_points(match.f1_points), signed_points(match.recall_points), signed_points(match.rules_points)] if match \
                 else ["-", "-", "-"]
         lines.append(markdown_row(cells))
     return lines
@@ -160,18 +162,14 @@ def category_scores(answers: Sequence[Answer], conditions: Sequence[str]) -> lis
             if chosen:
                 out.append(CategoryScores(
                     condition=condition, category=category, name=category_name(category), questions=len(chosen),
-                    f1=round(mean(a.f1 for a in chosen if a.f1 is not None), 4),
-                    recall=_round(_mean([a.recall for a in chosen if a.recall is not None])),
+                    f1=average([a.f1 for a in chosen]), recall=average([a.recall for a in chosen]),
                 ))
     return out
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def _pair(f1: float | None, recall: float | None) -> str:
-    return "-" if f1 is None else f"{100 * f1:.1f} / {'-' if recall is None else f'{100 * recall:.1f}'}"
+def f1_recall_cell(f1: float | None, recall: float | None) -> str:
+    """``F1 / recall`` in percent, in one table cell (``-`` when neither was measured)."""
+    return "-" if f1 is None and recall is None else f"{percent(f1)} / {percent(recall)}"
 
 
 def categories_markdown(scores: Sequence[CategoryScores], deltas: Sequence[ContentDelta]) -> list[str]:
@@ -187,7 +185,7 @@ def categories_markdown(scores: Sequence[CategoryScores], deltas: Sequence[Conte
     for condition in dict.fromkeys(s.condition for s in scores):
         by = {s.category: s for s in scores if s.condition == condition}
         lines.append(markdown_row([LABELS.get(condition, condition),
-                                   *[_pair(by[c].f1, by[c].recall) if c in by else "-" for c, _ in categories]]))
+                                   *[f1_recall_cell(by[c].f1, by[c].recall) if c in by else "-" for c, _ in categories]]))
     per_category = [d for d in deltas if d.by == "category"]
     if per_category:
         lines += ["", *markdown_header(["control", *[f"{name} ({c}) F1 / recall points" for c, name in categories]])]
@@ -195,6 +193,6 @@ def categories_markdown(scores: Sequence[CategoryScores], deltas: Sequence[Conte
             by_name = {d.group: d for d in per_category if d.condition == condition}
             if by_name:
                 lines.append(markdown_row([f"{condition} − {control}", *[
-                    f"{_signed(by_name[n].f1_points)} / {_signed(by_name[n].recall_points)}" if n in by_name else "-"
+                    f"{signed_points(by_name[n].f1_points)} / {signed_points(by_name[n].recall_points)}" if n in by_name else "-"
                     for _, n in categories]]))
     return lines

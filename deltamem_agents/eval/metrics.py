@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
+from statistics import mean
 
 from deltamem_agents.data.records import Rule
 
@@ -72,3 +74,10 @@ def check_rule(reply: str, rule: Rule) -> bool:
     if rule.kind == "max_words":
         return 0 < word_count(reply) < int(rule.value)
     raise ValueError(f"unknown rule kind {rule.kind!r}")
+
+
+def average(values: Sequence[float | None]) -> float | None:
+    """Mean of the measured values, rounded to 4 places, as every report stores a score; None when
+    nothing was measured."""
+    present = [v for v in values if v is not None]
+    return round(mean(present), 4) if present else None

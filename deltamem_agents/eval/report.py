@@ -24,8 +24,11 @@ from deltamem_agents.eval.breakdown import (
     ContentDelta,
     categories_markdown,
     deltas_markdown,
+    f1_recall_cell,
+    signed_points,
 )
 from deltamem_agents.eval.conditions import LABELS, Answer, EvalConfig
+from deltamem_agents.eval.metrics import average
 from deltamem_agents.eval.repetition import (
     RATIO_GOAL,
     FreeChatResult,
@@ -87,23 +90,18 @@ class EvalReport(BaseModel):
     answers: list[Answer]
 
 
-def _avg(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(mean(present), 4) if present else None
-
-
 def summarize(condition: str, answers: Sequence[Answer]) -> ConditionSummary:
     questions = [a for a in answers if a.f1 is not None]
     kinds = sorted({a.kind for a in questions})
-    by_kind = {k: _avg([a.f1 for a in questions if a.kind == k]) or 0.0 for k in kinds}
-    recall_by_kind = {k: _avg([a.recall for a in questions if a.kind == k]) or 0.0 for k in kinds}
+    by_kind = {k: average([a.f1 for a in questions if a.kind == k]) or 0.0 for k in kinds}
+    recall_by_kind = {k: average([a.recall for a in questions if a.kind == k]) or 0.0 for k in kinds}
     memory = [a for a in questions if a.kind in MEMORY_KINDS]
     rules = [ok for a in answers if a.rules for ok in a.rules]
     return ConditionSummary(
         condition=condition, label=LABELS.get(condition, condition), questions=len(questions),
-        f1=_avg([a.f1 for a in questions]), exact=_avg([a.exact for a in questions]), recall=_avg([a.recall for a in questions]),
-        f1_by_kind=by_kind, recall_by_kind=recall_by_kind, f1_memory_kinds=_avg([a.f1 for a in memory]),
-        recall_memory_kinds=_avg([a.recall for a in memory]), rules_followed=_avg([float(r) for r in rules]),
+        f1=average([a.f1 for a in questions]), exact=average([a.exact for a in questions]), recall=average([a.recall for a in questions]),
+        f1_by_kind=by_kind, recall_by_kind=recall_by_kind, f1_memory_kinds=average([a.f1 for a in memory]),
+        recall_memory_kinds=average([a.recall for a in memory]), rules_followed=average([float(r) for r in rules]),
         prompt_tokens=round(mean(a.prompt_tokens for a in answers), 1) if answers else 0.0,
         latency_ms=round(mean(a.latency_ms for a in answers), 1) if answers else 0.0,
     )
@@ -132,9 +130,8 @@ def _find(deltas: Sequence[ContentDelta], condition: str, by: str, group: str) -
 
 def _points_detail(delta: ContentDelta) -> str:
     """F1 and recall points of one content delta, for a goal's detail."""
-    f1 = "-" if delta.f1_points is None else f"{delta.f1_points:+.1f}"
-    recall = "-" if delta.recall_points is None else f"{delta.recall_points:+.1f}"
-    return f"F1 {f1} points, answer recall {recall} points ({delta.questions} questions)"
+    return (f"F1 {signed_points(delta.f1_points)} points, answer recall {signed_points(delta.recall_points)} points "
+            f"({delta.questions} questions)")
 
 
 def _content_goals(summaries: dict[str, ConditionSummary], deltas: Sequence[ContentDelta], locomo: bool) -> list[Goal]:
@@ -224,11 +221,6 @@ def _kinds(report: EvalReport) -> list[str]:
     return sorted({k for s in report.summaries for k in s.f1_by_kind})
 
 
-def _pair(f1: float | None, recall: float | None) -> str:
-    """``F1 / recall`` in one cell."""
-    return "-" if f1 is None and recall is None else f"{percent(f1)} / {percent(recall)}"
-
-
 def markdown(report: EvalReport) -> str:
     kinds = _kinds(report)
     head = ["condition", "F1", "EM", "recall", *[f"{k} F1 / recall" for k in kinds], "pref+instr+task F1 / recall",
@@ -247,8 +239,8 @@ def markdown(report: EvalReport) -> str:
     ]
     for s in report.summaries:
         row = [s.label, percent(s.f1), percent(s.exact), percent(s.recall),
-               *[_pair(s.f1_by_kind.get(k), s.recall_by_kind.get(k)) for k in kinds],
-               _pair(s.f1_memory_kinds, s.recall_memory_kinds), percent(s.rules_followed), f"{s.prompt_tokens:.0f}",
+               *[f1_recall_cell(s.f1_by_kind.get(k), s.recall_by_kind.get(k)) for k in kinds],
+               f1_recall_cell(s.f1_memory_kinds, s.recall_memory_kinds), percent(s.rules_followed), f"{s.prompt_tokens:.0f}",
                f"{s.latency_ms:.0f}"]
         lines.append(markdown_row(row))
     if report.state_write_ms_per_conversation is not None:
