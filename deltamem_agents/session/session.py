@@ -194,6 +194,12 @@ class MemorySession:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def context_ids(self) -> list[int]:
+        """The token ids the model holds in context now (a copy): what the next token attends to,
+        so a caller can show or check exactly what a reply was conditioned on."""
+        return list(self._window)
+
     def ingest(self, messages: MessageLike | Sequence[MessageLike] | str, *, write: bool = True) -> TurnStats:
         """Add messages to the conversation and feed them (writing them into memory)."""
         new = self._coerce(messages)

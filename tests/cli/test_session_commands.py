@@ -206,13 +206,3 @@ def test_chat_from_stdin_saves_each_turn(tmp_path):
     assert record.metadata.turn_count == 1
     assert [m.role for m in record.messages] == ["user", "assistant"] and record.messages[0].content == "hello"
     assert record.state is not None
-
-
-@pytest.mark.smollm2
-def test_demo_runs_two_processes(tmp_path):
-    result = invoke("demo", "--home", str(tmp_path / "home"), "--max-new-tokens", "8")
-    assert result.exit_code == 0, result.output
-    assert "process 1 (pid" in result.output and "process 2 (pid" in result.output
-    assert "✓ the state process 2 loaded is the one process 1 saved" in result.output
-    record = DirectorySessionStore(tmp_path / "home").load(SessionKey(session_id="demo"))
-    assert record.metadata.turn_count == 2 and record.metadata.message_count == 5  # system + 2 turns
