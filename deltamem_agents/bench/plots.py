@@ -117,8 +117,27 @@ def _overhead(plt: Any, report: Report) -> Any:
     return fig
 
 
+def _recall(plt: Any, report: Report) -> Any:
+    rows = report["rows"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    for pool, colour in (("unseen", "#2471a3"), ("seen", "#7f8c8d")):
+        for key, style, label in (("recall_own_state", "-", "own state"), ("recall_other_state", "--", "another's state")):
+            points = [(r["distractor_tokens"], r[key]) for r in rows if r["pool"] == pool]
+            _line(ax, points, label=f"{pool} values, {label}", color=colour, linestyle=style)
+    lengths = sorted({r["distractor_tokens"] for r in rows})
+    if lengths and lengths[0] > 0:  # a log axis has no place for 0 distractor tokens
+        _log2_ticks(ax, lengths, _tokens)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("distractor tokens after the fact")
+    ax.set_ylabel("answer recall (%), state only")
+    ax.grid(True, alpha=0.3)
+    _legend(ax, fontsize=8)
+    return fig
+
+
 PLOTTERS: dict[str, Callable[[Any, Report], Any]] = {
     "growth": _growth, "batch": _batch, "retrieval": _retrieval, "scan": _scan, "overhead": _overhead,
+    "recall": _recall,
 }
 
 

@@ -75,6 +75,12 @@ def _store(out: Path, *, device: str | None) -> Any:
     return run_store_bench(out, progress=True)
 
 
+def _recall(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.recall import RecallBenchConfig, run_recall_bench
+
+    return run_recall_bench(out, RecallBenchConfig(device=device), progress=True)
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
@@ -83,6 +89,17 @@ BENCHMARKS: dict[str, Benchmark] = {
             "Chunked (WY/UT) scan vs the naive per-token loop, one layer, rank 8, forward in inference mode. "
             "Goal: >= 20x faster at 8k tokens on CPU.",
             "deltamem bench scan", f"{__name__}:_scan",
+        ),
+        Benchmark(
+            "recall", "what the state alone remembers",
+            "A passkey test for the δ-mem state: one fact told once (\"our ferret is called Quillon\"), then N tokens "
+            "of small talk, then the question in a fresh session holding only the state (no window, no notes). "
+            "`seen` values come from the vocabulary the adapter trained on, `unseen` ones from the open test pool "
+            "(never in any training data). Trials come in pairs asking the same slot with different values; "
+            "`recall_other_state` answers each trial with its partner's state (same question, another value), so "
+            "`own_minus_other` is what the state carries of this conversation. Score: answer recall (the value's "
+            "words in the answer). Goal (issue 21): unseen values >= 80% at 1k tokens, >= 50% at 4k.",
+            "deltamem bench recall", f"{__name__}:_recall",
         ),
         Benchmark(
             "overhead", "what δ-mem costs the backbone",

@@ -127,6 +127,31 @@ def bench_batch(
     console.print(f"wrote {out / 'batch.json'}, {out / 'batch.md'} and {out / 'batch.png'}")
 
 
+@bench_app.command("recall")
+@user_errors
+def bench_recall(
+    out: OutDir = Path("bench-out"),
+    backbone: BackbonePathOpt = None,
+    adapter: Annotated[str, typer.Option(help="adapter folder, 'auto' (the shipped one) or 'none' (untrained)")] = "auto",
+    lengths: Annotated[str, typer.Option(help="distractor tokens between the fact and the question")] = "256,1024,4096",
+    trials: Annotated[int, typer.Option(help="trials per pool (even: pairs ask the same slot)")] = 8,
+    seen_vocabulary: Annotated[
+        str, typer.Option(help="what the adapter trained on: closed (data/vocab.py lists) or open (the open train pool)")
+    ] = "closed",
+    device: Device = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Answer recall of the state alone after N distractor tokens, seen vs unseen values, vs another trial's state."""
+    from deltamem_agents.bench.recall import RecallBenchConfig, run_recall_bench
+
+    config = RecallBenchConfig(
+        backbone=backbone, adapter=None if adapter == "none" else adapter, lengths=parse_ints(lengths), trials=trials,
+        seen_vocabulary=seen_vocabulary, device=device, dtype=dtype,  # type: ignore[arg-type]
+    )
+    print_rows(run_recall_bench(out, config, progress=True), "recall: the state alone after N distractor tokens")
+    console.print(f"wrote {out / 'recall.json'}, {out / 'recall.md'} and {out / 'recall.png'}")
+
+
 @bench_app.command("retrieval")
 @user_errors
 def bench_retrieval(
