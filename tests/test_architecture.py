@@ -41,7 +41,7 @@ ALLOWED: dict[str, set[str]] = {
     "memory": _CONVERSATION,
     "eval": _HYBRID | {"data"},
     "train": _HYBRID | {"data", "eval"},
-    "bench": _HYBRID | {"data"},
+    "bench": _HYBRID | {"data", "eval"},  # bench recall scores answers with eval's metrics
     "server": _HYBRID,
     "mcp_server": _HYBRID,
     "cli": _HYBRID | {"data", "eval", "train", "bench", "server", "mcp_server"},

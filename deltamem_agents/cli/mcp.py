@@ -3,18 +3,20 @@
 The model, the session store, the text log and the router are built by the same helpers as
 `deltamem chat --hybrid` (`build_runtime`, `build_hybrid`). On stdio, stdout belongs to the
 protocol: before anything loads, file descriptor 1 is pointed at stderr (so a library that prints
-cannot corrupt the stream) and the protocol gets a private copy of the real stdout.
+cannot corrupt the stream) and the protocol gets a private copy of the real stdout. The SDK (1.x or
+2.x) is reached through `deltamem_agents.mcp_server.sdk`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sys
 from collections.abc import Iterator
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO, TextIO
 
 import typer
 
@@ -35,10 +37,7 @@ from deltamem_agents.cli._runtime import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from mcp.server.fastmcp import FastMCP
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+    from deltamem_agents.mcp_server.sdk import Server
 
 
 class Transport(str, Enum):
@@ -55,8 +54,8 @@ def protocol_stdout() -> Iterator[BinaryIO]:
     os.dup2(2, 1)
     previous = sys.stdout
     sys.stdout = sys.stderr
-    # a copy of its own: the transport closes its stream when it ends, ``saved`` restores fd 1
-    stream = os.fdopen(os.dup(saved), "wb", buffering=0)
+    # a copy of its own: the transport may close its stream when it ends, ``saved`` restores fd 1
+    stream = os.fdopen(os.dup(saved), "wb")
     try:
         yield stream
     finally:
@@ -67,15 +66,50 @@ def protocol_stdout() -> Iterator[BinaryIO]:
             stream.close()
 
 
-async def run_stdio(server: FastMCP, out: BinaryIO) -> None:
-    """`FastMCP.run_stdio_async`, writing to ``out`` instead of whatever fd 1 is."""
-    import anyio
-    from mcp.server.stdio import stdio_server
+class ProtocolStdout(io.TextIOBase):
+    """``sys.stdout`` while the SDK serves stdio: text written to it goes to stderr, like the
+    rest of the noise, and only its ``buffer`` is the protocol's handle. Both SDK majors build
+    their stdout from ``sys.stdout.buffer`` (2.x sees it is not fd 1 and serves it in place)."""
 
-    stdout = anyio.wrap_file(io.TextIOWrapper(out, encoding="utf-8", write_through=True))
-    lowlevel = server._mcp_server  # the SDK's own in-memory helper (mcp.shared.memory) reaches it the same way
-    async with stdio_server(stdout=stdout) as (read_stream, write_stream):
-        await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
+    def __init__(self, protocol: BinaryIO, noise: TextIO) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._noise = noise
+
+    @property
+    def buffer(self) -> BinaryIO:
+        return self._protocol
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self._noise.write(text)
+
+    def flush(self) -> None:
+        self._noise.flush()
+
+    def fileno(self) -> int:
+        return self._noise.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+
+async def run_stdio(server: Server, out: BinaryIO) -> None:
+    """The SDK's stdio transport (public API only), writing the protocol to ``out``."""
+    from deltamem_agents.mcp_server import sdk
+
+    previous = sys.stdout
+    sys.stdout = ProtocolStdout(out, sys.stderr)
+    try:
+        await sdk.serve_stdio(server)
+    finally:
+        sys.stdout = previous
 
 
 @user_errors
@@ -111,13 +145,15 @@ def mcp(
         require_mcp()
     except ImportError:
         raise fail(INSTALL_HINT) from None
+    from deltamem_agents.mcp_server import sdk
+
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise fail(f"--log-level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}")
     if not path.startswith("/"):
         raise fail(f"--path must start with '/', got {path!r}")
     stdio = transport is Transport.stdio
-    if not stdio and host not in LOOPBACK and not allow_remote:
+    if not stdio and host not in sdk.LOOPBACK and not allow_remote:
         raise fail(
             f"--host {host} is reachable from other machines, and the MCP server has no authentication: anyone who "
             "reaches it can read and forget every session. Put it behind an authenticating proxy and pass --allow-remote"
@@ -133,22 +169,20 @@ def mcp(
             from deltamem_agents.memory.hybrid import HybridMemory
 
             memory = HybridMemory(runtime, None)
-        server = build_mcp_server(
-            memory, max_new_tokens=max_new_tokens, host=host, port=port, streamable_http_path=path, log_level=level,
-        )
+        server = build_mcp_server(memory, max_new_tokens=max_new_tokens, log_level=level)
         where = "stdio" if stdio else f"http://{host}:{port}{path}"
         err_console.print(
             f"deltamem MCP server on {where}: {runtime.backbone_name}, sessions in {runtime.store}, "
             f"text log {'off' if memory.textlog is None else 'on'}",
             markup=False, highlight=False, soft_wrap=True,
         )
-        if stdio:
-            import anyio
+        import anyio
 
+        if stdio:
             assert out is not None
             anyio.run(run_stdio, server, out)
         else:
-            server.run("streamable-http")
+            anyio.run(functools.partial(sdk.serve_streamable_http, server, host=host, port=port, path=path))
 
 
 __all__ = ["mcp"]

@@ -1,17 +1,20 @@
-"""`build_mcp_server`: the memory as Model Context Protocol tools and a resource (official `mcp` SDK).
+"""`build_mcp_server`: the memory as Model Context Protocol tools and a resource (official `mcp` SDK,
+1.x or 2.x; `deltamem_agents.mcp_server.sdk` holds what differs between them).
 
 The tools are async wrappers over `MemoryService`: each call runs in a worker thread, one at a
 time (the model and the session locks are shared), so the event loop keeps serving the transport
 while the model decodes. Errors the caller can fix (unknown session, bad ids, empty text) come
-back as MCP tool errors with one clear sentence; the memory is left as it was.
+back as MCP tool errors with one clear sentence (resource reads: protocol errors with the same
+sentence); the memory is left as it was.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 from pydantic import Field, ValidationError
 
@@ -29,8 +32,7 @@ from deltamem_agents.mcp_server.schemas import (
 from deltamem_agents.mcp_server.service import LOG_URI, MemoryService, describe
 
 if TYPE_CHECKING:
-    from mcp.server.fastmcp import FastMCP
-
+    from deltamem_agents.mcp_server.sdk import Server
     from deltamem_agents.memory.hybrid import HybridMemory
 
 logger = logging.getLogger(__name__)
@@ -41,9 +43,10 @@ T = TypeVar("T")
 
 
 def require_mcp() -> None:
-    """Import check with the install hint (the SDK is an optional extra)."""
+    """Import check with the install hint (the SDK is an optional extra; either major will do).
+    Looked up in ``sys.modules`` each time, so a test can make the SDK absent."""
     try:
-        import mcp.server.fastmcp  # noqa: F401
+        importlib.import_module("deltamem_agents.mcp_server.sdk")
     except ImportError as exc:
         raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
 
@@ -67,27 +70,25 @@ resource {log_uri}."""
 
 
 def build_mcp_server(
-    hybrid: HybridMemory,
-    *,
-    name: str = "deltamem",
-    max_new_tokens: int = 128,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    **settings: Any,
-) -> FastMCP:
-    """A FastMCP server exposing ``hybrid`` (``host``/``port`` and ``settings`` go to `FastMCP`;
-    they matter for the streamable-HTTP transport only)."""
+    hybrid: HybridMemory, *, name: str = "deltamem", max_new_tokens: int = 128, log_level: str = "INFO",
+) -> Server:
+    """An MCP server exposing ``hybrid``, for any transport: `sdk.serve_stdio` or
+    `sdk.serve_streamable_http` runs it (or an SDK client connects to it in process)."""
     require_mcp()
     import anyio
-    from mcp.server.fastmcp import FastMCP
-    from mcp.server.fastmcp.exceptions import ToolError
-    from mcp.types import ToolAnnotations
+
+    from deltamem_agents.errors import NotFoundError
+    from deltamem_agents.mcp_server.sdk import (
+        ResourceError,
+        ResourceNotFoundError,
+        ToolError,
+        new_server,
+        tool_annotations,
+    )
 
     service = MemoryService(hybrid, max_new_tokens=max_new_tokens)
     facts = describe(hybrid)
-    server = FastMCP(
-        name, instructions=INSTRUCTIONS.format(**facts, log_uri=LOG_URI), host=host, port=port, **settings
-    )
+    server = new_server(name, instructions=INSTRUCTIONS.format(**facts, log_uri=LOG_URI), log_level=log_level)
     limiter = anyio.CapacityLimiter(1)  # one model operation at a time; the transport keeps running
     user_errors = _user_errors()
 
@@ -110,7 +111,7 @@ def build_mcp_server(
 
     @server.tool(
         name="remember",
-        annotations=ToolAnnotations(title="Remember text", readOnlyHint=False, destructiveHint=False, idempotentHint=False),
+        annotations=tool_annotations("Remember text", read_only=False, destructive=False, idempotent=False),
     )
     async def remember_tool(
         text: Annotated[str, Field(min_length=1, description="what to remember, verbatim")],
@@ -124,7 +125,7 @@ def build_mcp_server(
 
     @server.tool(
         name="recall",
-        annotations=ToolAnnotations(title="Recall", readOnlyHint=False, destructiveHint=False, idempotentHint=False),
+        annotations=tool_annotations("Recall", read_only=False, destructive=False, idempotent=False),
     )
     async def recall_tool(
         query: Annotated[str, Field(min_length=1, description="the question to answer from memory")],
@@ -142,7 +143,7 @@ def build_mcp_server(
 
     @server.tool(
         name="forget",
-        annotations=ToolAnnotations(title="Forget", readOnlyHint=False, destructiveHint=True, idempotentHint=False),
+        annotations=tool_annotations("Forget", read_only=False, destructive=True, idempotent=False),
     )
     async def forget_tool(
         scope: Annotated[
@@ -157,14 +158,14 @@ def build_mcp_server(
         messages and rebuilds the session's state by replaying the messages that remain."""
         return await forget(scope, user_id=user_id, session_id=session_id, entry_ids=entry_ids)
 
-    @server.tool(name="list_sessions", annotations=ToolAnnotations(title="List sessions", readOnlyHint=True))
+    @server.tool(name="list_sessions", annotations=tool_annotations("List sessions", read_only=True))
     async def list_sessions_tool(
         user_id: Annotated[UserId | None, Field(description="only this user's sessions (default: every user)")] = None,
     ) -> SessionList:
         """Every stored session: turns, messages, tokens written, last update, log resource URI."""
         return await list_sessions(user_id)
 
-    @server.tool(name="session_stats", annotations=ToolAnnotations(title="Session stats", readOnlyHint=True))
+    @server.tool(name="session_stats", annotations=tool_annotations("Session stats", read_only=True))
     async def session_stats_tool(user_id: UserId, session_id: SessionId) -> SessionStats:
         """One session's counters, δ-mem state size (fixed, whatever the conversation's length),
         text-log entries and the model fingerprint its state is valid for."""
@@ -177,8 +178,9 @@ def build_mcp_server(
     async def session_log_resource(user_id: str, session_id: str) -> str:
         try:
             log = await session_log(user_id=user_id, session_id=session_id)
-        except ToolError as exc:  # same message, raised as a resource error by FastMCP
-            raise ValueError(str(exc)) from None
+        except ToolError as exc:  # the same sentence, as the resource error the SDK passes on
+            missing = isinstance(exc.__cause__, NotFoundError)
+            raise (ResourceNotFoundError if missing else ResourceError)(str(exc)) from None
         return log.model_dump_json(indent=2)
 
     return server

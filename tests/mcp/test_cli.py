@@ -1,8 +1,10 @@
-"""`deltamem mcp` argument checks (before any model loads) and the missing-SDK hint."""
+"""`deltamem mcp` argument checks (before any model loads), the missing-SDK hint, and which SDK
+major `deltamem_agents.mcp_server.sdk` picked."""
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
 
 import pytest
 from typer.testing import CliRunner
@@ -40,8 +42,26 @@ def test_bad_options_fail_in_one_line(monkeypatch, args, message):
 
 
 def test_a_missing_sdk_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "mcp.server.fastmcp", None)  # what an absent package looks like to import
+    monkeypatch.setitem(sys.modules, "mcp", None)  # what an absent package looks like to import
+    monkeypatch.delitem(sys.modules, "deltamem_agents.mcp_server.sdk", raising=False)  # so it is imported afresh
     with pytest.raises(ImportError, match="pip install 'deltamem-agents\\[mcp\\]'"):
         require_mcp()
     result = runner.invoke(app, ["mcp"])
     assert result.exit_code == 2 and INSTALL_HINT in " ".join(result.output.split())
+
+
+def test_the_installed_major_is_the_one_used():
+    from deltamem_agents.mcp_server import sdk
+
+    installed = version("mcp")
+    assert sdk.VERSION == installed and sdk.MAJOR == int(installed.split(".")[0])
+    assert sdk.Server.__name__ == ("MCPServer" if sdk.MAJOR >= 2 else "FastMCP")
+    assert issubclass(sdk.ResourceNotFoundError, sdk.ResourceError)
+
+
+def test_dns_rebinding_protection_on_loopback_only():
+    from deltamem_agents.mcp_server import sdk
+
+    for host in sdk.LOOPBACK:
+        assert sdk.transport_security(host).enable_dns_rebinding_protection is True
+    assert sdk.transport_security("0.0.0.0").enable_dns_rebinding_protection is False

@@ -1,4 +1,5 @@
-"""The MCP server in process: the SDK's own client over in-memory streams, the tiny model behind."""
+"""The MCP server in process: the SDK's own client (either major, through `sdk_client`), the tiny
+model behind."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import json
 from contextlib import asynccontextmanager
 
 import pytest
-from mcp.shared.exceptions import McpError
-from mcp.shared.memory import create_connected_server_and_client_session
 
 from deltamem_agents.cli._runtime import state_digest
 from deltamem_agents.mcp_server import build_mcp_server
 from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.session import SessionKey
+from tests.mcp.sdk_client import McpError, in_process
 
 pytestmark = pytest.mark.anyio
 
@@ -23,23 +23,23 @@ TOOLS = {"remember", "recall", "forget", "list_sessions", "session_stats"}
 @asynccontextmanager
 async def connect(hybrid, **options):
     server = build_mcp_server(hybrid, max_new_tokens=4, **options)
-    async with create_connected_server_and_client_session(server) as client:
+    async with in_process(server) as client:
         yield client
 
 
 async def call(client, tool: str, **arguments) -> dict:
     result = await client.call_tool(tool, arguments)
-    assert not result.isError, result.content[0].text
-    assert result.structuredContent is not None
+    assert not result.get("isError"), result["content"][0]["text"]
+    assert result.get("structuredContent") is not None
     # the text content is the same object as JSON, for clients that read text only
-    assert json.loads(result.content[0].text) == result.structuredContent
-    return result.structuredContent
+    assert json.loads(result["content"][0]["text"]) == result["structuredContent"]
+    return result["structuredContent"]
 
 
 async def error(client, tool: str, **arguments) -> str:
     result = await client.call_tool(tool, arguments)
-    assert result.isError
-    return result.content[0].text
+    assert result.get("isError") is True
+    return result["content"][0]["text"]
 
 
 def snapshot(hybrid, user_id: str, session_id: str) -> tuple:
@@ -57,20 +57,22 @@ def snapshot(hybrid, user_id: str, session_id: str) -> tuple:
 
 async def test_tools_and_resource_are_listed_with_schemas(hybrid):
     async with connect(hybrid) as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
+        tools = {t["name"]: t for t in await client.list_tools()}
         assert set(tools) == TOOLS
         for tool in tools.values():
-            assert tool.outputSchema is not None and tool.description
-        recall = tools["recall"].inputSchema
+            assert tool.get("outputSchema") is not None and tool["description"]
+        recall = tools["recall"]["inputSchema"]
         assert set(recall["required"]) == {"query", "user_id", "session_id"}
         assert recall["properties"]["write"]["default"] is False
-        assert tools["forget"].annotations.destructiveHint is True
-        assert tools["list_sessions"].annotations.readOnlyHint is True
-        assert set(tools["forget"].inputSchema["properties"]["scope"]["enum"]) == {"entries", "session", "user"}
-        templates = (await client.list_resource_templates()).resourceTemplates
-        assert [t.uriTemplate for t in templates] == ["deltamem://sessions/{user_id}/{session_id}/log"]
-        info = await client.initialize()
-        assert "remember" in (info.instructions or "")
+        assert tools["forget"]["annotations"] == {
+            "title": "Forget", "readOnlyHint": False, "destructiveHint": True, "idempotentHint": False,
+        }
+        assert tools["list_sessions"]["annotations"] == {"title": "List sessions", "readOnlyHint": True}
+        assert set(tools["forget"]["inputSchema"]["properties"]["scope"]["enum"]) == {"entries", "session", "user"}
+        templates = await client.list_resource_templates()
+        assert [t["uriTemplate"] for t in templates] == ["deltamem://sessions/{user_id}/{session_id}/log"]
+        assert templates[0]["mimeType"] == "application/json"
+        assert "remember" in (client.instructions or "")
 
 
 async def test_remember_writes_state_and_log_and_returns_the_entry_ids(hybrid):
@@ -212,9 +214,9 @@ async def test_the_session_log_resource(hybrid):
         await call(client, "remember", text="I live in Porto.", user_id="ada", session_id="trip")
         await call(client, "remember", text="Noted.", user_id="ada", session_id="trip", role="assistant")
         result = await client.read_resource("deltamem://sessions/ada/trip/log")
-        [content] = result.contents
-        assert content.mimeType == "application/json"
-        log = json.loads(content.text)
+        [content] = result["contents"]
+        assert content["mimeType"] == "application/json"
+        log = json.loads(content["text"])
         assert [(m["index"], m["role"], m["content"]) for m in log["messages"]] == [
             (0, "user", "I live in Porto."), (1, "assistant", "Noted."),
         ]

@@ -1,4 +1,5 @@
-"""`deltamem mcp` as a real process, driven by the SDK's own clients: stdio and streamable HTTP.
+"""`deltamem mcp` as a real process, driven by the SDK's own clients (either major, through
+`sdk_client`): stdio and streamable HTTP.
 
 The command is pointed at a tiny random model saved to a folder (with the SmolLM2 tokenizer), so
 a process starts in seconds; the text log is the real embedded Chroma with the shipped MiniLM."""
@@ -15,10 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
+from mcp.client.stdio import StdioServerParameters
 
+from tests.mcp.sdk_client import Connection, over_http, over_stdio
 from tests.tiny_models import tiny_model
 
 pytestmark = pytest.mark.anyio
@@ -44,24 +44,24 @@ def environment(home: Path) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "DELTAMEM_HOME": str(home)}
 
 
-async def exercise(client: ClientSession) -> None:
+async def exercise(client: Connection) -> None:
     """The same short conversation over any transport."""
-    await client.initialize()
-    tools = {t.name for t in (await client.list_tools()).tools}
+    assert "remember" in (client.instructions or "")
+    tools = {t["name"] for t in await client.list_tools()}
     assert tools == {"remember", "recall", "forget", "list_sessions", "session_stats"}
     remembered = await client.call_tool("remember", {"text": "My locker code is 7312.", "user_id": "ada", "session_id": "gym"})
-    assert not remembered.isError and remembered.structuredContent["log_entry_ids"]
+    assert not remembered.get("isError") and remembered["structuredContent"]["log_entry_ids"]
     recalled = await client.call_tool("recall", {"query": "What is my locker code?", "user_id": "ada", "session_id": "gym"})
-    assert not recalled.isError, recalled.content[0].text
-    out = recalled.structuredContent
+    assert not recalled.get("isError"), recalled["content"][0]["text"]
+    out = recalled["structuredContent"]
     assert out["wrote"] is False and out["decision"]["route"] in ("state", "retrieve", "both")
     assert 1 <= out["completion_tokens"] <= 3
     listed = await client.call_tool("list_sessions", {})
-    assert [(s["user_id"], s["session_id"], s["turns"]) for s in listed.structuredContent["sessions"]] == [("ada", "gym", 1)]
+    assert [(s["user_id"], s["session_id"], s["turns"]) for s in listed["structuredContent"]["sessions"]] == [("ada", "gym", 1)]
     log = await client.read_resource("deltamem://sessions/ada/gym/log")
-    assert [m["content"] for m in json.loads(log.contents[0].text)["messages"]] == ["My locker code is 7312."]
+    assert [m["content"] for m in json.loads(log["contents"][0]["text"])["messages"]] == ["My locker code is 7312."]
     missing = await client.call_tool("session_stats", {"user_id": "ada", "session_id": "nope"})
-    assert missing.isError and "no session ada/nope" in missing.content[0].text
+    assert missing.get("isError") is True and "no session ada/nope" in missing["content"][0]["text"]
 
 
 async def test_stdio_with_the_sdk_client(tiny_backbone, tmp_path):
@@ -70,7 +70,7 @@ async def test_stdio_with_the_sdk_client(tiny_backbone, tmp_path):
         command=sys.executable, args=command(tiny_backbone, tmp_path)[1:], env=environment(tmp_path), cwd=tmp_path,
     )
     with errors.open("w") as errlog:
-        async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as client:
+        async with over_stdio(params, errlog) as client:
             await exercise(client)
     log = errors.read_text()
     assert "deltamem MCP server on stdio" in log  # the start-up line went to stderr, not into the protocol
@@ -112,8 +112,14 @@ def http_server(tiny_backbone, tmp_path):
 
 
 async def test_streamable_http_with_the_sdk_client(http_server):
-    async with streamable_http_client(http_server) as (read, write, _), ClientSession(read, write) as client:
+    async with over_http(http_server) as client:
         await exercise(client)
+    # DNS-rebinding protection on loopback (set by `sdk.transport_security` for either major)
+    foreign = httpx.post(
+        http_server, content=b"{}", timeout=10,
+        headers={"Host": "evil.example", "Content-Type": "application/json", "Accept": "application/json, text/event-stream"},
+    )
+    assert foreign.status_code == 421, foreign.text
 
 
 def test_stdout_is_the_protocols_alone(tmp_path):
@@ -133,3 +139,45 @@ def test_stdout_is_the_protocols_alone(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "protocol\nafter\n"
     assert "python noise" in done.stderr and "fd noise" in done.stderr
+
+
+NOISY_SERVER = """\
+import os
+import sys
+
+import anyio
+
+from deltamem_agents.cli.mcp import protocol_stdout, run_stdio
+from deltamem_agents.mcp_server import sdk
+
+with protocol_stdout() as out:
+    print("loading noise")
+    server = sdk.new_server("noisy", instructions="prints while it serves")
+
+    @server.tool(name="noisy")
+    def noisy() -> str:
+        print("python noise")
+        sys.stdout.flush()
+        os.write(1, b"fd noise\\n")
+        return "quiet"
+
+    anyio.run(run_stdio, server, out)
+"""
+
+
+async def test_prints_while_serving_miss_the_protocol(tmp_path):
+    """`run_stdio` serves through the SDK's public `run_stdio_async` on either major: a tool that
+    prints (Python's print, a write to fd 1) leaves the protocol intact and the noise on stderr."""
+    errors = tmp_path / "stderr.txt"
+    params = StdioServerParameters(
+        command=sys.executable, args=["-c", NOISY_SERVER], cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    with errors.open("w") as errlog:
+        async with over_stdio(params, errlog) as client:
+            assert client.instructions == "prints while it serves"
+            for _ in range(2):
+                result = await client.call_tool("noisy", {})
+                assert not result.get("isError") and result["content"][0]["text"] == "quiet"
+    log = errors.read_text()
+    assert log.count("python noise") == 2 and log.count("fd noise") == 2 and "loading noise" in log
