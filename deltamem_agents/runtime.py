@@ -213,17 +213,19 @@ class DeltaMemRuntime:
         *,
         user_id: str = "default",
         keep: Callable[[ChatMessage], bool],
+        edit: Callable[[ChatMessage], ChatMessage] | None = None,
         progress: ProgressLike = True,
     ) -> SessionMetadata:
-        """Rebuild a session from the messages ``keep`` accepts: a fresh state, written by
-        replaying them in order, replaces log and state in one atomic commit.
+        """Rebuild a session from the messages ``keep`` accepts (each passed through ``edit``,
+        if given): a fresh state, written by replaying them in order, replaces log and state in
+        one atomic commit.
 
-        This is how memory forgets: an OSAM state cannot unlearn, so it is written anew."""
+        This is how memory forgets and corrects: an OSAM state cannot unlearn, so it is written anew."""
         key = SessionKey(user_id=user_id, session_id=session_id)
         # Store lock first, then the model lock: the order every turn takes them (HybridMemory).
         with self.store.lock(key), self.lock:
             record = self.store.require(key, expect=self.fingerprint)
-            kept = [m for m in record.messages if keep(m)]
+            kept = [m if edit is None else edit(m) for m in record.messages if keep(m)]
             fresh = MemorySession(self.model, self.tokenizer, self.handle, config=self.session_config, lock=self.lock)
             with tracked(progress, "replaying the remaining log into a fresh state", total=len(kept)) as bar:
                 for message in kept:

@@ -37,6 +37,11 @@ _LAZY = {
     "HybridConfig": "deltamem_agents.memory.hybrid",
     "HybridMemory": "deltamem_agents.memory.hybrid",
     "HybridReply": "deltamem_agents.memory.hybrid",
+    "MemoryEvent": "deltamem_agents.memory.audit",
+    "MemoryItem": "deltamem_agents.memory.verbs",
+    "MemoryNotFoundError": "deltamem_agents.memory.verbs",
+    "MemoryConflictError": "deltamem_agents.memory.verbs",
+    "ResetReport": "deltamem_agents.memory.verbs",
     "MiniLMEmbeddingFunction": "deltamem_agents.memory.embeddings",
     "EmbeddingModelError": "deltamem_agents.memory.embeddings",
     "default_model_dir": "deltamem_agents.memory.embeddings",
@@ -47,7 +52,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # embeddings.py, hybrid.py and shared.py import torch: load them on first use only.
+    # embeddings.py, hybrid.py, verbs.py and shared.py import torch: load them on first use only.
     if name in _LAZY:
         import importlib
 
@@ -65,8 +70,13 @@ __all__ = [
     "HybridReply",
     "InvalidScopeError",
     "LogHit",
+    "MemoryConflictError",
+    "MemoryEvent",
+    "MemoryItem",
+    "MemoryNotFoundError",
     "MemoryRouter",
     "MiniLMEmbeddingFunction",
+    "ResetReport",
     "RouteDecision",
     "RouterConfig",
     "RouterError",

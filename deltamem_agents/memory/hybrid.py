@@ -35,6 +35,7 @@ from deltamem_agents.memory.textlog import (
     TextLogError,
     content_hash,
 )
+from deltamem_agents.memory.verbs import MemoryItem, MemoryVerbs, ResetReport
 from deltamem_agents.session.session import (
     MemorySession,
     MessageLike,
@@ -163,8 +164,11 @@ def _last_chunk(
     )
 
 
-class HybridMemory:
+class HybridMemory(MemoryVerbs):
     """The recommended architecture: a `DeltaMemRuntime` session + a `TextLog` + a `MemoryRouter`.
+
+    Besides chat, it has the memory verbs (`MemoryVerbs`: add, get, get_all, update, delete,
+    history, reset, and their async twins) over the log, the state and the audit.
 
     ``textlog``: a `TextLog`, ``"default"`` (the embedded log in the default folder) or
     ``None`` (state only: no retrieval, no routing).
@@ -363,8 +367,16 @@ class HybridMemory:
 
     # -- memory management ----------------------------------------------------------------------------
     def ingest(self, messages: Sequence[MessageLike] | str, *, session_id: str, user_id: str = "default") -> int:
-        """Write messages into the state and the log without answering; returns tokens written."""
+        """Write messages into the state and the log without answering; returns tokens written
+        (`add` does the same and returns the memory ids instead)."""
         new = [ChatMessage(role="user", content=messages)] if isinstance(messages, str) else [as_message(m) for m in messages]
+        return self._ingest(new, session_id=session_id, user_id=user_id)[0]
+
+    def _ingest(
+        self, new: list[ChatMessage], *, session_id: str, user_id: str, extra: dict[str, Any] | None = None
+    ) -> tuple[int, list[list[str]]]:
+        """`ingest` and `add`: (tokens written, the log's chunk ids of each logged message)."""
+        logged_ids: list[list[str]] = []
         with self.runtime.store.lock(SessionKey(user_id=user_id, session_id=session_id)):
             session = self.runtime.session(session_id, user_id=user_id)
             turn = sum(m.role == "user" for m in session.messages)
@@ -375,12 +387,15 @@ class HybridMemory:
                         text = template_view(message)["content"]  # tool calls included, as `_log` does
                         if message.role != "system" and text.strip():
                             logged = message.model_copy(update={"content": text})
-                            self.textlog.add_message(logged, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
+                            logged_ids.append(self.textlog.add_message(
+                                logged, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source,
+                                metadata=extra,
+                            ))
                 self.runtime.save(session)
             except BaseException:
                 self.runtime.close(session_id, user_id=user_id)
                 raise
-        return stats.tokens_written
+        return stats.tokens_written, logged_ids
 
     def ingest_document(self, text: str, *, session_id: str, source: str, user_id: str = "default") -> list[str]:
         """Write a document into the state (as a user message) and, chunked, into the log."""
@@ -439,6 +454,8 @@ __all__ = [
     "HybridConfig",
     "HybridMemory",
     "HybridReply",
+    "MemoryItem",
+    "ResetReport",
     "SNIPPET_HEADER",
     "TurnDecoder",
     "Usage",

@@ -17,7 +17,9 @@ telemetry off::
     hits = log.search("favourite drink", user_id="ada")
 
 Ids are content-derived (``sha256(user|session|role|text)[:32]-<chunk>``), so adding the same
-text again in the same scope and role stores nothing new and returns the existing ids.
+text again in the same scope and role stores nothing new and returns the existing ids. Each entry's
+chunks also carry a ``memory_id`` (the id prefix, unless the caller kept an older one: a corrected
+entry keeps its memory id, see `deltamem_agents.memory.verbs`).
 """
 
 from __future__ import annotations
@@ -347,11 +349,13 @@ class TextLog:
         session_id: str,
         turn: int,
         source: str = "chat",
+        metadata: dict[str, Any] | None = None,
     ) -> list[str]:
         """Log one chat message (chunked if long); returns the entry ids, in chunk order.
 
         The same text from the same role in the same user/session is stored once: adding it
-        again returns the ids already stored and changes nothing.
+        again returns the ids already stored and changes nothing. ``metadata``: more scalar
+        fields stored on every chunk (e.g. ``memory_id``).
         """
         _scope(user_id, session_id)
         if not isinstance(message, ChatMessage):
@@ -359,7 +363,7 @@ class TextLog:
         if isinstance(turn, bool) or not isinstance(turn, int) or turn < 0:
             raise TextLogError(f"turn must be an int >= 0, got {turn!r}")
         text = _text(message.content, "message content")
-        extra = {k: v for k, v in (("name", message.name), ("tool_call_id", message.tool_call_id)) if v}
+        extra = {k: v for k, v in (("name", message.name), ("tool_call_id", message.tool_call_id)) if v} | (metadata or {})
         return self._add(
             text,
             user_id=user_id,
@@ -380,6 +384,7 @@ class TextLog:
         session_id: str,
         source: str,
         turn: int | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> list[str]:
         """Log a document, split into sentence-aware chunks; returns their ids, in order.
 
@@ -398,7 +403,7 @@ class TextLog:
             source=_text(source, "source"),
             kind="document",
             timestamp=utc_now(),
-            extra={},
+            extra=dict(metadata or {}),
         )
 
     def _add(
@@ -433,6 +438,7 @@ class TextLog:
                 "source": source,
                 "kind": kind,
                 "content_hash": digest,
+                "memory_id": digest[:32],
                 **extra,
             }
             for i in range(len(chunks))

@@ -25,7 +25,7 @@ from deltamem_agents.server.auth import Authenticator
 from deltamem_agents.server.build import build_memory
 from deltamem_agents.server.context import ServerContext
 from deltamem_agents.server.limits import BodySizeLimit
-from deltamem_agents.server.routes import chat_router, service_router, sessions_router
+from deltamem_agents.server.routes import chat_router, memories_router, service_router, sessions_router
 from deltamem_agents.server.scheduler import TurnScheduler
 from deltamem_agents.server.settings import ServerSettings
 
@@ -81,9 +81,10 @@ def create_app(
     app.include_router(service_router)
     app.include_router(chat_router)
     app.include_router(sessions_router)
+    app.include_router(memories_router)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-Session-Id"], expose_headers=["X-Session-Id"],
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

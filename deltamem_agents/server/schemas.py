@@ -12,8 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deltamem_agents.memory.audit import MemoryEvent
+from deltamem_agents.memory.verbs import MemoryItem, ResetReport
 from deltamem_agents.store.records import Fingerprint
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -405,3 +407,59 @@ class StateStats(BaseModel):
     state_sha256: str | None = None
     per_layer: list[LayerStats] = Field(default_factory=list)
     fingerprint: Fingerprint
+
+
+# -- memories (the memory verbs of HybridMemory) -------------------------------------------------------------
+class AddMemoryRequest(BaseModel):
+    """Text or chat messages to remember in one of your sessions (created if new): written into
+    its state and its text log, as ingest does, but answered with the memory ids."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(min_length=1, max_length=128, json_schema_extra=SESSION_ID_SCHEMA)
+    text: str | None = Field(None, min_length=1, description="one user message; or give `messages`")
+    messages: list[MessageIn] | None = Field(None, min_length=1)
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="stored on the entries; GET /v1/memories filters on it"
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> AddMemoryRequest:
+        if (self.text is None) == (self.messages is None):
+            raise ValueError("give exactly one of `text` and `messages`")
+        return self
+
+
+class AddMemoryResponse(BaseModel):
+    ids: list[str] = Field(description="memory ids of what was logged, in order (system messages have none)")
+    data: list[MemoryItem]
+
+
+class MemoryList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[MemoryItem]
+
+
+class UpdateMemoryRequest(BaseModel):
+    """The entry's new text; the session's state is re-derived by replaying the corrected messages."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+
+
+class MemoryDeleteResponse(BaseModel):
+    id: str
+    deleted: bool
+    log_entries_removed: int
+    messages_removed: int | None
+    state_rebuilt: bool
+
+
+class MemoryHistory(BaseModel):
+    id: str
+    events: list[MemoryEvent] = Field(description="every recorded change of the entry, oldest first")
+
+
+#: ``POST /v1/memories/reset`` answers what was removed.
+ResetResponse = ResetReport

@@ -26,6 +26,13 @@ OPERATIONS = [
     ("POST", "/v1/sessions/{session_id}/forget"),
     ("POST", "/v1/sessions/{session_id}/search"),
     ("GET", "/v1/sessions/{session_id}/state"),
+    ("POST", "/v1/memories"),
+    ("GET", "/v1/memories"),
+    ("GET", "/v1/memories/{memory_id}"),
+    ("PATCH", "/v1/memories/{memory_id}"),
+    ("DELETE", "/v1/memories/{memory_id}"),
+    ("GET", "/v1/memories/{memory_id}/history"),
+    ("POST", "/v1/memories/reset"),
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

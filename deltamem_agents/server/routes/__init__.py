@@ -1,7 +1,8 @@
-"""The server's routes, one module per group: chat completions, sessions, service."""
+"""The server's routes, one module per group: chat completions, sessions, memories, service."""
 
 from deltamem_agents.server.routes.chat import router as chat_router
+from deltamem_agents.server.routes.memories import router as memories_router
 from deltamem_agents.server.routes.service import router as service_router
 from deltamem_agents.server.routes.sessions import router as sessions_router
 
-__all__ = ["chat_router", "service_router", "sessions_router"]
+__all__ = ["chat_router", "memories_router", "service_router", "sessions_router"]

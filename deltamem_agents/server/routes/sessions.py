@@ -8,6 +8,7 @@ per session like turns; reads only read the store.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -25,6 +26,7 @@ from deltamem_agents.server.schemas import (
     IngestRequest,
     IngestResponse,
     LayerStats,
+    MessageIn,
     MessageOut,
     SearchHit,
     SearchRequest,
@@ -60,6 +62,33 @@ async def _existing(ctx: ServerContext, who: Principal, session_id: str) -> tupl
             code="session_not_found", param="session_id",
         )
     return key, meta
+
+
+def chat_messages(messages: Sequence[MessageIn]) -> list[ChatMessage]:
+    """OpenAI-style messages as the session's messages (``developer`` is ``system``); empty ones: 400."""
+    out: list[ChatMessage] = []
+    for index, message in enumerate(messages):
+        text = message_text(message, index)
+        if not text.strip():
+            raise APIError(400, f"messages[{index}] is empty", code="empty_message", param=f"messages.{index}.content")
+        role = "system" if message.role == "developer" else message.role
+        out.append(
+            ChatMessage(
+                role=role, content=text, name=getattr(message, "name", None),
+                tool_call_id=getattr(message, "tool_call_id", None),
+            )
+        )
+    return out
+
+
+def check_ingest_size(ctx: ServerContext, size: int) -> None:
+    """413 for more characters than this server ingests in one request."""
+    limit = ctx.settings.max_ingest_chars
+    if size > limit:
+        raise APIError(
+            413, f"{size} characters to ingest, over this server's limit of {limit}: send them in parts, "
+            "or raise --max-ingest-chars", code="ingest_too_large",
+        )
 
 
 @router.get("", response_model=SessionList, summary="List your sessions")
@@ -110,27 +139,9 @@ async def ingest(
     session_id: SessionId, body: IngestRequest, ctx: ServerContext = Depends(context), who: Principal = Depends(principal)
 ) -> IngestResponse:
     key = SessionKey(user_id=who.user_id, session_id=session_id)
-    messages: list[ChatMessage] = []
     document = body if isinstance(body, IngestDocument) else None
-    if document is None:
-        for index, message in enumerate(body.messages):
-            text = message_text(message, index)
-            if not text.strip():
-                raise APIError(400, f"messages[{index}] is empty", code="empty_message", param=f"messages.{index}.content")
-            role = "system" if message.role == "developer" else message.role
-            messages.append(
-                ChatMessage(
-                    role=role, content=text, name=getattr(message, "name", None),
-                    tool_call_id=getattr(message, "tool_call_id", None),
-                )
-            )
-    size = len(document.document) if document is not None else sum(len(m.content) for m in messages)
-    limit = ctx.settings.max_ingest_chars
-    if size > limit:
-        raise APIError(
-            413, f"{size} characters to ingest, over this server's limit of {limit}: send them in parts, "
-            "or raise --max-ingest-chars", code="ingest_too_large",
-        )
+    messages = chat_messages(body.messages) if document is None else []
+    check_ingest_size(ctx, len(document.document) if document is not None else sum(len(m.content) for m in messages))
     memory = ctx.memory
 
     def write() -> tuple[int, list[str], SessionMetadata | None]:
