@@ -14,6 +14,7 @@ import typer
 
 from deltamem_agents.cli._progress import command_progress
 from deltamem_agents.cli.adapter import adapter_app
+from deltamem_agents.cli.archive import export_command, import_command
 from deltamem_agents.cli.bench import bench_app
 from deltamem_agents.cli.chat import ask, chat
 from deltamem_agents.cli.data import data_app
@@ -45,6 +46,8 @@ app.add_typer(sessions_app, name="sessions")
 app.command("inspect")(inspect_session)
 app.add_typer(router_app, name="router")
 app.command("forget")(forget)
+app.command("export")(export_command)
+app.command("import")(import_command)
 app.command("serve")(serve)
 app.command("serve-loadtest")(serve_loadtest)
 app.command("demo")(demo)
