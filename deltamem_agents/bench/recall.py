@@ -11,7 +11,9 @@ of `data.vocab`, or the open train pool) and ``unseen`` (the open test pool, dis
 construction). Trials come in pairs that ask the same slot with different values; the control
 answers trial i with the state of its partner at the same N: the same question and the same
 style switch (a non-empty state), another conversation's value. Only ``own − other`` is credited
-to the state, and the score is answer recall (the value's words found in the answer).
+to the state, and the score is answer recall (the value's words found in the answer). Beside it,
+the value's teacher-forced likelihood under the own vs the partner's state: the same text, only the
+state differs, so a state that holds anything of the value shows it here first.
 """
 
 from __future__ import annotations
@@ -126,9 +128,14 @@ def _write_snapshots(model: Any, tokenizer: Any, handle: Any, trial: Trial, conf
     return snapshots
 
 
+def _suffix() -> str:
+    from deltamem_agents.data.prompts import SHORT_ANSWER_SUFFIX
+
+    return SHORT_ANSWER_SUFFIX
+
+
 def _ask(model: Any, tokenizer: Any, handle: Any, trial: Trial, state: Any, config: RecallBenchConfig) -> Any:
     """The question in a fresh session holding only ``state``: nothing else in context."""
-    from deltamem_agents.data.prompts import SHORT_ANSWER_SUFFIX
     from deltamem_agents.session.session import (
         GenerationOptions,
         MemorySession,
@@ -137,7 +144,31 @@ def _ask(model: Any, tokenizer: Any, handle: Any, trial: Trial, state: Any, conf
 
     session = MemorySession(model, tokenizer, handle, state=state,
                             config=SessionConfig(generation=GenerationOptions(max_new_tokens=config.max_new_tokens)))
-    return session.reply(trial.question + SHORT_ANSWER_SUFFIX, write=False)
+    return session.reply(trial.question + _suffix(), write=False)
+
+
+def value_nll(model: Any, tokenizer: Any, handle: Any, question: str, value: str, state: Any) -> float:
+    """Mean per-token NLL (nats) of ``value`` as the answer to ``question``, with only ``state`` in
+    memory, teacher-forced: the same text under two states differs only by what the states hold,
+    so it shows a state's information about the value even where greedy decoding never spells it."""
+    import torch
+    import torch.nn.functional as F
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                           tokenize=False)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    value_ids = tokenizer(value, add_special_tokens=False).input_ids
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids + value_ids], device=device)
+    try:
+        with torch.no_grad(), handle.writing(False):
+            handle.reset_state()
+            if state is not None:
+                handle.set_state(state)
+            logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
+        return float(F.cross_entropy(logits.float(), torch.tensor(value_ids, device=device)))
+    finally:
+        handle.reset_state()
 
 
 def run_recall_bench(out_dir: Path, config: RecallBenchConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
@@ -169,10 +200,13 @@ def run_recall_bench(out_dir: Path, config: RecallBenchConfig | None = None, *, 
                         for state_of, states in (("own", snapshots[trial.index]), ("other", snapshots[partner])):
                             bar.step(f"{pool} trial {trial.index}, {length} tokens, {state_of} state")
                             reply = _ask(model, tokenizer, handle, trial, states[length], config)
+                            nll = value_nll(model, tokenizer, handle, trial.question + _suffix(), trial.value,
+                                            states[length])
                             answers.append({
                                 "pool": pool, "trial": trial.index, "slot": trial.slot, "value": trial.value,
                                 "distractor_tokens": length, "state": state_of, "question": trial.question,
                                 "answer": reply.text, "recall": round(answer_recall(reply.text, trial.value), 4),
+                                "value_nll": round(nll, 4),
                                 # everything the answer was conditioned on besides the state
                                 "context_tokens": reply.stats.context_tokens,
                             })
@@ -204,15 +238,24 @@ def summarize(answers: list[dict[str, Any]], config: RecallBenchConfig) -> list[
     rows = []
     for pool in config.pools:
         for length in config.lengths:
-            own = [a["recall"] for a in answers if (a["pool"], a["distractor_tokens"], a["state"]) == (pool, length, "own")]
-            other = [a["recall"] for a in answers if (a["pool"], a["distractor_tokens"], a["state"]) == (pool, length, "other")]
+            picked = {s: sorted((a for a in answers if (a["pool"], a["distractor_tokens"], a["state"]) == (pool, length, s)),
+                                key=lambda a: a["trial"]) for s in ("own", "other")}
+            own, other = picked["own"], picked["other"]
             if not own:
                 continue
-            rows.append({
+            row = {
                 "pool": pool, "distractor_tokens": length, "trials": len(own),
-                "recall_own_state": round(100 * mean(own), 1), "recall_other_state": round(100 * mean(other), 1),
-                "own_minus_other": round(100 * (mean(own) - mean(other)), 1),
-            })
+                "recall_own_state": round(100 * mean(a["recall"] for a in own), 1),
+                "recall_other_state": round(100 * mean(a["recall"] for a in other), 1),
+                "own_minus_other": round(100 * (mean(a["recall"] for a in own) - mean(a["recall"] for a in other)), 1),
+            }
+            if all("value_nll" in a for a in own + other):
+                # the same value's likelihood under the trial's own state vs its partner's: chance is 50 %
+                gains = [b["value_nll"] - a["value_nll"] for a, b in zip(own, other, strict=True)]
+                row["value_nll_own"] = round(mean(a["value_nll"] for a in own), 3)
+                row["value_nll_other"] = round(mean(a["value_nll"] for a in other), 3)
+                row["own_state_likelier"] = round(100 * mean(g > 0 for g in gains), 1)
+            rows.append(row)
     return rows
 
 

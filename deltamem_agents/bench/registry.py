@@ -98,7 +98,10 @@ BENCHMARKS: dict[str, Benchmark] = {
             "(never in any training data). Trials come in pairs asking the same slot with different values; "
             "`recall_other_state` answers each trial with its partner's state (same question, another value), so "
             "`own_minus_other` is what the state carries of this conversation. Score: answer recall (the value's "
-            "words in the answer). Goal (issue 21): unseen values >= 80% at 1k tokens, >= 50% at 4k.",
+            "words in the answer). A finer signal than greedy answers: `value_nll_own`/`value_nll_other` is the "
+            "value's teacher-forced NLL per token (nats) under the trial's own state and its partner's, and "
+            "`own_state_likelier` the share of trials whose own state makes the value likelier (chance: 50%). "
+            "Goal (issue 21): unseen values >= 80% at 1k tokens, >= 50% at 4k.",
             "deltamem bench recall", f"{__name__}:_recall",
         ),
         Benchmark(

@@ -14,9 +14,11 @@ from deltamem_agents.bench.recall import (
     run_recall_bench,
     summary,
 )
+from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.cli import app
 from deltamem_agents.data import vocab
 from deltamem_agents.data.values import trained_words, value_words
+from deltamem_agents.model.adapters import save_adapter
 
 
 def test_pairs_ask_one_slot_with_two_values_and_unseen_values_were_never_trained():
@@ -45,21 +47,40 @@ def test_bad_plans_are_refused_with_the_reason():
     assert result.exit_code != 0 and "even number" in result.output
 
 
-def test_each_trial_is_answered_from_the_state_alone_at_every_length(tiny_backbone, tmp_path):
-    config = RecallBenchConfig(backbone=tiny_backbone, adapter=None, lengths=(64, 0), trials=2, max_new_tokens=3)
-    rows = run_recall_bench(tmp_path, config)
+@pytest.fixture
+def reading_adapter(tiny_backbone, tmp_path) -> str:
+    """An adapter whose reads are not zero (an untrained one reads nothing): states can differ in effect."""
+    from transformers import AutoModelForCausalLM
+
+    handle = attach_delta_mem(AutoModelForCausalLM.from_pretrained(tiny_backbone),
+                              DeltaMemConfig(delta_init="base_slice", base_slice_gain=0.5, beta_bias_init=0.0))
+    return str(save_adapter(handle, tmp_path / "adapter"))
+
+
+def test_each_trial_is_answered_from_the_state_alone_at_every_length(tiny_backbone, reading_adapter, tmp_path):
+    config = RecallBenchConfig(backbone=tiny_backbone, adapter=reading_adapter, lengths=(64, 0), trials=2,
+                               max_new_tokens=3)
+    rows = run_recall_bench(tmp_path / "out", config)
     assert [(r["pool"], r["distractor_tokens"], r["trials"]) for r in rows] == [
         ("seen", 0, 2), ("seen", 64, 2), ("unseen", 0, 2), ("unseen", 64, 2)]
     for row in rows:
         assert row["own_minus_other"] == pytest.approx(row["recall_own_state"] - row["recall_other_state"], abs=0.11)
-    report = json.loads((tmp_path / "recall.json").read_text())
+    report = json.loads((tmp_path / "out" / "recall.json").read_text())
     answers = report["meta"]["answers"]
     assert len(answers) == 2 * 2 * 2 * 2  # pools x trials x lengths x (own, other)
     # nothing but the question is in context: the same few tokens for every answer, own state or not
     assert len({a["context_tokens"] for a in answers if a["question"] == answers[0]["question"]}) == 1
     assert max(a["context_tokens"] for a in answers) < 40
     assert report["meta"]["summary"]["met"] is None  # the goals are at 1k and 4k tokens: not run here
-    assert (tmp_path / "recall.png").stat().st_size > 0 and "| unseen | 64 |" in (tmp_path / "recall.md").read_text()
+    # the value's likelihood is read under each state: the states differ, so must the NLLs
+    for row in rows:
+        own = [a["value_nll"] for a in answers if (a["pool"], a["distractor_tokens"], a["state"]) == (
+            row["pool"], row["distractor_tokens"], "own")]
+        assert row["value_nll_own"] == pytest.approx(sum(own) / len(own), abs=1e-3) and all(n > 0 for n in own)
+        assert 0 <= row["own_state_likelier"] <= 100
+    assert any(r["value_nll_own"] != r["value_nll_other"] for r in rows)
+    assert (tmp_path / "out" / "recall.png").stat().st_size > 0
+    assert "| unseen | 64 |" in (tmp_path / "out" / "recall.md").read_text()
 
 
 def test_the_goal_is_undecided_until_both_lengths_are_run():
