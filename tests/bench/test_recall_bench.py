@@ -8,13 +8,13 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.bench.recall import (
     RecallBenchConfig,
     make_trials,
     run_recall_bench,
     summary,
 )
-from deltamem_agents import DeltaMemConfig, attach_delta_mem
 from deltamem_agents.cli import app
 from deltamem_agents.data import vocab
 from deltamem_agents.data.values import trained_words, value_words
