@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deltamem_agents.bench.report import Progress
+from deltamem_agents.data.prompts import SHORT_ANSWER_SUFFIX
 from deltamem_agents.reporting.files import write_report
 from deltamem_agents.reporting.machine import machine_info
 
@@ -128,12 +129,6 @@ def _write_snapshots(model: Any, tokenizer: Any, handle: Any, trial: Trial, conf
     return snapshots
 
 
-def _suffix() -> str:
-    from deltamem_agents.data.prompts import SHORT_ANSWER_SUFFIX
-
-    return SHORT_ANSWER_SUFFIX
-
-
 def _ask(model: Any, tokenizer: Any, handle: Any, trial: Trial, state: Any, config: RecallBenchConfig) -> Any:
     """The question in a fresh session holding only ``state``: nothing else in context."""
     from deltamem_agents.session.session import (
@@ -144,7 +139,7 @@ def _ask(model: Any, tokenizer: Any, handle: Any, trial: Trial, state: Any, conf
 
     session = MemorySession(model, tokenizer, handle, state=state,
                             config=SessionConfig(generation=GenerationOptions(max_new_tokens=config.max_new_tokens)))
-    return session.reply(trial.question + _suffix(), write=False)
+    return session.reply(trial.question + SHORT_ANSWER_SUFFIX, write=False)
 
 
 def value_nll(model: Any, tokenizer: Any, handle: Any, question: str, value: str, state: Any) -> float:
@@ -200,7 +195,7 @@ def run_recall_bench(out_dir: Path, config: RecallBenchConfig | None = None, *, 
                         for state_of, states in (("own", snapshots[trial.index]), ("other", snapshots[partner])):
                             bar.step(f"{pool} trial {trial.index}, {length} tokens, {state_of} state")
                             reply = _ask(model, tokenizer, handle, trial, states[length], config)
-                            nll = value_nll(model, tokenizer, handle, trial.question + _suffix(), trial.value,
+                            nll = value_nll(model, tokenizer, handle, trial.question + SHORT_ANSWER_SUFFIX, trial.value,
                                             states[length])
                             answers.append({
                                 "pool": pool, "trial": trial.index, "slot": trial.slot, "value": trial.value,
