@@ -19,7 +19,7 @@ from deltamem_agents.cli._common import console, err_console, fail
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.core.state import DeltaMemState
-    from deltamem_agents.memory import HybridMemory
+    from deltamem_agents.memory import HybridMemory, TextLog
     from deltamem_agents.runtime import DeltaMemRuntime
     from deltamem_agents.session import SessionKey, SessionStore, TurnStats
 
@@ -164,25 +164,32 @@ def build_runtime(
     return runtime
 
 
-def build_hybrid(
-    runtime: DeltaMemRuntime, *, textlog: Path | None = None, chroma_url: str | None = None, router: str | None = None
-) -> HybridMemory:
-    """A `HybridMemory` over ``runtime`` with the log and router the options name."""
-    from deltamem_agents.memory import HybridMemory, TextLog, TextLogConfig
-    from deltamem_agents.memory.routing import MemoryRouter, router_from_spec
+def open_textlog(textlog: Path | None = None, chroma_url: str | None = None) -> TextLog:
+    """The text log ``--textlog`` / ``--chroma-url`` name (default: the embedded one)."""
+    from deltamem_agents.memory import TextLog, TextLogConfig
 
     settings: dict[str, Any] = {}
     if textlog is not None:
         settings["path"] = textlog
     if chroma_url is not None:
         settings["server_url"] = chroma_url
+    return TextLog(TextLogConfig(**settings))
+
+
+def build_hybrid(
+    runtime: DeltaMemRuntime, *, textlog: Path | None = None, chroma_url: str | None = None, router: str | None = None
+) -> HybridMemory:
+    """A `HybridMemory` over ``runtime`` with the log and router the options name."""
+    from deltamem_agents.memory import HybridMemory
+    from deltamem_agents.memory.routing import MemoryRouter, router_from_spec
+
     if router is None:
         chosen = MemoryRouter()
     elif router.endswith(".json") or Path(router).expanduser().is_file():
         chosen = MemoryRouter.from_calibration(router)
     else:
         chosen = router_from_spec(router)
-    return HybridMemory(runtime, TextLog(TextLogConfig(**settings)), chosen)
+    return HybridMemory(runtime, open_textlog(textlog, chroma_url), chosen)
 
 
 def generation(max_new_tokens: int | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from deltamem_agents.cli._runtime import (
     TextLogOpt,
     build_runtime,
     open_store,
+    open_textlog,
 )
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -35,18 +36,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON"
 def _textlog(textlog: Path | None, chroma_url: str | None, *, skip: bool, create: bool) -> TextLog | None:
     """The text log the options name; ``None`` with ``--no-textlog``, or (when not ``create``)
     when no log was named and the default folder does not exist."""
-    from deltamem_agents.memory import TextLog, TextLogConfig, default_textlog_path
+    from deltamem_agents.memory import default_textlog_path
 
     if skip:
         return None
     if textlog is None and chroma_url is None and not create and not default_textlog_path().exists():
         return None
-    settings: dict[str, object] = {}
-    if textlog is not None:
-        settings["path"] = textlog
-    if chroma_url is not None:
-        settings["server_url"] = chroma_url
-    return TextLog(TextLogConfig(**settings))  # type: ignore[arg-type]
+    return open_textlog(textlog, chroma_url)
 
 
 @user_errors

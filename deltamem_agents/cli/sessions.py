@@ -1,8 +1,9 @@
-"""`deltamem sessions list | show | delete` and `deltamem forget`: the stored sessions themselves.
+"""`deltamem sessions list | show | delete | retention | prune` and `deltamem forget`: the stored
+sessions themselves.
 
-The ``sessions`` group only reads (or deletes from) the store: it never loads the model.
-`forget` does, because forgetting log entries rebuilds the session's state by replaying the
-messages that remain.
+``list``, ``show``, ``delete`` and ``retention`` only read (or change) the store and the log: they
+never load the model. `prune` and `forget` do, because removing log entries rebuilds the
+session's state by replaying the messages that remain.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from deltamem_agents.cli._runtime import (
     build_hybrid,
     build_runtime,
     open_store,
+    open_textlog,
     require_session,
     session_key,
 )
@@ -172,3 +174,65 @@ def forget(
         )
     else:
         console.print(f"forgot session {key}: {report.log_entries_removed} log entries removed", markup=False)
+
+
+@sessions_app.command("prune")
+@user_errors
+def sessions_prune(
+    user: Annotated[str | None, typer.Option("--user", help="prune one user (default: every user)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would be removed")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    home: HomeOpt = None,
+    textlog: TextLogOpt = None,
+    chroma_url: ChromaOpt = None,
+    backbone: BackboneOpt = None,
+    adapter: AdapterOpt = "auto",
+    device: Device = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Remove expired memories: entries past their TTL or their user's retention policy
+    (`deltamem sessions retention`). Each affected session's state is rebuilt by replaying the
+    messages that remain, so this loads the model; run it from cron or a scheduler."""
+    runtime = build_runtime(home=home, backbone=backbone, adapter=adapter, device=device, dtype=dtype)
+    memory = build_hybrid(runtime, textlog=textlog, chroma_url=chroma_url)
+    report = memory.prune(user_id=user, dry_run=dry_run, progress=not as_json)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    table = Table("user", "session", "memory id", "reason", "logged at")
+    for entry in report.entries:
+        table.add_row(entry.user_id, entry.session_id, entry.memory_id, entry.reason, _when(entry.logged_at))
+    if report.entries:
+        console.print(table)
+    verb = "would remove" if dry_run else "removed"
+    console.print(
+        f"{verb} {len(report.entries)} expired memories of {len(report.users_checked)} user(s); "
+        f"{len(report.sessions_rebuilt)} session state(s) rebuilt",
+        markup=False,
+    )
+
+
+@sessions_app.command("retention")
+@user_errors
+def sessions_retention(
+    user: UserOpt = "default",
+    max_age: Annotated[str | None, typer.Option("--max-age", help="keep entries this long: 30d, 12h, 90m, or seconds")] = None,
+    max_entries: Annotated[int | None, typer.Option("--max-entries", help="keep only the newest N entries")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="remove the user's policy (the default applies)")] = False,
+    textlog: TextLogOpt = None,
+    chroma_url: ChromaOpt = None,
+) -> None:
+    """Show or set a user's retention policy (kept beside the text log). Setting one removes
+    nothing by itself: `deltamem sessions prune` does. Never loads the model."""
+    from deltamem_agents.memory.retention import RetentionPolicies, RetentionPolicy
+
+    if clear and (max_age is not None or max_entries is not None):
+        raise typer.BadParameter("--clear cannot be combined with --max-age or --max-entries")
+    policies = RetentionPolicies(open_textlog(textlog, chroma_url))
+    if clear:
+        policies.set(user, None)
+    elif max_age is not None or max_entries is not None:
+        policies.set(user, RetentionPolicy(max_age=max_age, max_entries=max_entries))
+    policy = policies.get(user)
+    shown = "none (entries are kept until deleted)" if policy is None else policy.model_dump_json()
+    console.print(f"retention policy of user {user!r}: {shown}", markup=False, highlight=False)

@@ -79,7 +79,8 @@ def generate_conversation(conversation_id: str, *, seed: int = 0, config: Genera
     n_updates = min(rng.randint(*config.task_updates), n_sessions - 1)
     chain = rng.sample(task.values, n_updates + 1)
     plan_session = rng.randrange(n_sessions - n_updates)
-    events.append(_Event(f"Quick planning note: {task.statements[0].format(v=chain[0])}.", task, chain[0], plan_session))
+    plan = _Event(f"Quick planning note: {task.statements[0].format(v=chain[0])}.", task, chain[0], plan_session)
+    events.append(plan)
     update_sessions = sorted(rng.sample(range(plan_session + 1, n_sessions), n_updates))
     task_events = []
     for value, session in zip(chain[1:], update_sessions, strict=True):
@@ -105,11 +106,12 @@ def generate_conversation(conversation_id: str, *, seed: int = 0, config: Genera
                 turns.append(Turn(role="user", content=opener + item.text, session=session))
                 turns.append(Turn(role="assistant", content=rng.choice(vocab.ACKNOWLEDGEMENTS), session=session))
 
-    probes = _probes(rng, events, task_events, config)
+    probes = _probes(rng, events, task_events or [plan], config)
     return Conversation(id=conversation_id, turns=turns, probes=probes)
 
 
 def _probes(rng: random.Random, events: list[_Event], task_events: list[_Event], config: GeneratorConfig) -> list[Probe]:
+    """The questions; ``task_events`` ends with the task's current value (the plan itself when it never changed)."""
     probes: list[Probe] = []
 
     def ask(event: _Event, kind: str, answer: str, evidence: list[int]) -> None:

@@ -1,5 +1,7 @@
 """The memory over the Model Context Protocol (`deltamem mcp`): tools remember, recall, forget,
-list_sessions, session_stats and the session log resource.
+list_sessions, session_stats, the memory verbs (add_memory, get_memory, list_memories,
+search_memories, update_memory, delete_memory, memory_history, reset_memories) and the session log
+resource.
 
 The top layer: it uses `deltamem_agents.memory` and `deltamem_agents.session`, and nothing below
 imports it. The `mcp` SDK is an optional extra (``pip install 'deltamem-agents[mcp]'``), imported

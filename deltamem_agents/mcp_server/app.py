@@ -14,13 +14,22 @@ import functools
 import importlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 from pydantic import Field, ValidationError
 
 from deltamem_agents.mcp_server.schemas import (
+    AddMemoryResult,
+    DeleteMemoryResult,
     ForgetResult,
     ForgetScope,
+    MemoryHistoryResult,
+    MemoryId,
+    MemoryListResult,
+    MemoryMessage,
+    MemoryMetadata,
+    MemorySearchResult,
     RecallResult,
     RememberResult,
     RememberRole,
@@ -30,6 +39,7 @@ from deltamem_agents.mcp_server.schemas import (
     UserId,
 )
 from deltamem_agents.mcp_server.service import LOG_URI, MemoryService, describe
+from deltamem_agents.memory.verbs import MemoryItem, ResetReport
 
 if TYPE_CHECKING:
     from deltamem_agents.mcp_server.sdk import Server
@@ -66,7 +76,12 @@ verbatim text log ({textlog}). `remember` writes text into a session; `recall` r
 (state alone, or log snippets too) and returns the decision and the model's reply, by default
 without changing memory; `forget` removes log entries (the state is rebuilt by replaying the rest),
 a session or a user. `list_sessions` and `session_stats` read; each session's messages are the
-resource {log_uri}."""
+resource {log_uri}.
+The memory verbs work on memory entries (one logged message or document each, with a stable memory
+id): `add_memory` (returns the ids), `get_memory`, `list_memories` (filters: session, time, metadata),
+`search_memories`, `update_memory` (corrects the text; the state is re-derived by replay),
+`delete_memory`, `memory_history` (every change) and `reset_memories` (all of a user's memory; needs
+confirm=true)."""
 
 
 def build_mcp_server(
@@ -170,6 +185,108 @@ def build_mcp_server(
         """One session's counters, δ-mem state size (fixed, whatever the conversation's length),
         text-log entries and the model fingerprint its state is valid for."""
         return await session_stats(user_id=user_id, session_id=session_id)
+
+    add_memory = in_worker(service.add_memory)
+    get_memory = in_worker(service.get_memory)
+    list_memories = in_worker(service.list_memories)
+    search_memories = in_worker(service.search_memories)
+    update_memory = in_worker(service.update_memory)
+    delete_memory = in_worker(service.delete_memory)
+    memory_history = in_worker(service.memory_history)
+    reset_memories = in_worker(service.reset_memories)
+
+    @server.tool(
+        name="add_memory",
+        annotations=tool_annotations("Add memory", read_only=False, destructive=False, idempotent=False),
+    )
+    async def add_memory_tool(
+        user_id: UserId,
+        session_id: SessionId,
+        text: Annotated[str | None, Field(min_length=1, description="one user message to remember; or give `messages`")] = None,
+        messages: Annotated[
+            list[MemoryMessage] | None,
+            Field(min_length=1, description="messages to remember, in order (system ones go into the state, not the log)"),
+        ] = None,
+        metadata: Annotated[
+            MemoryMetadata | None, Field(description="stored on the entries; `list_memories` filters on it")
+        ] = None,
+    ) -> AddMemoryResult:
+        """Remember text or messages in a session (created if new): written into its δ-mem state
+        and its text log. Returns one memory id per logged message, for the other memory tools."""
+        return await add_memory(user_id=user_id, session_id=session_id, text=text, messages=messages, metadata=metadata)
+
+    @server.tool(name="get_memory", annotations=tool_annotations("Get memory", read_only=True))
+    async def get_memory_tool(memory_id: MemoryId, user_id: UserId) -> MemoryItem:
+        """One memory entry of the user: its whole text, session, role, kind, time, chunk ids and metadata."""
+        return await get_memory(memory_id, user_id=user_id)
+
+    @server.tool(name="list_memories", annotations=tool_annotations("List memories", read_only=True))
+    async def list_memories_tool(
+        user_id: UserId,
+        session_id: Annotated[SessionId | None, Field(description="only this session's entries")] = None,
+        since: Annotated[datetime | None, Field(description="logged at or after (ISO 8601; naive is UTC)")] = None,
+        until: Annotated[datetime | None, Field(description="logged before (ISO 8601; naive is UTC)")] = None,
+        metadata: Annotated[
+            MemoryMetadata | None,
+            Field(description='fields the entries must have, e.g. {"topic": "pets"} (also role, kind, source)'),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=10_000, description="at most this many entries")] = 100,
+    ) -> MemoryListResult:
+        """The user's memory entries in log order, with optional filters; `truncated` says more match."""
+        return await list_memories(user_id=user_id, session_id=session_id, since=since, until=until, metadata=metadata,
+                                   limit=limit)
+
+    @server.tool(name="search_memories", annotations=tool_annotations("Search memories", read_only=True))
+    async def search_memories_tool(
+        query: Annotated[str, Field(min_length=1, description="what to look for, by meaning")],
+        user_id: UserId,
+        session_id: Annotated[SessionId | None, Field(description="only this session (default: all of the user's)")] = None,
+        k: Annotated[int, Field(ge=1, le=100, description="how many hits")] = 4,
+    ) -> MemorySearchResult:
+        """The text-log chunks closest to the query, with their memory ids; the model is not run."""
+        return await search_memories(query, user_id=user_id, session_id=session_id, k=k)
+
+    @server.tool(
+        name="update_memory",
+        annotations=tool_annotations("Update memory", read_only=False, destructive=True, idempotent=True),
+    )
+    async def update_memory_tool(
+        memory_id: MemoryId,
+        text: Annotated[str, Field(min_length=1, description="the entry's new text (replaces the old)")],
+        user_id: UserId,
+    ) -> MemoryItem:
+        """Correct a memory entry. The id stays; the session's message is replaced and its δ-mem
+        state re-derived by replaying the corrected messages (the state cannot be edited in place)."""
+        return await update_memory(memory_id, text, user_id=user_id)
+
+    @server.tool(
+        name="delete_memory",
+        annotations=tool_annotations("Delete memory", read_only=False, destructive=True, idempotent=True),
+    )
+    async def delete_memory_tool(memory_id: MemoryId, user_id: UserId) -> DeleteMemoryResult:
+        """Forget one memory entry: its message leaves the session and the state is rebuilt by
+        replaying the rest. Its history stays readable (`memory_history`)."""
+        return await delete_memory(memory_id, user_id=user_id)
+
+    @server.tool(name="memory_history", annotations=tool_annotations("Memory history", read_only=True))
+    async def memory_history_tool(memory_id: MemoryId, user_id: UserId) -> MemoryHistoryResult:
+        """Every recorded change of a memory entry, oldest first: ADD, UPDATE, DELETE with old and
+        new text, time and the call that made it (also for a deleted entry)."""
+        return await memory_history(memory_id, user_id=user_id)
+
+    @server.tool(
+        name="reset_memories",
+        annotations=tool_annotations("Reset memories", read_only=False, destructive=True, idempotent=True),
+    )
+    async def reset_memories_tool(
+        user_id: UserId,
+        confirm: Annotated[
+            bool, Field(description="must be true: the reset deletes every session, log entry and history of the user")
+        ] = False,
+    ) -> ResetReport:
+        """Delete all of a user's memory: every session (state and messages), log entry and history
+        event. Cannot be undone; refused unless confirm=true. Other users are untouched."""
+        return await reset_memories(user_id=user_id, confirm=confirm)
 
     @server.resource(
         LOG_URI, name="session_log", mime_type="application/json",

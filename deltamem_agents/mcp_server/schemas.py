@@ -10,8 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from deltamem_agents.memory.audit import MemoryEvent
+from deltamem_agents.memory.verbs import MemoryItem
 from deltamem_agents.store.records import ID_RULE, validate_id
 
 
@@ -27,6 +29,12 @@ UserId = Annotated[str, AfterValidator(_user_id), Field(description=f"user the m
 SessionId = Annotated[str, AfterValidator(_session_id), Field(description=f"session within the user ({ID_RULE})")]
 RememberRole = Literal["user", "assistant", "system"]
 ForgetScope = Literal["entries", "session", "user"]
+MemoryId = Annotated[
+    str, Field(min_length=1, max_length=256, description="a memory id (from add_memory or list_memories; a chunk id "
+               "from search_memories works too)"),
+]
+#: What `add_memory(metadata=...)` may store (the text log keeps scalar values only).
+MemoryMetadata = dict[str, str | int | float | bool]
 
 
 # -- remember ----------------------------------------------------------------------------------
@@ -191,10 +199,87 @@ class SessionLog(BaseModel):
     messages: list[LoggedMessage]
 
 
+# -- the memory verbs (add, get, list, search, update, delete, history, reset) --------------------
+class MemoryMessage(BaseModel):
+    """One message for `add_memory` (a system message goes into the state, not the log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: RememberRole
+    content: str = Field(min_length=1)
+
+
+class AddMemoryResult(BaseModel):
+    """What `add_memory` logged: one memory id per logged message, in order, and the entries."""
+
+    user_id: str
+    session_id: str
+    created_session: bool = Field(description="the session did not exist before this call")
+    ids: list[str] = Field(description="memory ids of what was logged, in order (system messages have none)")
+    memories: list[MemoryItem]
+
+
+class MemoryListResult(BaseModel):
+    """`list_memories`: the user's entries in log order, after the filters."""
+
+    user_id: str
+    count: int
+    memories: list[MemoryItem]
+    truncated: bool = Field(description="the limit was reached: more entries may match (raise limit or narrow the filters)")
+
+
+class MemoryHit(BaseModel):
+    """A text-log chunk close to the query, with the memory id that `update_memory` and
+    `delete_memory` take."""
+
+    id: str = Field(description="the chunk id")
+    memory_id: str
+    text: str = Field(description="the chunk's text (a long memory is several chunks)")
+    distance: float | None = Field(description="embedding distance to the query (smaller is closer)")
+    session_id: str
+    role: str | None = None
+    turn: int | None = None
+
+
+class MemorySearchResult(BaseModel):
+    user_id: str
+    query: str
+    hits: list[MemoryHit]
+
+
+class DeleteMemoryResult(BaseModel):
+    """What `delete_memory` removed. The OSAM state cannot unlearn: the session's state is
+    rebuilt by replaying the messages that remain; the entry's history stays readable."""
+
+    id: str
+    user_id: str
+    session_id: str
+    deleted: bool
+    log_entries_removed: int
+    messages_removed: int | None
+    state_rebuilt: bool
+
+
+class MemoryHistoryResult(BaseModel):
+    """Every recorded change of one entry, oldest first (ADD, UPDATE, DELETE)."""
+
+    id: str
+    events: list[MemoryEvent]
+
+
 __all__ = [
+    "AddMemoryResult",
+    "DeleteMemoryResult",
     "ForgetResult",
     "ForgetScope",
     "LoggedMessage",
+    "MemoryHistoryResult",
+    "MemoryHit",
+    "MemoryId",
+    "MemoryListResult",
+    "MemoryMessage",
+    "MemoryMetadata",
+    "MemorySearchResult",
     "RecallResult",
     "RememberResult",
     "RememberRole",

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from deltamem_agents.errors import UserError
 from deltamem_agents.mcp_server.schemas import (
+    AddMemoryResult,
+    DeleteMemoryResult,
     ForgetResult,
     ForgetScope,
     LoggedMessage,
+    MemoryHistoryResult,
+    MemoryHit,
+    MemoryListResult,
+    MemoryMessage,
+    MemoryMetadata,
+    MemorySearchResult,
     RecallResult,
     RememberResult,
     RememberRole,
@@ -29,7 +41,8 @@ from deltamem_agents.mcp_server.schemas import (
     Vote,
 )
 from deltamem_agents.memory.hybrid import snippet_note
-from deltamem_agents.memory.textlog import TextLogError, content_hash
+from deltamem_agents.memory.textlog import TextLog, TextLogError, content_hash
+from deltamem_agents.memory.verbs import MemoryItem, MemoryNotFoundError, ResetReport
 from deltamem_agents.session.session import SessionError
 from deltamem_agents.store.base import SessionNotFoundError
 from deltamem_agents.store.records import ChatMessage, SessionKey, validate_id
@@ -42,6 +55,22 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOG_URI = "deltamem://sessions/{user_id}/{session_id}/log"
+#: The library's hint in an unknown-memory error names a Python call; a tool caller gets the tools.
+_LIBRARY_HINT = "get_all(user_id=...) lists the user's memories"
+_TOOL_HINT = "`list_memories` or `search_memories` shows this user's memory ids"
+
+
+class ConfirmationRequiredError(UserError):
+    """A destructive tool was called without ``confirm=true``; nothing was changed."""
+
+
+@contextmanager
+def _tool_hints() -> Iterator[None]:
+    """Re-word the library's unknown-memory hint for a tool caller (the same error class)."""
+    try:
+        yield
+    except MemoryNotFoundError as exc:
+        raise MemoryNotFoundError(str(exc).replace(_LIBRARY_HINT, _TOOL_HINT)) from exc
 
 
 def log_uri(user_id: str, session_id: str) -> str:
@@ -217,6 +246,103 @@ class MemoryService:
             note=f"deleted all {len(sessions)} session(s) of user {user_id!r} and their {log_entries} log entries",
         )
 
+    # -- the memory verbs (HybridMemory's add, get, get_all, search, update, delete, history, reset) --
+    def _require_log(self) -> TextLog:
+        if self.hybrid.textlog is None:
+            raise TextLogError("this server has no text log (state only): the memory verbs need one; start it without --state-only")
+        return self.hybrid.textlog
+
+    def add_memory(
+        self, *, user_id: str, session_id: str, text: str | None = None, messages: list[MemoryMessage] | None = None,
+        metadata: MemoryMetadata | None = None,
+    ) -> AddMemoryResult:
+        """`HybridMemory.add`: one user text or several messages into the session (created if new),
+        answered with the memory ids that the other verbs take."""
+        if (text is None) == (messages is None):
+            raise SessionError("give exactly one of `text` (one user message) and `messages`")
+        new = [ChatMessage(role="user", content=text or "")] if messages is None else [
+            ChatMessage(role=m.role, content=m.content) for m in messages
+        ]
+        if not new or any(not m.content.strip() for m in new):
+            raise SessionError("a message is empty: there is nothing to remember")
+        self._require_log()
+        key = self.key(user_id, session_id)
+        created = not self.store.exists(key)
+        ids = self.hybrid.add(new, session_id=session_id, user_id=user_id, metadata=metadata, call="MCP add_memory")
+        return AddMemoryResult(
+            user_id=user_id, session_id=session_id, created_session=created, ids=ids,
+            memories=[self.hybrid.get(i, user_id=user_id) for i in ids],
+        )
+
+    def get_memory(self, memory_id: str, *, user_id: str) -> MemoryItem:
+        self._require_log()
+        with _tool_hints():
+            return self.hybrid.get(memory_id, user_id=user_id)
+
+    def list_memories(
+        self, *, user_id: str, session_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
+        metadata: dict[str, Any] | None = None, limit: int = 100,
+    ) -> MemoryListResult:
+        """`HybridMemory.get_all`; one entry past ``limit`` is read to say whether more match."""
+        validate_id("user_id", user_id)
+        if session_id is not None:
+            validate_id("session_id", session_id)
+        self._require_log()
+        items = self.hybrid.get_all(user_id=user_id, session_id=session_id, since=since, until=until, metadata=metadata,
+                                    limit=limit + 1)
+        return MemoryListResult(user_id=user_id, count=min(len(items), limit), memories=items[:limit],
+                                truncated=len(items) > limit)
+
+    def search_memories(self, query: str, *, user_id: str, session_id: str | None = None, k: int = 4) -> MemorySearchResult:
+        if not query.strip():
+            raise SessionError("the query is empty")
+        validate_id("user_id", user_id)
+        if session_id is not None:
+            validate_id("session_id", session_id)
+        self._require_log()
+        hits = self.hybrid.search(query, user_id=user_id, session_id=session_id, k=k)
+        return MemorySearchResult(user_id=user_id, query=query, hits=[
+            MemoryHit(id=h.id, memory_id=h.metadata.get("memory_id") or h.id.rsplit("-", 1)[0], text=h.text,
+                      distance=h.distance, session_id=h.metadata["session_id"], role=h.metadata.get("role"),
+                      turn=h.metadata.get("turn"))
+            for h in hits
+        ])
+
+    def update_memory(self, memory_id: str, text: str, *, user_id: str) -> MemoryItem:
+        """`HybridMemory.update`: the entry keeps its id; the session's state is re-derived by replay."""
+        self._require_log()
+        with _tool_hints():
+            return self.hybrid.update(memory_id, text, user_id=user_id, call="MCP update_memory")
+
+    def delete_memory(self, memory_id: str, *, user_id: str) -> DeleteMemoryResult:
+        """`HybridMemory.delete`: the entry's message leaves its session, whose state is rebuilt."""
+        self._require_log()
+        with _tool_hints():
+            item = self.hybrid.get(memory_id, user_id=user_id)
+            report = self.hybrid.delete(item.id, user_id=user_id, call="MCP delete_memory")
+        return DeleteMemoryResult(id=item.id, user_id=user_id, session_id=item.session_id, deleted=True,
+                                  log_entries_removed=report.log_entries_removed,
+                                  messages_removed=report.messages_removed, state_rebuilt=report.state_rebuilt)
+
+    def memory_history(self, memory_id: str, *, user_id: str) -> MemoryHistoryResult:
+        self._require_log()
+        with _tool_hints():
+            events = self.hybrid.history(memory_id, user_id=user_id)
+            entry = events[0].memory_id if events else self.hybrid.get(memory_id, user_id=user_id).id
+        return MemoryHistoryResult(id=entry, events=events)
+
+    def reset_memories(self, *, user_id: str, confirm: bool = False) -> ResetReport:
+        """`HybridMemory.reset`, only with ``confirm``: without it the refusal says what would go."""
+        validate_id("user_id", user_id)
+        log = self._require_log()
+        if not confirm:
+            sessions, entries = len(self.store.list(user_id)), log.count(user_id=user_id)
+            raise ConfirmationRequiredError(
+                f"reset_memories deletes all of user {user_id!r}'s memory ({sessions} session(s), {entries} log "
+                "entries and their history) and cannot be undone; nothing was deleted: call it again with confirm=true"
+            )
+        return self.hybrid.reset(user_id=user_id)
+
     def list_sessions(self, user_id: str | None = None) -> SessionList:
         found = self.runtime.sessions(user_id)
         return SessionList(
@@ -274,4 +400,4 @@ def describe(hybrid: HybridMemory) -> dict[str, Any]:
     }
 
 
-__all__ = ["LOG_URI", "MemoryService", "describe", "log_uri", "route_info", "snippets_of"]
+__all__ = ["LOG_URI", "ConfirmationRequiredError", "MemoryService", "describe", "log_uri", "route_info", "snippets_of"]

@@ -23,11 +23,13 @@ from deltamem_agents.memory.textlog import (
     InvalidScopeError,
     LogHit,
     TextLog,
-    TextLogConfig,
     TextLogError,
     TextLogUnavailableError,
-    chroma_run_command,
     content_hash,
+)
+from deltamem_agents.memory.textlog_config import (
+    TextLogConfig,
+    chroma_run_command,
     default_textlog_path,
 )
 
@@ -42,6 +44,8 @@ _LAZY = {
     "MemoryNotFoundError": "deltamem_agents.memory.verbs",
     "MemoryConflictError": "deltamem_agents.memory.verbs",
     "ResetReport": "deltamem_agents.memory.verbs",
+    "PruneReport": "deltamem_agents.memory.retention",
+    "RetentionPolicy": "deltamem_agents.memory.retention",
     "MiniLMEmbeddingFunction": "deltamem_agents.memory.embeddings",
     "EmbeddingModelError": "deltamem_agents.memory.embeddings",
     "default_model_dir": "deltamem_agents.memory.embeddings",
@@ -73,6 +77,8 @@ __all__ = [
     "MemoryConflictError",
     "MemoryEvent",
     "MemoryItem",
+    "PruneReport",
+    "RetentionPolicy",
     "MemoryNotFoundError",
     "MemoryRouter",
     "MiniLMEmbeddingFunction",

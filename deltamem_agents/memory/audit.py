@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: Chroma stores a vector with every record; audit events are never searched by meaning.
 _NO_VECTOR = [1.0]
 
-AuditEventKind = Literal["ADD", "UPDATE", "DELETE"]
+AuditEventKind = Literal["ADD", "UPDATE", "DELETE", "EXPIRE"]
 
 
 class MemoryEvent(BaseModel):

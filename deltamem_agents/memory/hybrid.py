@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.concurrency import iterate_in_thread
 from deltamem_agents.memory.notes import SNIPPET_HEADER, snippet_text
+from deltamem_agents.memory.retention import MemoryRetention, RetentionPolicy
 from deltamem_agents.memory.routing import MemoryRouter, RouteDecision, RouterInput
 from deltamem_agents.memory.textlog import (
     DOCUMENT_ROLE,
@@ -84,6 +85,9 @@ class HybridConfig(BaseModel):
         True, description="probe the state with the question (one extra short forward) for the router"
     )
     log_source: str = Field("chat", description="`source` metadata of logged chat messages")
+    retention: RetentionPolicy = Field(
+        default_factory=RetentionPolicy, description="the policy of users without their own (`set_retention`)"
+    )
 
 
 class Usage(BaseModel):
@@ -164,11 +168,12 @@ def _last_chunk(
     )
 
 
-class HybridMemory(MemoryVerbs):
+class HybridMemory(MemoryVerbs, MemoryRetention):
     """The recommended architecture: a `DeltaMemRuntime` session + a `TextLog` + a `MemoryRouter`.
 
     Besides chat, it has the memory verbs (`MemoryVerbs`: add, get, get_all, update, delete,
-    history, reset, and their async twins) over the log, the state and the audit.
+    history, reset, and their async twins) over the log, the state and the audit, and retention
+    (`MemoryRetention`: TTLs, per-user policies, `prune`).
 
     ``textlog``: a `TextLog`, ``"default"`` (the embedded log in the default folder) or
     ``None`` (state only: no retrieval, no routing).
@@ -449,6 +454,7 @@ class HybridMemory(MemoryVerbs):
 
 
 __all__ = [
+    "SNIPPET_HEADER",
     "ForgetReport",
     "HybridChunk",
     "HybridConfig",
@@ -456,7 +462,6 @@ __all__ = [
     "HybridReply",
     "MemoryItem",
     "ResetReport",
-    "SNIPPET_HEADER",
     "TurnDecoder",
     "Usage",
     "snippet_note",

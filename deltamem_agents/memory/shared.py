@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from deltamem_agents.memory.hybrid import HybridMemory
-from deltamem_agents.memory.textlog import TextLog, TextLogConfig, default_textlog_path
+from deltamem_agents.memory.textlog import TextLog
+from deltamem_agents.memory.textlog_config import TextLogConfig, default_textlog_path
 from deltamem_agents.runtime import DeltaMemRuntime
 
 __all__ = ["shared_memory", "shared_runtime", "shared_textlog"]

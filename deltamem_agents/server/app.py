@@ -25,7 +25,7 @@ from deltamem_agents.server.auth import Authenticator
 from deltamem_agents.server.build import build_memory
 from deltamem_agents.server.context import ServerContext
 from deltamem_agents.server.limits import BodySizeLimit
-from deltamem_agents.server.routes import chat_router, memories_router, service_router, sessions_router
+from deltamem_agents.server.routes import archive_router, chat_router, memories_router, service_router, sessions_router
 from deltamem_agents.server.scheduler import TurnScheduler
 from deltamem_agents.server.settings import ServerSettings
 
@@ -81,6 +81,7 @@ def create_app(
     app.include_router(service_router)
     app.include_router(chat_router)
     app.include_router(sessions_router)
+    app.include_router(archive_router)  # before memories: /v1/memories/export is not a memory id
     app.include_router(memories_router)
     if settings.cors_origins:
         app.add_middleware(

@@ -422,6 +422,10 @@ class AddMemoryRequest(BaseModel):
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="stored on the entries; GET /v1/memories filters on it"
     )
+    ttl_seconds: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="the entries expire this many seconds from now: unseen at once, removed by POST /v1/memories/prune",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> AddMemoryRequest:

@@ -17,7 +17,11 @@ from tests.mcp.sdk_client import McpError, in_process
 
 pytestmark = pytest.mark.anyio
 
-TOOLS = {"remember", "recall", "forget", "list_sessions", "session_stats"}
+TOOLS = {
+    "remember", "recall", "forget", "list_sessions", "session_stats",
+    "add_memory", "get_memory", "list_memories", "search_memories", "update_memory", "delete_memory", "memory_history",
+    "reset_memories",
+}
 
 
 @asynccontextmanager

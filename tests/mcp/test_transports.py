@@ -19,6 +19,7 @@ import pytest
 from mcp.client.stdio import StdioServerParameters
 
 from tests.mcp.sdk_client import Connection, over_http, over_stdio
+from tests.mcp.test_tools import TOOLS
 from tests.tiny_models import tiny_model
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +49,7 @@ async def exercise(client: Connection) -> None:
     """The same short conversation over any transport."""
     assert "remember" in (client.instructions or "")
     tools = {t["name"] for t in await client.list_tools()}
-    assert tools == {"remember", "recall", "forget", "list_sessions", "session_stats"}
+    assert tools == TOOLS
     remembered = await client.call_tool("remember", {"text": "My locker code is 7312.", "user_id": "ada", "session_id": "gym"})
     assert not remembered.get("isError") and remembered["structuredContent"]["log_entry_ids"]
     recalled = await client.call_tool("recall", {"query": "What is my locker code?", "user_id": "ada", "session_id": "gym"})

@@ -33,6 +33,11 @@ OPERATIONS = [
     ("DELETE", "/v1/memories/{memory_id}"),
     ("GET", "/v1/memories/{memory_id}/history"),
     ("POST", "/v1/memories/reset"),
+    ("POST", "/v1/memories/prune"),
+    ("GET", "/v1/memories/retention"),
+    ("PUT", "/v1/memories/retention"),
+    ("GET", "/v1/memories/export"),
+    ("POST", "/v1/memories/import"),
 ]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

@@ -13,6 +13,7 @@ from deltamem_agents.memory.routing import MemoryRouter, NeverRetrieve
 from deltamem_agents.server import close_app, create_app
 from deltamem_agents.session import SessionKey
 from tests.memory.hashing import HashingEmbedding
+from tests.memory.test_retention import clock  # noqa: F401 - fixture
 from tests.server.conftest import API_KEYS, client_for, settings
 
 pytestmark = pytest.mark.anyio
@@ -98,3 +99,30 @@ async def test_without_a_text_log_the_verbs_say_so(make_app):
     async with client_for(make_app()) as http:
         added = await http.post("/v1/memories", json={"session_id": "solo", "text": "Hi."})
     assert added.status_code == 400 and "text log" in added.json()["error"]["message"]
+
+
+async def test_ttl_retention_and_prune_over_http(app, runtime, clock):
+
+    async with client_for(app, Authorization=ALICE) as http:
+        short = await http.post("/v1/memories", json={"session_id": "s", "text": "Door code 4417.", "ttl_seconds": 20})
+        assert short.status_code == 200 and short.json()["data"][0]["expires_at"] is not None
+        await http.post("/v1/memories", json={"session_id": "s", "text": "One."})
+        await http.post("/v1/memories", json={"session_id": "s", "text": "Two."})
+        bad = await http.post("/v1/memories", json={"session_id": "s", "text": "x", "ttl_seconds": 0})
+        default = (await http.get("/v1/memories/retention")).json()
+        policy = await http.put("/v1/memories/retention", json={"max_entries": 1})
+        bad_policy = await http.put("/v1/memories/retention", json={"max_age": "-3d"})
+        clock.advance(30)
+        dry = (await http.post("/v1/memories/prune", params={"dry_run": "true"})).json()
+        pruned = (await http.post("/v1/memories/prune")).json()
+        left = (await http.get("/v1/memories")).json()["data"]
+    async with client_for(app, Authorization=BOB) as http:
+        bobs = (await http.get("/v1/memories/retention")).json()
+    assert bad.status_code in (400, 422) and bad_policy.status_code in (400, 422)
+    assert default == {"max_age": None, "max_entries": None} and bobs == default
+    assert policy.status_code == 200 and policy.json()["max_entries"] == 1
+    assert dry["dry_run"] and dry["log_entries_removed"] == 0 and len(dry["entries"]) == 2
+    assert sorted(e["reason"] for e in pruned["entries"]) == ["max_entries", "ttl"]
+    assert pruned["sessions_rebuilt"] == ["alice/s"] and pruned["log_entries_removed"] == 2
+    assert [m["text"] for m in left] == ["Two."]
+    assert [m.content for m in runtime.store.require(SessionKey(user_id="alice", session_id="s")).messages] == ["Two."]

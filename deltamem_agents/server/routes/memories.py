@@ -1,5 +1,5 @@
 """Memory routes: the memory verbs of `HybridMemory` (add, list, get, update, delete, history,
-reset) over HTTP, under ``/v1/memories``.
+reset, retention and prune) over HTTP, under ``/v1/memories``.
 
 Every route is scoped to the caller's user (the API key's): another user's memory id is simply
 unknown here (404), and reset wipes the caller's own memory only. Verbs that change a session
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from deltamem_agents.memory.retention import PruneReport, RetentionPolicy
 from deltamem_agents.memory.verbs import MemoryItem
 from deltamem_agents.server.auth import Principal, principal
 from deltamem_agents.server.context import ServerContext, context
@@ -68,7 +69,7 @@ async def add_memory(
 
     def add() -> AddMemoryResponse:
         ids = memory.add(messages, session_id=key.session_id, user_id=key.user_id, metadata=body.metadata,
-                         call="POST /v1/memories")
+                         call="POST /v1/memories", ttl=body.ttl_seconds)
         return AddMemoryResponse(ids=ids, data=[memory.get(i, user_id=key.user_id) for i in ids])
 
     return await ctx.scheduler.run_exclusive(key, add)
@@ -90,6 +91,31 @@ async def list_memories(
                                    metadata=filters, limit=limit)
     )
     return MemoryList(data=items)
+
+
+@router.get("/retention", response_model=RetentionPolicy, summary="Your retention policy (or the server's default)")
+async def get_retention(ctx: ServerContext = Depends(context), who: Principal = Depends(principal)) -> RetentionPolicy:
+    return await ctx.scheduler.run_io(lambda: ctx.memory.get_retention(who.user_id))
+
+
+@router.put("/retention", response_model=RetentionPolicy, summary="Set how long your memories are kept")
+async def set_retention(
+    body: RetentionPolicy, ctx: ServerContext = Depends(context), who: Principal = Depends(principal)
+) -> RetentionPolicy:
+    """Both limits null: your memories are kept until deleted. Nothing is removed until a prune."""
+    return await ctx.scheduler.run_io(lambda: ctx.memory.set_retention(who.user_id, body))
+
+
+@router.post("/prune", response_model=PruneReport, summary="Remove your expired memories; states are rebuilt")
+async def prune_memories(
+    dry_run: Annotated[bool, Query(description="only report what would be removed")] = False,
+    ctx: ServerContext = Depends(context), who: Principal = Depends(principal),
+) -> PruneReport:
+    """Entries past their TTL or your retention policy leave the log, and each affected session's
+    state is re-derived from what remains (one atomic commit per session)."""
+    return await ctx.scheduler.run_io(
+        lambda: ctx.memory.prune(user_id=who.user_id, dry_run=dry_run)
+    )
 
 
 @router.get("/{memory_id}", response_model=MemoryItem, summary="One of your memories")

@@ -12,6 +12,18 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = ""
 
+
+
+def __getattr__(name: str) -> object:
+    """``DeltaMemStore`` (the LangGraph store) is imported on first use: it needs the optional
+    ``langgraph`` extra (``pip install 'langchain-deltamem[langgraph]'``)."""
+    if name == "DeltaMemStore":
+        from langchain_deltamem.store import DeltaMemStore
+
+        return DeltaMemStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DeltaMemChatMessageHistory",
     "DeltaMemLLM",

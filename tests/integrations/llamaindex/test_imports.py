@@ -17,7 +17,7 @@ def test_llms_exports():
 
 
 def test_memory_exports():
-    assert memory.__all__ == ["DeltaMemMemory"]
+    assert memory.__all__ == ["DeltaMemMemory", "DeltaMemMemoryBlock", "MemoryTool", "ScopedMemoryVerbs", "memory_tools"]
     assert all(hasattr(memory, name) for name in memory.__all__)
 
 

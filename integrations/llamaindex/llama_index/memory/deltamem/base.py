@@ -11,14 +11,21 @@ the session keeps what the model has read. They meet at the end of a turn:
 
 Either way each message is written once. A turn is complete when an assistant message without
 tool calls is put.
+
+The memory verbs (`ScopedMemoryVerbs`: ``add``, ``get_memory``, ``list_memories``, ``search``,
+``update``, ``delete``, ``history``, ``reset_user``, and their async twins) read and correct the
+session's entries; `memory_tools` makes them an agent's tools. ``update`` and ``delete`` also
+correct the memory's view, so the next turn neither brings the old text back nor forks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, MessageRole, ToolCallBlock
+from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock, ToolCallBlock
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.memory import BaseMemory
 from llama_index.llms.deltamem.base import DeltaMemLLM
@@ -31,14 +38,17 @@ from llama_index.llms.deltamem.utils import (
     without_notes,
 )
 
+from llama_index.memory.deltamem.verbs import ScopedMemoryVerbs
+
 from deltamem_agents.memory.hybrid import HybridMemory
 from deltamem_agents.memory.notes import snippet_text
-from deltamem_agents.memory.textlog import LogHit
+from deltamem_agents.memory.verbs import MemoryItem
+from deltamem_agents.session import ChatMessage as DeltaMemMessage
 from deltamem_agents.session import SessionKey
-from deltamem_agents.session.session import unseen_messages
+from deltamem_agents.session.session import conversation_key, unseen_messages
 
 
-class DeltaMemMemory(BaseMemory):
+class DeltaMemMemory(ScopedMemoryVerbs, BaseMemory):
     """The conversation of a δ-mem session, its OSAM state and its text log, as LlamaIndex memory.
 
     Examples:
@@ -53,7 +63,9 @@ class DeltaMemMemory(BaseMemory):
         await agent.run("I land in Lisbon on Friday.", memory=memory)
         ```
 
-    ``reset()`` forgets the session (messages, state and log entries), like emptying a chat store.
+    ``reset()`` forgets the session (messages, state and log entries), like emptying a chat store;
+    ``reset_user()`` forgets every session of the user. ``get``/``get_all`` return the conversation
+    (BaseMemory); ``get_memory``/``list_memories`` return log entries (`MemoryItem`).
     """
 
     session_id: str = Field(default=DEFAULT_SESSION_ID, description="the δ-mem session this memory is")
@@ -165,10 +177,52 @@ class DeltaMemMemory(BaseMemory):
             self.hybrid.forget(session_id=self.session_id, user_id=self.user_id)
             self._view = []
 
-    # -- extras ----------------------------------------------------------------------------------
-    def search(self, query: str, *, k: int = 4) -> list[LogHit]:
-        """The session's text-log entries closest to ``query`` (verbatim, with metadata)."""
-        return self.hybrid.search(query, user_id=self.user_id, session_id=self.session_id, k=k)
+    # -- the verbs keep the view in step with the session they change --------------------------
+    @contextlib.contextmanager
+    def _verbs_lock(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    def _added(self, messages: list[DeltaMemMessage], before: list[DeltaMemMessage]) -> None:
+        """Put the added messages where the session has them: after what the view shares with
+        the session before the add, ahead of messages the memory has yet to write (a turn
+        answered by another LLM). A view behind the session (the DeltaMemLLM wrote ahead) gets
+        them at its end."""
+        if self._view is None:
+            return  # loaded from the session when first read
+        view = self._view
+        spoken = [conversation_key(m) for m in before if m.role != "system"]
+        at = [i for i, m in enumerate(view) if m.role != MessageRole.SYSTEM]
+        common = 0
+        while common < min(len(at), len(spoken)) and conversation_key(to_deltamem(view[at[common]])) == spoken[common]:
+            common += 1
+        pos = (at[common] if common < len(at) else len(view)) if common == len(spoken) else len(view)
+        view[pos:pos] = [to_llama(m) for m in messages if m.role != "system"]
+
+    def _matches(self, old: MemoryItem) -> list[int]:
+        """Where the view holds the message of entry ``old`` (same role and visible text)."""
+        role = "user" if old.role == "document" else old.role
+        key = conversation_key(DeltaMemMessage(role=role, content=old.text))[:2]
+        view = self._view or []
+        return [i for i, m in enumerate(view)
+                if m.role != MessageRole.SYSTEM and conversation_key(to_deltamem(m))[:2] == key]
+
+    def _updated(self, old: MemoryItem, new_text: str) -> None:
+        if self._view is None:
+            return
+        for i in self._matches(old):
+            message = self._view[i]
+            calls = [b for b in message.blocks if isinstance(b, ToolCallBlock)]
+            self._view[i] = message.model_copy(update={"blocks": [TextBlock(text=new_text), *calls]})
+
+    def _deleted(self, old: MemoryItem) -> None:
+        if self._view is None:
+            return
+        gone = set(self._matches(old))
+        self._view = [m for i, m in enumerate(self._view) if i not in gone]
+
+    def _deleted_all(self) -> None:
+        self._view = []
 
     def _loaded(self) -> list[ChatMessage]:
         if self._view is None:
