@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from deltamem_agents.memory import expiry
-from deltamem_agents.memory.audit import event_time
+from deltamem_agents.memory.audit import _NO_VECTOR, event_time  # policies, like events, are never searched by meaning
 from deltamem_agents.memory.expiry import EXPIRES_AT, is_expired
 from deltamem_agents.memory.textlog import LogHit, TextLog
 from deltamem_agents.memory.verbs import group_entries
@@ -35,7 +35,6 @@ from deltamem_agents.store.records import SessionKey, validate_id
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
-_NO_VECTOR = [1.0]  # policies are looked up by user id, never by meaning
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
