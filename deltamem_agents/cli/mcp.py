@@ -40,6 +40,16 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from deltamem_agents.mcp_server.sdk import Server
 
 
+#: The tools `build_mcp_server` registers, in its order, for the help text. The registry itself
+#: exists only once a server is built (that needs a model and the optional SDK), too dear for
+#: ``--help``; tests/mcp/test_cli.py compares this list with a built server's tools.
+MCP_TOOLS: tuple[str, ...] = (
+    "remember", "recall", "forget", "list_sessions", "session_stats",
+    "add_memory", "get_memory", "list_memories", "search_memories", "update_memory", "delete_memory",
+    "memory_history", "reset_memories",
+)
+
+
 class Transport(str, Enum):
     stdio = "stdio"
     streamable_http = "streamable-http"
@@ -135,8 +145,7 @@ def mcp(
     router: RouterOpt = None,
     log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (on stderr)")] = "WARNING",
 ) -> None:
-    """Serve the memory as MCP tools (remember, recall, forget, list_sessions, session_stats) and
-    each session's log as a resource; see docs/mcp.md for a client configuration."""
+    # the help text is set below, from MCP_TOOLS
     from deltamem_agents.mcp_server import INSTALL_HINT
 
     try:
@@ -185,4 +194,10 @@ def mcp(
             anyio.run(functools.partial(sdk.serve_streamable_http, server, host=host, port=port, path=path))
 
 
-__all__ = ["mcp"]
+mcp.__doc__ = (
+    "Serve the memory as MCP tools, and each session's log as a resource.\n\n"
+    f"Tools: {', '.join(MCP_TOOLS)}.\n\n"
+    "See docs/mcp.md for a client configuration."
+)
+
+__all__ = ["MCP_TOOLS", "mcp"]

@@ -26,12 +26,19 @@ from deltamem_agents.server.build import build_memory
 from deltamem_agents.server.context import ServerContext
 from deltamem_agents.server.limits import BodySizeLimit
 from deltamem_agents.server.routes import archive_router, chat_router, memories_router, service_router, sessions_router
+from deltamem_agents.server.routes.archive import SESSIONS_HEADER, SHA256_HEADER
 from deltamem_agents.server.scheduler import TurnScheduler
 from deltamem_agents.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from deltamem_agents.memory.hybrid import HybridMemory
     from deltamem_agents.runtime import DeltaMemRuntime
+
+#: Request headers a browser may send cross-origin: an import may carry the archive's sha256.
+CORS_ALLOW_HEADERS = ["Authorization", "Content-Type", "X-Session-Id", SHA256_HEADER]
+#: Response headers a browser lets page scripts read: without them a cross-origin export's
+#: checksum, session count and file name would be hidden from the page that downloaded it.
+CORS_EXPOSE_HEADERS = ["X-Session-Id", SHA256_HEADER, SESSIONS_HEADER, "Content-Disposition"]
 
 
 def create_app(
@@ -86,7 +93,7 @@ def create_app(
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Session-Id"], expose_headers=["X-Session-Id"],
+            allow_headers=CORS_ALLOW_HEADERS, expose_headers=CORS_EXPOSE_HEADERS,
         )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -3,6 +3,7 @@ major `deltamem_agents.mcp_server.sdk` picked."""
 
 from __future__ import annotations
 
+import re
 import sys
 from importlib.metadata import version
 
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deltamem_agents.cli import app
-from deltamem_agents.mcp_server import INSTALL_HINT, require_mcp
+from deltamem_agents.mcp_server import INSTALL_HINT, build_mcp_server, require_mcp
 
 runner = CliRunner()
 
@@ -19,6 +20,26 @@ def test_the_command_is_registered():
     result = runner.invoke(app, ["mcp", "--help"])
     assert result.exit_code == 0
     assert "--transport" in result.output and "streamable-http" in result.output
+
+
+def help_tools() -> list[str]:
+    """The tool names the ``Tools: a, b, c.`` paragraph of ``deltamem mcp --help`` gives."""
+    result = runner.invoke(app, ["mcp", "--help"])
+    assert result.exit_code == 0
+    match = re.search(r"Tools:([^.]*)\.", " ".join(result.output.split()))
+    assert match, result.output
+    return [name.strip() for name in match.group(1).split(",")]
+
+
+@pytest.mark.anyio
+async def test_the_help_names_exactly_the_tools_the_server_registers(hybrid):
+    from tests.mcp.sdk_client import in_process
+
+    async with in_process(build_mcp_server(hybrid, max_new_tokens=4)) as client:
+        registered = [t["name"] for t in await client.list_tools()]
+    named = help_tools()
+    assert len(named) == len(set(named)), named
+    assert set(named) == set(registered), (set(named) - set(registered), set(registered) - set(named))
 
 
 def test_a_remote_host_needs_allow_remote(monkeypatch):

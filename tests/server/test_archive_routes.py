@@ -211,3 +211,35 @@ async def test_an_upload_over_the_body_limit_is_413(make_server, source, chat_to
     answer = await upload(small, data)
     assert answer.status_code == 413 and answer.json()["error"]["code"] == "request_too_large"
     assert held(small) == ([], [])
+
+
+async def test_a_cross_origin_page_can_read_the_export_headers(make_server, runtime):
+    """A browser hides response headers from page scripts unless CORS exposes them: the export's
+    checksum and file name must be readable by an allowed origin's page."""
+    origin = "https://app.example.com"
+    app = make_server(runtime, cors_origins=[origin])
+    await remember(app)
+    out = await export_from(app, Origin=origin)
+    assert out.status_code == 200, out.text
+    assert out.headers["access-control-allow-origin"] == origin
+    exposed = {h.strip().lower() for h in out.headers["access-control-expose-headers"].split(",")}
+    assert {"x-archive-sha256", "content-disposition", "x-archive-sessions"} <= exposed
+    assert out.headers["x-archive-sha256"] == hashlib.sha256(out.content).hexdigest()
+
+    # an import that carries the checksum header passes the browser's preflight
+    async with client_for(app) as http:
+        preflight = await http.options("/v1/memories/import", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, x-archive-sha256",
+        })
+    assert preflight.status_code == 200, preflight.text
+    assert "x-archive-sha256" in preflight.headers["access-control-allow-headers"].lower()
+
+    # another origin is not allowed: without allow-origin the browser shows the page nothing
+    other = await export_from(app, Origin="https://evil.example.com")
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def export_from(app, **headers):
+    async with client_for(app, Authorization=ALICE, **headers) as http:
+        return await http.get("/v1/memories/export")
