@@ -21,6 +21,7 @@ from deltamem_agents.session.session import (
     Reply,
     SessionConfig,
     SessionError,
+    Turn,
     TurnStats,
 )
 from deltamem_agents.session.tools import (
@@ -75,6 +76,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "ToolSpecError",
+    "Turn",
     "TurnStats",
     "UntrainedMemoryWarning",
     "find_shipped_adapter",

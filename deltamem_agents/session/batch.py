@@ -28,9 +28,10 @@ from deltamem_agents.session import BatchRequest, reply_batch
 replies = reply_batch([(alice, "Where do I land?"), BatchRequest(session=bob, message="Hi", options={"max_new_tokens": 32})])
 ```
 
-This module drives `MemorySession`'s internals (``_feed_messages``, ``_shrink_window``, the
-window, cache and template bookkeeping) and mirrors its decoding loop token for token; the
-equality tests keep the two in step.
+Every row is a `Turn` (``MemorySession.begin_turn``), the same object a session decodes alone
+with: prefill, sampling, stop rules, the δ-mem write accounting, commit and abort are the
+session's own code. This module only stacks the rows' KV caches and states and runs the
+batched forwards; the equality tests check the result against the session alone.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -48,18 +49,12 @@ from transformers import DynamicCache
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
-from deltamem_agents.session.sampling import (
-    find_stop,
-    longest_stop_prefix,
-    sample_token,
-)
 from deltamem_agents.session.session import (
-    GenerationOptions,
     MemorySession,
     MessageLike,
     Reply,
     SessionError,
-    TurnStats,
+    Turn,
 )
 from deltamem_agents.store.records import ChatMessage
 
@@ -123,113 +118,16 @@ def _left_pad(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([pad, tensor], dim=-2)
 
 
-@contextlib.contextmanager
-def _one_row(handle: DeltaMemHandle, state: DeltaMemState | None, *, write: bool) -> Iterator[None]:
-    """The handle holds one session's state (batch size 1) for a forward of that session alone."""
-    if state is None:
-        handle.reset_state()
-    else:
-        handle.set_state(state)
-    with handle.writing(write):
-        yield
-
-
 # -- one row ----------------------------------------------------------------------------------
 @dataclass
 class _Row:
-    """One session's turn inside the batch: its decoding state and what to commit or undo."""
+    """One session's turn inside the batch, and what the batch holds for it while decoding."""
 
     index: int
-    session: MemorySession
-    new: list[ChatMessage]
-    gen: GenerationOptions
-    stats: TurnStats = field(default_factory=TurnStats)
-    start: int = 0
-    saved: tuple[int, int] = (0, 0)
-    touched: bool = False
-    stop_ids: set[int] = field(default_factory=set)
-    generator: torch.Generator | None = None
-    generated: list[int] = field(default_factory=list)
-    emitted: str = ""
-    finish: Literal["stop", "length"] | None = None
-    state: DeltaMemState | None = None
-    kv: KVLayers = field(default_factory=list)
+    turn: Turn
+    kv: KVLayers = field(default_factory=list)  # the turn's KV entries while out of the padded batch
     logits: torch.Tensor | None = None
-    token: int | None = None
-    decode_started: float = 0.0
-
-    @property
-    def window(self) -> list[int]:
-        return self.session._window
-
-    def accept(self, token: int) -> tuple[list[str], bool]:
-        """Take a sampled token: the text to stream, and whether the token is fed to the model
-        (mirrors `MemorySession._decode`)."""
-        pieces: list[str] = []
-        if token in self.stop_ids:
-            self.finish = "stop"
-            return pieces, False
-        self.generated.append(token)
-        text = self.session.tokenizer.decode(self.generated, skip_special_tokens=True)
-        stop_at = find_stop(text, self.gen.stop)
-        if stop_at is not None:
-            self.finish = "stop"
-            if stop_at > len(self.emitted):
-                pieces.append(text[len(self.emitted) : stop_at])
-            self.emitted = text[:stop_at]
-            return pieces, False
-        if not text.endswith("\ufffd") and len(text) > len(self.emitted):  # wait for whole characters
-            held = longest_stop_prefix(text, self.gen.stop)
-            if len(text) - held > len(self.emitted):
-                pieces.append(text[len(self.emitted) : len(text) - held])
-                self.emitted = text[: len(text) - held]
-        self.token = token
-        return pieces, True
-
-    def fed(self) -> list[str]:
-        """The accepted token went through the model; at ``max_new_tokens`` the row ends."""
-        self.window.append(self.token)  # type: ignore[arg-type]
-        self.stats.tokens_written += 1
-        if len(self.generated) < self.gen.max_new_tokens:
-            return []
-        self.finish = "length"
-        text = self.session.tokenizer.decode(self.generated, skip_special_tokens=True)
-        pieces = [text[len(self.emitted) :]] if len(text) > len(self.emitted) else []
-        self.emitted = text if pieces else self.emitted
-        return pieces
-
-    def close_decoding(self) -> None:
-        self.stats.decode_tokens = len(self.generated)
-        self.stats.decode_ms = (time.perf_counter() - self.decode_started) * 1e3
-
-    def commit(self) -> Reply:
-        """Hand the turn to the session, as `MemorySession.stream` and ``_turn`` do on success."""
-        s = self.session
-        assert self.finish is not None and self.state is not None
-        if s._rendered is not None:
-            s._rendered += self.emitted
-        s.messages.append(ChatMessage(role="assistant", content=self.emitted))
-        s._written = len(s.messages)
-        s._next_segment += 1
-        s._cache = _cache_from_layers(s.model.config, self.kv) if self.kv else None
-        s._state = self.state
-        s.tokens_written += self.stats.tokens_written
-        self.stats.context_tokens = len(s._window)
-        s.last_stats = self.stats
-        s._finish_reason = self.finish
-        reply = Reply(text=self.emitted, raw_text=self.emitted, finish_reason=self.finish, stats=self.stats)
-        s.last_reply = reply
-        return reply
-
-    def undo(self) -> None:
-        """Leave the session as before the turn; its context is rebuilt on the next call."""
-        if not self.touched:
-            return
-        s = self.session
-        del s.messages[self.start :]
-        s._written, s._next_segment = self.saved
-        s._cache, s._window, s._rendered = None, [], None
-        s.last_stats = self.stats
+    token: int | None = None  # chosen, to be fed by the next batched step
 
 
 # -- the rows' KV caches as one padded batch ---------------------------------------------------
@@ -241,7 +139,7 @@ class _PaddedBatch:
 
     def __init__(self, model: torch.nn.Module, handle: DeltaMemHandle, rows: list[_Row]) -> None:
         self.model, self.handle, self.rows = model, handle, rows
-        length = max(len(row.window) for row in rows)
+        length = max(row.turn.context_length for row in rows)
         device = next(model.parameters()).device
         stacked = [
             (
@@ -253,15 +151,15 @@ class _PaddedBatch:
         self.cache = _cache_from_layers(model.config, stacked)
         self.mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
         for b, row in enumerate(rows):
-            self.mask[b, length - len(row.window) :] = 1
+            self.mask[b, length - row.turn.context_length :] = 1
             row.kv = []  # the batch holds the entries now
-        handle.set_state(DeltaMemState.concat([row.state for row in rows]))  # type: ignore[misc]
+        handle.set_state(DeltaMemState.concat([row.turn.state for row in rows]))  # type: ignore[misc]
 
     def step(self) -> torch.Tensor:
         """Feed every row's accepted token; returns next-token logits ``[rows, vocab]``."""
         device = self.mask.device
         tokens = torch.tensor([[row.token] for row in self.rows], device=device)
-        positions = torch.tensor([[len(row.window)] for row in self.rows], device=device)
+        positions = torch.tensor([[row.turn.context_length] for row in self.rows], device=device)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
         out = self.model(
             input_ids=tokens, attention_mask=self.mask, position_ids=positions, use_cache=True,
@@ -273,7 +171,7 @@ class _PaddedBatch:
     def take_out(self, b: int) -> None:
         """Give row ``b`` its own state and unpadded KV entries (it leaves, or is rebuilt)."""
         row, real = self.rows[b], self.mask[b].bool()
-        row.state = self.handle.get_state().select(b)
+        row.turn.state = self.handle.get_state().select(b)
         row.kv = [(k[b : b + 1, :, real], v[b : b + 1, :, real]) for k, v in _cache_layers(self.cache)]
 
     def keep(self, kept: list[int]) -> None:
@@ -328,16 +226,14 @@ class SessionBatch:
 
     @staticmethod
     def _row(index: int, request: BatchRequest) -> _Row:
-        session = request.session
-        gen = session.config.generation
-        if request.options:
-            gen = GenerationOptions.model_validate({**gen.model_dump(), **request.options})
-        if gen.response_prefix:
+        """Begin the row's turn: input and options are checked now, before any row is touched."""
+        try:
+            turn = request.session.begin_turn(request.message, options=request.options)
+        except SessionError as exc:
+            raise SessionError(f"row {index}: {exc}") from exc
+        if turn.gen.response_prefix:
             raise SessionError(f"row {index}: response_prefix is not batched; use MemorySession.reply for this turn")
-        new = session._coerce(request.message) if request.message is not None else []
-        if not new and (not session.messages or session.messages[-1].role == "assistant"):
-            raise SessionError(f"row {index}: nothing to answer: give a user message")
-        return _Row(index=index, session=session, new=new, gen=gen)
+        return _Row(index=index, turn=turn)
 
     # -- running ------------------------------------------------------------------------------------
     def run(self) -> list[Reply]:
@@ -353,14 +249,14 @@ class SessionBatch:
             raise SessionError("a SessionBatch runs once; make a new one for the next turn")
         self._started = True
         with contextlib.ExitStack() as locks:
-            for lock in sorted({id(r.session.lock): r.session.lock for r in self._rows}.items()):
-                locks.enter_context(lock[1])
+            for _, lock in sorted({id(r.turn.session.lock): r.turn.session.lock for r in self._rows}.items()):
+                locks.enter_context(lock)
             try:
                 yield from self._prefill_and_decode()
-                self.replies = [row.commit() for row in self._rows]
+                self.replies = [row.turn.commit(cache=self._cache_of(row)) for row in self._rows]
             except BaseException:
-                for row in self._rows:
-                    row.undo()
+                for row in self._rows:  # a committed or untouched turn ignores this
+                    row.turn.abort()
                 raise
             finally:
                 self.handle.reset_state()
@@ -376,12 +272,11 @@ class SessionBatch:
             forward: list[_Row] = []
             for row in pending:
                 assert row.logits is not None
-                pieces, feed = row.accept(sample_token(row.logits, row.gen, row.generator))
-                yield from (BatchPiece(row.index, p) for p in pieces)
-                if feed:
+                text, row.token = row.turn.choose(row.logits)
+                if text:
+                    yield BatchPiece(row.index, text)
+                if row.token is not None:
                     forward.append(row)
-                else:
-                    row.close_decoding()
             batch = self._regroup(batch, forward)
             if batch is None:
                 return
@@ -394,38 +289,33 @@ class SessionBatch:
             pending = []
             for b, row in enumerate(batch.rows):
                 row.logits = logits[b : b + 1]
-                yield from (BatchPiece(row.index, p) for p in row.fed())
-                if row.finish is None:
+                assert row.token is not None
+                text = row.turn.fed_in_batch(row.token)
+                if text:
+                    yield BatchPiece(row.index, text)
+                if not row.turn.finished:
                     pending.append(row)
-                else:
-                    row.close_decoding()
 
     def _prefill(self, row: _Row) -> None:
-        """Feed the row's new messages and generation prompt with the session's own code."""
-        s = row.session
-        row.start, row.saved, row.touched = len(s.messages), (s._written, s._next_segment), True
-        row.stats = TurnStats(wrote=True)
-        row.stop_ids = set() if row.gen.ignore_eos else s._stop_ids()
-        s.messages.extend(row.new)
-        with torch.inference_mode(), _one_row(self.handle, s._state, write=True):
-            row.logits = s._feed_messages(row.stats, write=True, generation_prompt=True)
-            row.state = self.handle.get_state()
-        row.kv = _cache_layers(s._cache)
-        s._cache = None  # the batch holds the entries while decoding
-        if row.gen.temperature > 0:
-            row.generator = torch.Generator(device=row.logits.device)
-            row.generator.manual_seed(row.gen.seed if row.gen.seed is not None else int(time.time_ns() % 2**63))
-        row.decode_started = time.perf_counter()
+        """Feed the row's new messages and generation prompt with the session's own code; the
+        batch holds the row's KV cache from here until commit."""
+        with torch.inference_mode():
+            row.logits = row.turn.prefill()
+        row.kv = _cache_layers(row.turn.take_cache())
+
+    def _cache_of(self, row: _Row) -> DynamicCache | None:
+        """The row's KV cache to hand back to its session (None: the session had none)."""
+        return _cache_from_layers(self.model.config, row.kv) if row.kv else None
 
     def _regroup(self, batch: _PaddedBatch | None, forward: list[_Row]) -> _PaddedBatch | None:
         """The batch for the next step, of the rows in ``forward``: finished rows take their
-        state and KV entries out; a row whose window is full is rebuilt alone (writing off, as
-        `MemorySession._shrink_window`) and everything is stacked again."""
+        state and KV entries out; a row whose window is full is rebuilt alone (`Turn.rebuild_window`)
+        and everything is stacked again."""
         started = time.perf_counter()
-        limit = {id(row): row.session.config.context_window for row in forward}
-        full = [row for row in forward if len(row.window) >= limit[id(row)]]
+        forwarded = {id(row) for row in forward}
+        full = [row for row in forward if row.turn.window_full]
         if batch is not None:
-            staying = [b for b, row in enumerate(batch.rows) if id(row) in limit]
+            staying = [b for b, row in enumerate(batch.rows) if id(row) in forwarded]
             if full or len(staying) < len(batch.rows):
                 for b in range(len(batch.rows)):
                     if full or b not in staying:
@@ -443,11 +333,9 @@ class SessionBatch:
         return batch
 
     def _rebuild_window(self, row: _Row) -> None:
-        s = row.session
-        with torch.inference_mode(), _one_row(self.handle, row.state, write=False):
-            s._shrink_window(row.stats)
-        row.kv = _cache_layers(s._cache)
-        s._cache = None
+        with torch.inference_mode():
+            row.turn.rebuild_window()
+        row.kv = _cache_layers(row.turn.take_cache())
         self.stats.window_rebuilds += 1
 
 

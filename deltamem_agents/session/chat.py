@@ -1,4 +1,5 @@
-"""Chat messages -> token ids with SSW segment ids, rendered by the backbone's chat template.
+"""Chat messages: what the chat template sees of them, which of them a session has not seen yet,
+and their token ids with SSW segment ids, rendered by the backbone's chat template.
 
 Sessions feed the model one message at a time, so the template is rendered incrementally: the
 tokens of message ``i`` are the text that ``messages[: i + 1]`` adds to the rendering of
@@ -15,9 +16,111 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from deltamem_agents.errors import UserError
+from deltamem_agents.session.tools import TOOL_CALL_OPEN, format_tool_calls, parse_tool_calls
+from deltamem_agents.store.records import ChatMessage
 
 SENTENCE_BOUNDARY = re.compile(r"\n{2,}|(?<=[.!?;:])[\"')\]\u201d\u2019]*\s+")
 NOT_WRITTEN = -1
+
+MessageLike = ChatMessage | dict[str, Any]
+
+
+#: ``ChatMessage.metadata["kind"]`` of the system notes a session adds for one turn (tool
+#: descriptions, retrieved snippets): context only, never written into the state, and not part
+#: of the conversation a client sends back.
+NOTE_KINDS = frozenset({"tools", "retrieved"})
+
+
+class SessionError(UserError, ValueError):
+    """Bad input to a session (empty message, unknown role...)."""
+
+
+def as_message(message: MessageLike) -> ChatMessage:
+    if isinstance(message, ChatMessage):
+        return message
+    if isinstance(message, dict):
+        return ChatMessage.model_validate(message)
+    raise SessionError(f"a message must be a ChatMessage or a dict, got {type(message).__name__}")
+
+
+def template_view(message: ChatMessage) -> dict[str, Any]:
+    """What the chat template sees of a message. Tool calls are written into the content in
+    the format the model is asked to use (see `tools`), whatever the template knows of tools."""
+    content = message.content
+    if message.tool_calls and TOOL_CALL_OPEN not in content:
+        calls = format_tool_calls(message.tool_calls)
+        content = f"{content}\n{calls}" if content.strip() else calls
+    view: dict[str, Any] = {"role": message.role, "content": content}
+    for key in ("name", "tool_call_id"):
+        value = getattr(message, key, None)
+        if value:
+            view[key] = value
+    return view
+
+
+def is_note(message: ChatMessage) -> bool:
+    """A system note added for one turn (tools, retrieved snippets), not said by anyone."""
+    return message.role == "system" and message.metadata.get("kind") in NOTE_KINDS
+
+
+def conversation_key(message: ChatMessage) -> tuple[Any, ...]:
+    """What makes two messages "the same message" when a client sends the conversation back:
+    role, visible text, and for a tool result the call it answers. Timestamps, metadata and the
+    tool-call markup the model wrote do not count, and neither do an assistant's tool calls: an
+    agent that keeps only the first of several calls sends the same turn back with fewer calls."""
+    content = message.content
+    if message.role == "assistant" and TOOL_CALL_OPEN in content:
+        content = parse_tool_calls(content)[0]
+    return (message.role, " ".join(content.split()), message.tool_call_id if message.role == "tool" else None)
+
+
+class ConversationForkError(SessionError):
+    """A conversation that rewinds a session (e.g. a retry from an earlier point): it cannot be
+    appended without writing messages twice, and a δ-mem state cannot be rewound."""
+
+
+def unseen_messages(said: Sequence[ChatMessage], conversation: Sequence[MessageLike]) -> list[ChatMessage]:
+    """The messages of ``conversation`` that a session whose messages are ``said`` has not seen.
+
+    Clients send only the new messages, or the whole conversation each time, or (chains with a
+    memory window, agents) a system prompt plus the latest part of the conversation. So:
+
+    - a system message is seen if the session has one with the same text, wherever it stands;
+    - the other messages are cut after the last place where they repeat the session's last two
+      messages (normally the last question and its answer); what follows is new;
+    - when they do not repeat them at all, all of them are new, unless their first two messages
+      are two consecutive messages from earlier in the session: that conversation goes back to
+      an earlier point, and `ConversationForkError` says so instead of writing it twice.
+
+    New system messages come first in the result, then the other new messages in order.
+    """
+    incoming = [as_message(m) for m in conversation]
+    seen_systems = {m.content.strip() for m in said if m.role == "system" and not is_note(m)}
+    spoken = [conversation_key(m) for m in said if m.role != "system"]
+    rest = [m for m in incoming if m.role != "system"]
+    keys = [conversation_key(m) for m in rest]
+    start = 0
+    if spoken:
+        ends = (e for e in range(len(keys) - 1, -1, -1) if keys[e] == spoken[-1])
+        cut = next((e for e in ends if e == 0 or len(spoken) < 2 or keys[e - 1] == spoken[-2]), None)
+        if cut is not None:
+            start = cut + 1
+        elif len(keys) >= 2:
+            fork = next((i for i in range(len(spoken) - 1) if spoken[i : i + 2] == keys[:2]), None)
+            if fork is not None:
+                raise ConversationForkError(
+                    f"the conversation sent goes back to an earlier point of the session (its first messages are "
+                    f"messages {fork + 1}-{fork + 2} of {len(spoken)}, but it does not continue from the session's "
+                    "end), and a δ-mem session only grows. Send the conversation up to its latest message, or only "
+                    "the new messages, or use another session_id"
+                )
+    systems: list[ChatMessage] = []
+    for message in incoming:
+        text = message.content.strip()
+        if message.role == "system" and not is_note(message) and text not in seen_systems:
+            seen_systems.add(text)
+            systems.append(message)
+    return [*systems, *rest[start:]]
 
 
 class ChatTemplateError(UserError, ValueError):

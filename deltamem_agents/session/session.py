@@ -6,6 +6,10 @@ window is still (lossily) remembered. A new turn prefills only its new tokens. W
 overflows, it is rebuilt from its most recent part, re-prefilled with writing off (those
 tokens are already in the state). Several sessions can share one model: each operation
 installs the session's state into the model's handle and takes it back afterwards, under a lock.
+
+An answer is a `Turn` (`MemorySession.begin_turn`): prefill, decoding token by token, commit or
+abort. `MemorySession.stream` runs one alone; `SessionBatch` runs several rows' decoding steps
+in one batched forward, with the same `Turn` code for everything else.
 """
 
 from __future__ import annotations
@@ -13,139 +17,29 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from transformers import DynamicCache
 
 from deltamem_agents.core.state import DeltaMemState
-from deltamem_agents.errors import UserError
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
-from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError, Encoded
-from deltamem_agents.session.options import (
-    GenerationOptions,
-    Reply,
-    SessionConfig,
-    TurnStats,
+
+# The message helpers live in chat.py; re-exported here, where callers have always imported them.
+from deltamem_agents.session.chat import (  # noqa: F401
+    NOTE_KINDS, ChatEncoder, ChatTemplateError, ConversationForkError, Encoded, MessageLike, SessionError,
+    as_message, conversation_key, is_note, template_view, unseen_messages,
 )
-from deltamem_agents.session.sampling import (
-    find_stop,
-    longest_stop_prefix,
-    sample_token,
-)
+from deltamem_agents.session.options import GenerationOptions, Reply, SessionConfig, TurnStats
+from deltamem_agents.session.sampling import ReplyDecoder, sample_token
 from deltamem_agents.session.tools import (
-    TOOL_CALL_OPEN,
-    ToolSpec,
-    as_tool_spec,
-    forced_call_prefix,
-    format_tool_calls,
-    parse_tool_calls,
-    render_tools_prompt,
-    tool_call_prefix_length,
+    ToolCall, ToolSpec, as_tool_spec, forced_call_prefix, parse_tool_calls, render_tools_prompt, tool_call_prefix_length,
 )
 from deltamem_agents.store.records import ChatMessage
 
-MessageLike = ChatMessage | dict[str, Any]
 ToolLike = ToolSpec | dict[str, Any]
-
-#: ``ChatMessage.metadata["kind"]`` of the system notes a session adds for one turn (tool
-#: descriptions, retrieved snippets): context only, never written into the state, and not part
-#: of the conversation a client sends back.
-NOTE_KINDS = frozenset({"tools", "retrieved"})
-
-
-class SessionError(UserError, ValueError):
-    """Bad input to a session (empty message, unknown role...)."""
-
-
-def as_message(message: MessageLike) -> ChatMessage:
-    if isinstance(message, ChatMessage):
-        return message
-    if isinstance(message, dict):
-        return ChatMessage.model_validate(message)
-    raise SessionError(f"a message must be a ChatMessage or a dict, got {type(message).__name__}")
-
-
-def template_view(message: ChatMessage) -> dict[str, Any]:
-    """What the chat template sees of a message. Tool calls are written into the content in
-    the format the model is asked to use (see `tools`), whatever the template knows of tools."""
-    content = message.content
-    if message.tool_calls and TOOL_CALL_OPEN not in content:
-        calls = format_tool_calls(message.tool_calls)
-        content = f"{content}\n{calls}" if content.strip() else calls
-    view: dict[str, Any] = {"role": message.role, "content": content}
-    for key in ("name", "tool_call_id"):
-        value = getattr(message, key, None)
-        if value:
-            view[key] = value
-    return view
-
-
-def is_note(message: ChatMessage) -> bool:
-    """A system note added for one turn (tools, retrieved snippets), not said by anyone."""
-    return message.role == "system" and message.metadata.get("kind") in NOTE_KINDS
-
-
-def conversation_key(message: ChatMessage) -> tuple[Any, ...]:
-    """What makes two messages "the same message" when a client sends the conversation back:
-    role, visible text, and for a tool result the call it answers. Timestamps, metadata and the
-    tool-call markup the model wrote do not count, and neither do an assistant's tool calls: an
-    agent that keeps only the first of several calls sends the same turn back with fewer calls."""
-    content = message.content
-    if message.role == "assistant" and TOOL_CALL_OPEN in content:
-        content = parse_tool_calls(content)[0]
-    return (message.role, " ".join(content.split()), message.tool_call_id if message.role == "tool" else None)
-
-
-class ConversationForkError(SessionError):
-    """A conversation that rewinds a session (e.g. a retry from an earlier point): it cannot be
-    appended without writing messages twice, and a δ-mem state cannot be rewound."""
-
-
-def unseen_messages(said: Sequence[ChatMessage], conversation: Sequence[MessageLike]) -> list[ChatMessage]:
-    """The messages of ``conversation`` that a session whose messages are ``said`` has not seen.
-
-    Clients send only the new messages, or the whole conversation each time, or (chains with a
-    memory window, agents) a system prompt plus the latest part of the conversation. So:
-
-    - a system message is seen if the session has one with the same text, wherever it stands;
-    - the other messages are cut after the last place where they repeat the session's last two
-      messages (normally the last question and its answer); what follows is new;
-    - when they do not repeat them at all, all of them are new, unless their first two messages
-      are two consecutive messages from earlier in the session: that conversation goes back to
-      an earlier point, and `ConversationForkError` says so instead of writing it twice.
-
-    New system messages come first in the result, then the other new messages in order.
-    """
-    incoming = [as_message(m) for m in conversation]
-    seen_systems = {m.content.strip() for m in said if m.role == "system" and not is_note(m)}
-    spoken = [conversation_key(m) for m in said if m.role != "system"]
-    rest = [m for m in incoming if m.role != "system"]
-    keys = [conversation_key(m) for m in rest]
-    start = 0
-    if spoken:
-        ends = (e for e in range(len(keys) - 1, -1, -1) if keys[e] == spoken[-1])
-        cut = next((e for e in ends if e == 0 or len(spoken) < 2 or keys[e - 1] == spoken[-2]), None)
-        if cut is not None:
-            start = cut + 1
-        elif len(keys) >= 2:
-            fork = next((i for i in range(len(spoken) - 1) if spoken[i : i + 2] == keys[:2]), None)
-            if fork is not None:
-                raise ConversationForkError(
-                    f"the conversation sent goes back to an earlier point of the session (its first messages are "
-                    f"messages {fork + 1}-{fork + 2} of {len(spoken)}, but it does not continue from the session's "
-                    "end), and a δ-mem session only grows. Send the conversation up to its latest message, or only "
-                    "the new messages, or use another session_id"
-                )
-    systems: list[ChatMessage] = []
-    for message in incoming:
-        text = message.content.strip()
-        if message.role == "system" and not is_note(message) and text not in seen_systems:
-            seen_systems.add(text)
-            systems.append(message)
-    return [*systems, *rest[start:]]
 
 
 class MemorySession:
@@ -244,36 +138,19 @@ class MemorySession:
         """Like `reply`, yielding the text as it is decoded (tool-call markup is held back);
         `last_reply` holds the whole `Reply` once the stream ends. ``write=False`` is a probe:
         the state, the context and the message list are as before once the stream ends."""
-        gen = self.config.generation.model_copy(update=options) if options else self.config.generation
-        if options:
-            gen = GenerationOptions.model_validate(gen.model_dump())
-        new = self._coerce(user_text) if user_text is not None else []
-        if not new and (not self.messages or self.messages[-1].role == "assistant"):
-            raise SessionError("nothing to answer: give a user message")
-        specs = [as_tool_spec(t) for t in tools or ()]
-        if specs:
-            new = [*self._tools_note(specs, tool_choice), *new]
-        elif tool_choice is not None:
-            raise SessionError("tool_choice given without tools")
+        turn = self.begin_turn(user_text, write=write, tools=tools, tool_choice=tool_choice, options=options)
         self.last_reply = None
-        with self._turn(write) as stats:
-            snapshot = self._snapshot() if not write else None
-            start = len(self.messages)
-            self.messages.extend(new)
+        with self.lock, torch.inference_mode():
             try:
-                logits = self._feed_messages(stats, write=write, generation_prompt=True)
-                prefix = gen.response_prefix or forced_call_prefix(specs, tool_choice)
-                if prefix != gen.response_prefix:  # decoding sees what the answer was made to start with
-                    gen = gen.model_copy(update={"response_prefix": prefix})
-                if prefix:
-                    logits = self._feed_reply_prefix(prefix, stats, write=write)
+                logits = turn.prefill()
+                prefix = turn.gen.response_prefix
                 pieces: list[str] = [prefix] if prefix else []
                 shown = 0
-                if prefix and not specs:
+                if prefix and not turn.tools:
                     yield prefix
-                for piece in self._decode(logits, gen, stats, write=write):
+                for piece in turn.decode_alone(logits):
                     pieces.append(piece)
-                    if not specs:
+                    if not turn.tools:
                         yield piece
                         continue
                     text = "".join(pieces)
@@ -281,23 +158,41 @@ class MemorySession:
                     if visible > shown:
                         yield text[shown:visible]
                         shown = visible
-                raw = "".join(pieces)
-                content, calls = parse_tool_calls(raw, known=[s.name for s in specs]) if specs else (raw, [])
-                if specs and not calls and len(content) > shown:
+                content, calls = turn.split_tool_calls()
+                if turn.tools and not calls and len(content) > shown:
                     yield content[shown:]  # held back as a possible call, but it was not one
-                self.messages.append(
-                    ChatMessage(role="assistant", content=raw, tool_calls=[c.to_openai() for c in calls] or None)
-                )
-                self._written = len(self.messages)
-                self._next_segment += 1
-                finish = "tool_calls" if calls else self._finish_reason
-                self.last_reply = Reply(text=content, raw_text=raw, finish_reason=finish, stats=stats, tool_calls=calls)
+                turn.commit()
             except BaseException:
-                del self.messages[start:]
+                turn.abort()
                 raise
-            finally:
-                if snapshot is not None:
-                    self._restore(snapshot)
+
+    def begin_turn(
+        self,
+        message: str | MessageLike | Sequence[MessageLike] | None = None,
+        *,
+        write: bool = True,
+        tools: Sequence[ToolLike] | None = None,
+        tool_choice: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> Turn:
+        """A `Turn` that answers the conversation after ``message`` (if given): the input is
+        checked and coerced here, and nothing changes until `Turn.prefill`, so a batch can
+        refuse a bad row before it touches any session. ``options``: `GenerationOptions` fields."""
+        gen = self.config.generation
+        if options:
+            gen = GenerationOptions.model_validate({**gen.model_dump(), **options})
+        new = self._coerce(message) if message is not None else []
+        if not new and (not self.messages or self.messages[-1].role == "assistant"):
+            raise SessionError("nothing to answer: give a user message")
+        specs = [as_tool_spec(t) for t in tools or ()]
+        if specs:
+            new = [*self._tools_note(specs, tool_choice), *new]
+        elif tool_choice is not None:
+            raise SessionError("tool_choice given without tools")
+        prefix = gen.response_prefix or forced_call_prefix(specs, tool_choice)
+        if prefix != gen.response_prefix:  # decoding sees what the answer was made to start with
+            gen = gen.model_copy(update={"response_prefix": prefix})
+        return Turn(self, new, gen, write=write, tools=specs)
 
     def _feed_reply_prefix(self, prefix: str, stats: TurnStats, *, write: bool) -> torch.Tensor:
         """Feed the start of the answer as if the model had written it (the answer's segment)."""
@@ -492,50 +387,206 @@ class MemorySession:
             ids.add(end_of_turn)
         return ids
 
-    def _decode(self, logits: torch.Tensor, gen: GenerationOptions, stats: TurnStats, *, write: bool) -> Iterator[str]:
-        stop_ids = set() if gen.ignore_eos else self._stop_ids()
-        generator = None
-        if gen.temperature > 0:
-            generator = torch.Generator(device=logits.device)
-            generator.manual_seed(gen.seed if gen.seed is not None else int(time.time_ns() % 2**63))
-        generated: list[int] = []
-        emitted = ""
-        self._finish_reason: Literal["stop", "length"] = "length"
-        started = time.perf_counter()
+
+class Turn:
+    """One answer of one session, opened into steps so that `MemorySession.stream` and
+    `SessionBatch` run the same code: ``MemorySession.begin_turn`` → `prefill` → per token
+    `choose`, one forward, `fed_in_batch` (or all of that: `decode_alone`) → `commit` or `abort`.
+
+    The caller holds the session's lock and ``torch.inference_mode()``. Forwards of this session
+    alone install `state` into the handle themselves; a batch that runs the forwards keeps
+    `state` current and holds the KV cache (`take_cache`, handed back to `commit`) meanwhile.
+    """
+
+    def __init__(
+        self, session: MemorySession, new: list[ChatMessage], gen: GenerationOptions, *, write: bool = True,
+        tools: Sequence[ToolSpec] = (),
+    ) -> None:
+        #: ``new``: the messages this turn adds before its answer (a tools note first, if any)
+        self.session, self.new, self.gen, self.write, self.tools = session, new, gen, write, list(tools)
+        self.stats = TurnStats(wrote=write)
+        #: the δ-state this turn has reached (None: the session has none yet)
+        self.state: DeltaMemState | None = session.state
+        #: sampling and stop rules; set by `prefill`
+        self.decoder: ReplyDecoder | None = None
+        self._restore_point: tuple[Any, ...] | None = None  # set by prefill, before it touches the session
+        self._cache_taken = False
+        self._ended = False
+
+    @property
+    def started(self) -> bool:
+        """Whether `prefill` has begun changing the session (so `abort` has something to undo)."""
+        return self._restore_point is not None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the reply has ended (end of turn, stop string or ``max_new_tokens``)."""
+        return self.decoder is not None and self.decoder.finished
+
+    def prefill(self) -> torch.Tensor:
+        """Feed the new messages, the generation prompt and any response prefix on top of the
+        session's context with its own code (window rebuilds, notes, SSW segments); returns the
+        logits ``[1, vocab]`` of the reply's first token. The restore point is taken here, under
+        the caller's lock, not by ``begin_turn``: a batch begins every row before it locks any."""
+        if self.started:
+            raise RuntimeError("a turn is prefilled once; begin a new turn for the next answer")
+        session = self.session
+        self._restore_point = session._snapshot()
+        self.state = session.state
+        session.messages.extend(self.new)
+        with self._holding_state():
+            logits = session._feed_messages(self.stats, write=self.write, generation_prompt=True)
+            if self.gen.response_prefix:
+                logits = session._feed_reply_prefix(self.gen.response_prefix, self.stats, write=self.write)
+        # looked up here, not bound in ReplyDecoder: tests script a reply through this module's sample_token
+        self.decoder = ReplyDecoder(session.tokenizer, self.gen, session._stop_ids(), logits.device, sampler=sample_token)
+        return logits
+
+    def decode_alone(self, logits: torch.Tensor) -> Iterator[str]:
+        """Decode the whole reply with forwards of this session alone (batch size 1), from the
+        logits `prefill` returned; yields the text as it is released."""
+        session = self.session
+        with self._holding_state():
+            while not self.finished:
+                text, token = self.choose(logits)
+                if text:
+                    yield text
+                if token is None:
+                    break
+                if self.window_full:
+                    session._shrink_window(self.stats)  # not rebuild_window: the handle holds the state already
+                logits = session._forward_window([token], None, self.stats)
+                text = self._token_fed()
+                if text:
+                    yield text
+
+    def choose(self, logits: torch.Tensor) -> tuple[str, int | None]:
+        """The next token from ``logits`` ``[1, vocab]`` (see `ReplyDecoder.choose`): the text it
+        releases and the token to feed, ``None`` when the reply ended without feeding one."""
+        assert self.decoder is not None, "prefill first"
+        text, token = self.decoder.choose(logits)
+        self._note_if_finished()
+        return text, token
+
+    def fed_in_batch(self, token: int) -> str:
+        """``token`` (from `choose`) went through the model in a batched forward holding this
+        turn's KV cache and state: it joins the context. Returns the text that releases."""
+        self.session._window.append(token)
+        return self._token_fed()
+
+    def _token_fed(self) -> str:
+        """The δ-mem write accounting of a decoded token, and the length rule."""
+        assert self.decoder is not None
+        if self.write:
+            self.stats.tokens_written += 1
+        text = self.decoder.fed()
+        self._note_if_finished()
+        return text
+
+    def _note_if_finished(self) -> None:
+        assert self.decoder is not None
+        if self.decoder.finished:
+            self.stats.decode_tokens = len(self.decoder.tokens)
+            self.stats.decode_ms = self.decoder.elapsed_ms
+
+    # -- the context, for a batch that runs the forwards ----------------------------------------------
+    @property
+    def context_length(self) -> int:
+        """Tokens in the session's context: the position of the next token fed."""
+        return len(self.session._window)
+
+    @property
+    def window_full(self) -> bool:
+        """Whether the next token needs `rebuild_window` first."""
+        return len(self.session._window) >= self.session.config.context_window
+
+    def rebuild_window(self) -> None:
+        """Keep the most recent part of the context and re-prefill it alone from `state`, writing
+        off (those tokens are in the state already); the new KV cache is the session's."""
+        with self._holding_state(write=False):
+            self.session._shrink_window(self.stats)
+
+    def take_cache(self) -> DynamicCache | None:
+        """Hand the session's KV cache to a caller that runs the forwards on it until `commit`
+        gets it back; the session holds none meanwhile."""
+        cache, self.session._cache = self.session._cache, None
+        self._cache_taken = True
+        return cache
+
+    # -- the end ----------------------------------------------------------------------------------
+    @property
+    def raw_text(self) -> str:
+        """Everything the answer says: the response prefix and the decoded text."""
+        return self.gen.response_prefix + (self.decoder.text if self.decoder else "")
+
+    def split_tool_calls(self) -> tuple[str, list[ToolCall]]:
+        """The answer's plain text and the calls to this turn's tools in it."""
+        if not self.tools:
+            return self.raw_text, []
+        return parse_tool_calls(self.raw_text, known=[s.name for s in self.tools])
+
+    def commit(self, *, cache: DynamicCache | None = None) -> Reply:
+        """The reply becomes the session's: its assistant message, its place in the template text
+        and segments, the KV cache (``cache``: what `take_cache` handed out, grown by the
+        caller), the state and the token totals. A probe (``write=False``) then puts the session
+        back as it was before `prefill`, keeping what it can of the context."""
+        if not self.finished or self._ended:
+            raise RuntimeError("commit needs a finished reply of a turn not yet committed or aborted")
+        if cache is not None and not self._cache_taken:
+            raise RuntimeError("commit got a KV cache, but take_cache never handed one out")
+        assert self.decoder is not None and self.decoder.finish_reason is not None
+        session, (content, calls), raw = self.session, self.split_tool_calls(), self.raw_text
+        finish = "tool_calls" if calls else self.decoder.finish_reason
+        reply = Reply(text=content, raw_text=raw, finish_reason=finish, stats=self.stats, tool_calls=calls)
+        self._ended = True
+        if self._cache_taken:
+            session._cache = cache
+        if session._rendered is not None:
+            session._rendered += self.decoder.text  # the prefix is in already (prefill fed it)
+        tool_calls = [c.to_openai() for c in calls] or None
+        session.messages.append(ChatMessage(role="assistant", content=raw, tool_calls=tool_calls))
+        session._written = len(session.messages)
+        session._next_segment += 1
+        if self.write:
+            session._state = self.state
+            session.tokens_written += self.stats.tokens_written
+        else:
+            assert self._restore_point is not None
+            session._restore(self._restore_point)
+        self.stats.context_tokens = len(session._window)
+        session.last_stats, session.last_reply = self.stats, reply
+        return reply
+
+    def abort(self) -> None:
+        """Undo the turn (an error, a stream closed early): the session's messages, counters,
+        state and totals are as before `prefill`. The KV cache may hold the turn's tokens, so
+        the context is dropped and rebuilt on the next call. A turn never prefilled, or already
+        ended, is left alone: a batch can abort every row whatever happened."""
+        if self._ended or self._restore_point is None:
+            return
+        self._ended = True
+        session = self.session
+        count, session._written, session._next_segment, _, _ = self._restore_point
+        del session.messages[count:]
+        session._cache, session._window, session._rendered = None, [], None
+        if self.decoder is not None and not self.decoder.finished:
+            self.stats.decode_tokens, self.stats.decode_ms = len(self.decoder.tokens), self.decoder.elapsed_ms
+        self.stats.context_tokens = 0
+        session.last_stats = self.stats
+
+    @contextlib.contextmanager
+    def _holding_state(self, *, write: bool | None = None) -> Iterator[None]:
+        """The handle holds `state` (batch size 1) for forwards of this session alone; what they
+        write becomes the turn's `state`. Never nested: the inner exit resets the handle."""
+        handle, writing = self.session.handle, self.write if write is None else write
+        if self.state is None:
+            handle.reset_state()
+        else:
+            handle.set_state(self.state)
         try:
-            for _ in range(gen.max_new_tokens):
-                token = sample_token(logits, gen, generator)
-                if token in stop_ids:
-                    self._finish_reason = "stop"
-                    break
-                generated.append(token)
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                stop_at = find_stop(text, gen.stop)
-                if stop_at is not None:
-                    self._finish_reason = "stop"
-                    if stop_at > len(emitted):
-                        yield text[len(emitted) : stop_at]
-                    emitted = text[:stop_at]
-                    break
-                if not text.endswith("\ufffd") and len(text) > len(emitted):  # wait for whole characters
-                    held = longest_stop_prefix(text, gen.stop)
-                    if len(text) - held > len(emitted):
-                        yield text[len(emitted) : len(text) - held]
-                        emitted = text[: len(text) - held]
-                if len(self._window) >= self.config.context_window:
-                    self._shrink_window(stats)
-                logits = self._forward_window([token], None, stats)
-                if write:
-                    stats.tokens_written += 1
-            else:
-                text = self.tokenizer.decode(generated, skip_special_tokens=True)
-                if len(text) > len(emitted):
-                    yield text[len(emitted) :]
-                    emitted = text
+            with handle.writing(writing):
+                yield
+            if writing:
+                self.state = handle.get_state()
         finally:
-            stats.decode_tokens = len(generated)
-            stats.decode_ms = (time.perf_counter() - started) * 1e3
-        # What the context holds of this reply: the text up to a stop string (the rest, if any,
-        # makes the next turn's template delta fail and triggers a context rebuild).
-        if self._rendered is not None:
-            self._rendered += emitted
+            handle.reset_state()
