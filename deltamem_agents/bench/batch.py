@@ -72,7 +72,7 @@ def _rebuild_ms(runtime: Any, sessions: list[Any]) -> float:
     with torch.inference_mode(), handle.writing(False):
         for session in sessions:
             handle.set_state(session.state)
-            model(input_ids=torch.tensor([session._window], device=session.device), use_cache=True, logits_to_keep=1)
+            model(input_ids=torch.tensor([session.context_ids], device=session.device), use_cache=True, logits_to_keep=1)
     handle.reset_state()
     return (time.perf_counter() - started) * 1e3
 

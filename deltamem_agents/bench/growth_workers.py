@@ -216,7 +216,7 @@ class SessionWorker(Worker):
         self.peak.reset()
         context, started = None, time.perf_counter()
         for _ in session.stream(question):
-            context = len(session._window) if context is None else context  # the context the answer starts from
+            context = len(session.context_ids) if context is None else context  # the context the answer starts from
         turn_ms = (time.perf_counter() - started) * 1e3
         return {"delta-mem": _from_stats(session.last_stats, turn_ms, context, self.peak.peak_mib())}
 
@@ -248,7 +248,7 @@ class HybridWorker(SessionWorker):
         context, final, started = None, None, time.perf_counter()
         for chunk in self.hybrid.stream_chat(question, session_id=SESSION, user_id=USER):
             if chunk.text and context is None:
-                context = len(session._window)
+                context = len(session.context_ids)
             final = chunk.reply or final
         turn_ms = (time.perf_counter() - started) * 1e3
         assert final is not None

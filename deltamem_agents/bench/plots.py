@@ -82,13 +82,15 @@ def _batch(plt: Any, report: Report) -> Any:
 
 def _retrieval(plt: Any, report: Report) -> Any:
     rows = report["rows"]
-    operations = list(dict.fromkeys(r["operation"] for r in rows))
+    series = list(dict.fromkeys((r.get("layout"), r["operation"]) for r in rows))
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for operation in operations:
-        points = sorted((r["entries"], r["p50_ms"], r["p95_ms"]) for r in rows if r["operation"] == operation)
+    for layout, operation in series:
+        points = sorted((r["entries"], r["p50_ms"], r["p95_ms"]) for r in rows
+                        if r["operation"] == operation and r.get("layout") == layout)
         if points:
             x, p50, p95 = zip(*points)
-            line = ax.plot(x, p50, marker="o", label=f"{operation} (p50)")[0]
+            name = operation if layout is None else f"{layout}: {operation}"
+            line = ax.plot(x, p50, marker="o", label=f"{name} (p50)")[0]
             ax.plot(x, p95, linestyle="--", color=line.get_color(), alpha=0.6)
     ax.set_xscale("log")
     _log_y(ax, "entries in the text log", "latency (ms); dashed: p95")

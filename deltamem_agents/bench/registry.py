@@ -69,6 +69,13 @@ def _retrieval(out: Path, *, device: str | None) -> Any:
     return run_retrieval_bench(out, RetrievalBenchConfig(threads=1), progress=True)
 
 
+def _compare(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.compare import CompareBenchConfig, run_compare_bench
+
+    mem0 = Path(__file__).resolve().parents[2] / ".venv-compare" / "bin" / "python"
+    return run_compare_bench(out, CompareBenchConfig(mem0_python=mem0 if mem0.exists() else None), progress=True)
+
+
 def _store(out: Path, *, device: str | None) -> Any:
     from deltamem_agents.bench.store import run_store_bench
 
@@ -145,10 +152,27 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "retrieval", "the text log and the router",
             "`TextLog` on real embedded Chroma (PersistentClient) with all-MiniLM-L6-v2 embeddings, filled to 1k, "
-            "10k and 100k entries; p50/p95 of `add_message` and `search` (k=8, scoped to the session) end to end and "
-            "with the embedding precomputed (the log and Chroma alone), of embedding one text, and of "
-            "`MemoryRouter.decide` on real hits.",
+            "10k and 100k entries in three layouts: `one-session` (the session searched is the whole log), "
+            "`many-sessions` (one user, 100 sessions: the session searched holds 1% of the user's entries) and "
+            "`many-users` (100 users: the user searched holds 1% of the log). p50/p95 of `add_message` and `search` "
+            "(k=8, scoped to the session) end to end and with the embedding precomputed (the log and Chroma alone), "
+            "with the search's recall@k against the exact nearest entries of the session; of embedding one text, and "
+            "of `MemoryRouter.decide` on real hits. Each user has a Chroma collection of their own and a session is "
+            "searched without a filter first (docs/hybrid-memory.md, Storage layout); a session that is a small "
+            "share of a large user's entries still pays for Chroma's filter (`many-sessions`). Goal (issue 23): "
+            "p50 <= 20 ms at 100k entries with the vector given, recall as brute force.",
             "deltamem bench retrieval", f"{__name__}:_retrieval",
+        ),
+        Benchmark(
+            "compare", "deltamem beside other memory stores",
+            "One user's N memories (1k, 100k) in deltamem's `TextLog` (embedded Chroma), LangGraph's `InMemoryStore` "
+            "(vector index), LlamaIndex's `SimpleVectorStore` (the default store of its vector memory block, "
+            "filtered by user) and mem0's `Memory` (`infer=False`, its default local Qdrant store, in its own venv: "
+            "`bash scripts/setup-compare.sh`). Every system is given the same all-MiniLM-L6-v2 vectors, so the "
+            "embedding model is not in these numbers; deltamem's `add` is the log write only, without the "
+            "δ-state write. `recall_at_k`: overlap of the k=8 found with the exact nearest memories. Which verbs "
+            "each library has: docs/comparison.md.",
+            "deltamem bench compare", f"{__name__}:_compare",
         ),
         Benchmark(
             "store", "saving and loading a turn",

@@ -159,16 +159,41 @@ def bench_retrieval(
     sizes: Annotated[str, typer.Option(help="log sizes (entries)")] = "1000,10000,100000",
     samples: Annotated[int, typer.Option(help="measured calls per operation and size")] = 100,
     threads: Annotated[int | None, typer.Option(help="torch threads for the embedding model")] = None,
+    layouts: Annotated[str, typer.Option(help="where the entries live: one-session, many-sessions, many-users")] = (
+        "one-session,many-sessions,many-users"),
 ) -> None:
-    """TextLog add/search latency p50/p95 on real Chroma as the log grows, embedding apart, and the router."""
+    """TextLog add/search latency p50/p95 (and search recall@k against brute force) on real Chroma as
+    the log grows, for several layouts of users and sessions; embedding apart, and the router."""
     from deltamem_agents.bench.retrieval import (
         RetrievalBenchConfig,
         run_retrieval_bench,
     )
 
-    config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads)
+    config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads,
+                                  layouts=tuple(p.strip() for p in layouts.split(",") if p.strip()))
     print_rows(run_retrieval_bench(out, config, progress=True), "text log and router latency")
     console.print(f"wrote {out / 'retrieval.json'}, {out / 'retrieval.md'} and {out / 'retrieval.png'}")
+
+
+@bench_app.command("compare")
+@user_errors
+def bench_compare(
+    out: OutDir = Path("bench-out"),
+    sizes: Annotated[str, typer.Option(help="memories held by the one user")] = "1000,100000",
+    samples: Annotated[int, typer.Option(help="measured adds and searches per system and size")] = 50,
+    mem0_python: Annotated[Path | None, typer.Option(
+        help="python of a venv with mem0ai (bash scripts/setup-compare.sh makes .venv-compare); without it mem0 is left out")] = None,
+) -> None:
+    """deltamem's text log beside LangGraph's InMemoryStore, LlamaIndex's SimpleVectorStore and mem0:
+    add/search latency and recall@k at each size, every system given the same vectors."""
+    from deltamem_agents.bench.compare import CompareBenchConfig, run_compare_bench
+
+    if mem0_python is not None and not mem0_python.exists():
+        raise typer.BadParameter(f"{mem0_python} does not exist (bash scripts/setup-compare.sh makes .venv-compare)",
+                                 param_hint="--mem0-python")
+    config = CompareBenchConfig(sizes=parse_ints(sizes), samples=samples, mem0_python=mem0_python)
+    print_rows(run_compare_bench(out, config, progress=True), "memory stores side by side")
+    console.print(f"wrote {out / 'compare.json'} and {out / 'compare.md'}")
 
 
 @bench_app.command("store")

@@ -457,7 +457,7 @@ def import_archive(
         _write_session(content, store, runtime, replace=content.info.key in existing, replay=replay,
                        textlog=textlog, progress=progress)
         if textlog is not None:
-            n_entries += _put_entries(textlog, content.log_entries)
+            n_entries += textlog.put_entries(content.log_entries)
         else:
             skipped += len(content.log_entries)
     return ImportReport(
@@ -497,17 +497,6 @@ def _write_session(
                 runtime.close(key.session_id, user_id=key.user_id)  # never serve a cached older session
 
 
-def _put_entries(textlog: TextLog, entries: Sequence[LogHit]) -> int:
-    """Store entries as they were (ids, text, metadata), embedded by this log's function."""
-    step = textlog._batch_size()
-    for start in range(0, len(entries), step):
-        part = entries[start : start + step]
-        texts = [h.text for h in part]
-        textlog.collection.upsert(
-            ids=[h.id for h in part], documents=texts, metadatas=[dict(h.metadata) for h in part],
-            embeddings=textlog._embed(texts),
-        )
-    return len(entries)
 
 
 __all__ = [

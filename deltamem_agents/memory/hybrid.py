@@ -433,10 +433,10 @@ class HybridMemory(MemoryVerbs, MemoryRetention):
             return ForgetReport(log_entries_removed=removed, messages_removed=None, state_rebuilt=False)
         if self.textlog is None:
             raise TextLogError("forgetting by log entry id needs a text log; this HybridMemory has none")
-        hits = self.textlog.get(ids)
+        hits = self.textlog.get(ids, user_id=user_id)
         unknown = sorted(set(ids) - {hit.id for hit in hits})
         if unknown:
-            raise TextLogError(f"no log entries with ids {unknown[:5]} in this text log")
+            raise TextLogError(f"no log entries with ids {unknown[:5]} for user {user_id!r} in this text log")
         foreign = [h.id for h in hits if (h.metadata.get("user_id"), h.metadata.get("session_id")) != (user_id, session_id)]
         if foreign:
             raise TextLogError(f"entries {foreign[:5]} belong to another session than {user_id}/{session_id}")
@@ -449,7 +449,8 @@ class HybridMemory(MemoryVerbs, MemoryRetention):
 
         before = len(self.runtime.store.require(SessionKey(user_id=user_id, session_id=session_id)).messages)
         meta = self.runtime.rebuild(session_id, user_id=user_id, keep=lambda m: not forgotten(m), progress=progress)
-        removed = self.textlog.delete(self.textlog.ids_for_hashes(hashes, user_id=user_id, session_id=session_id))
+        removed = self.textlog.delete(self.textlog.ids_for_hashes(hashes, user_id=user_id, session_id=session_id),
+                                      user_id=user_id)
         return ForgetReport(log_entries_removed=removed, messages_removed=before - meta.message_count, state_rebuilt=True)
 
 

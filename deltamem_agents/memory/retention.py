@@ -197,10 +197,9 @@ class MemoryRetention:
 
     def _users_to_check(self, log: TextLog, now: float) -> list[str]:
         users = {m.key.user_id for m in self.runtime.sessions(None)} | set(self.retention_policies.users())
-        ttl = log.collection.get(where={EXPIRES_AT: {"$lte": now}}, include=["metadatas"])
-        users |= {str(m["user_id"]) for m in ttl["metadatas"] or [] if m and "user_id" in m}
         if self.config.retention.limits_anything:  # the default applies to everyone: every user in the log
-            users |= {str(m["user_id"]) for m in log.collection.get(include=["metadatas"])["metadatas"] or [] if m}
+            return sorted(users | set(log.users()))
+        users |= {hit.user_id for hit in log.find({EXPIRES_AT: {"$lte": now}})}
         return sorted(users)
 
     def prune(
@@ -234,7 +233,7 @@ class MemoryRetention:
     ) -> bool:
         """Take one session's expired entries out (under its lock); True if its state was rebuilt."""
         with self.runtime.store.lock(key):
-            present = {h.id for h in log.get([c.id for _, _, chunks in entries for c in chunks])}
+            present = {h.id for h in log.get([c.id for _, _, chunks in entries for c in chunks], user_id=key.user_id)}
             entries = [(m, r, [c for c in chunks if c.id in present]) for m, r, chunks in entries]
             entries = [e for e in entries if e[2]]  # another call removed the rest meanwhile
             if not entries:
@@ -245,7 +244,7 @@ class MemoryRetention:
             if rebuilt:
                 self.forget(session_id=key.session_id, user_id=key.user_id, ids=ids, progress=progress)
             else:  # log entries of a session that is gone from the store: nothing to replay
-                log.delete(ids)
+                log.delete(ids, user_id=key.user_id)
             for memory_id, reason, _ in entries:
                 self.audit.record("EXPIRE", memory_id=memory_id, user_id=key.user_id, session_id=key.session_id,  # type: ignore[attr-defined]
                                   call=f"prune ({reason})", old_text=texts[memory_id])

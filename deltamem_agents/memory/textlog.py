@@ -20,21 +20,31 @@ Ids are content-derived (``sha256(user|session|role|text)[:32]-<chunk>``), so ad
 text again in the same scope and role stores nothing new and returns the existing ids. Each entry's
 chunks also carry a ``memory_id`` (the id prefix, unless the caller kept an older one: a corrected
 entry keeps its memory id, see `deltamem_agents.memory.verbs`).
+
+Each user's entries live in their own Chroma collection (`TextLog.collection_for`): Chroma
+answers a metadata filter by scanning the collection, so one collection shared by every user made
+each search pay for all of them. A log written by an older version (every user in one collection)
+is moved into per-user collections when it is first opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from deltamem_agents.errors import UnavailableError, UserError
+from deltamem_agents.errors import UnavailableError
 from deltamem_agents.memory.chunking import chunk_text
 from deltamem_agents.memory.expiry import live
+from deltamem_agents.memory.textlog_collections import (
+    LogHit,
+    TextLogError,
+    UserCollections,
+    entries_from_get,
+    hits_from_query,
+)
 from deltamem_agents.memory.textlog_config import (
     TextLogConfig,
     chroma_run_command,
@@ -51,13 +61,11 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-TEXTLOG_SCHEMA_VERSION = 1
+_OVERFETCH = 8  # session search: unfiltered candidates per wanted hit before Chroma's filter is used
+_OVERFETCH_LIMIT = 256
+_T = TypeVar("_T")
 DOCUMENT_ROLE = "document"
 DOCUMENT_TURN = -1
-
-
-class TextLogError(UserError, ValueError):
-    """Bad input to the text log, or a store it cannot use (the message says the fix)."""
 
 
 class InvalidScopeError(TextLogError, InvalidSessionIdError):
@@ -66,33 +74,6 @@ class InvalidScopeError(TextLogError, InvalidSessionIdError):
 
 class TextLogUnavailableError(UnavailableError, TextLogError):
     """The Chroma server named by ``server_url`` did not answer."""
-
-
-class LogHit(BaseModel):
-    """One stored entry: ``distance`` is set by ``search`` (smaller is closer), ``None`` otherwise."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    text: str
-    distance: float | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def user_id(self) -> str:
-        return self.metadata["user_id"]
-
-    @property
-    def session_id(self) -> str:
-        return self.metadata["session_id"]
-
-    @property
-    def role(self) -> str:
-        return self.metadata["role"]
-
-    @property
-    def turn(self) -> int:
-        return self.metadata["turn"]
 
 
 def _chroma_settings() -> Any:
@@ -173,7 +154,12 @@ class TextLog:
         self._embedding_name = _ef_name(embedding_function)
         self._owns_client = client is None
         self.client = client if client is not None else self._make_client()
-        self._collection = self._open_collection()
+        self._layout = UserCollections(
+            self.client, self.config.collection, distance=self.config.distance, embedding=self._embedding_name,
+            batch_size=self._batch_size(),
+        )
+        self._layout.move_shared_collection()
+        self._layout.check_any()  # refuse a model mismatch at once, not at first use
 
     @classmethod
     def from_config(cls, config: TextLogConfig | dict[str, Any] | None = None, **kwargs: Any) -> TextLog:
@@ -201,26 +187,23 @@ class TextLog:
             ) from exc
         return client
 
-    def _open_collection(self) -> Collection:
-        metadata = {"deltamem:embedding": self._embedding_name, "deltamem:schema": TEXTLOG_SCHEMA_VERSION}
-        collection = self.client.get_or_create_collection(
-            name=self.config.collection,
-            configuration={"hnsw": {"space": self.config.distance}},
-            metadata=metadata,
-            embedding_function=None,  # we embed ourselves: Chroma's default EF would download a model
-        )
-        stored = (collection.metadata or {}).get("deltamem:embedding")
-        if stored is not None and stored != self._embedding_name:
-            raise TextLogError(
-                f"collection {self.config.collection!r} was written with embedding function {stored!r}, "
-                f"not {self._embedding_name!r}: vectors of different models cannot be compared. Use another "
-                f"collection name (TextLogConfig(collection=...)) or the same embedding function"
-            )
-        return collection
+    def collection_name(self, user_id: str) -> str:
+        """The Chroma collection that holds ``user_id``'s entries (valid whatever the id's characters)."""
+        return self._layout.name(user_id)
 
-    @property
-    def collection(self) -> Collection:
-        return self._collection
+    def collection_for(self, user_id: str, *, create: bool = True) -> Collection | None:
+        """The Chroma collection of one user's entries (made on first use; with ``create=False``
+        None when the user has none); see `UserCollections` for why there is one per user."""
+        _scope(user_id, None)
+        return self._layout.get(user_id, create=create)
+
+    def users(self) -> list[str]:
+        """Every user with a collection in this log, sorted."""
+        return sorted(self._layout.all())
+
+    def _on_user(self, user_id: str, op: Callable[[Collection], _T], *, create: bool = False, default: _T) -> _T:
+        _scope(user_id, None)
+        return self._layout.on_user(user_id, op, create=create, default=default)
 
     def close(self) -> None:
         """Release the Chroma client if this log made it (an injected client stays open)."""
@@ -343,10 +326,12 @@ class TextLog:
         extra: dict[str, Any],
     ) -> list[str]:
         digest = content_hash(user_id, session_id, role, text)
-        existing = self._collection.get(where={"content_hash": digest}, include=["metadatas"])
-        if existing["ids"]:
-            pairs = sorted(zip(existing["metadatas"] or [], existing["ids"]), key=lambda p: p[0].get("chunk", 0))
-            return [entry_id for _, entry_id in pairs]
+        # ids derive from the content, so the dedup lookup is by id (a metadata filter would scan the collection)
+        first = self._on_user(user_id, lambda c: c.get(ids=[f"{digest[:32]}-0"], include=["metadatas"]), create=True,
+                              default=None)
+        if first is not None and first["ids"]:
+            stored = int(((first["metadatas"] or [{}])[0] or {}).get("chunks", 1))
+            return [f"{digest[:32]}-{i}" for i in range(stored)]
         chunks = self._chunks(text)
         ids = [f"{digest[:32]}-{i}" for i in range(len(chunks))]
         metadatas = [
@@ -369,13 +354,11 @@ class TextLog:
         step = self._batch_size()
         for start in range(0, len(chunks), step):
             part = slice(start, start + step)
+            vectors = self._embed(chunks[part])
             # upsert: two writers racing on the same content converge on the same entries
-            self._collection.upsert(
-                ids=ids[part],
-                documents=chunks[part],
-                metadatas=metadatas[part],
-                embeddings=self._embed(chunks[part]),
-            )
+            self._on_user(user_id, lambda c, p=part, v=vectors: c.upsert(
+                ids=ids[p], documents=chunks[p], metadatas=metadatas[p], embeddings=v,
+            ), create=True, default=None)
         return ids
 
     # -- reading ----------------------------------------------------------------------------------
@@ -398,38 +381,67 @@ class TextLog:
             raise TextLogError(f"k must be an int >= 1, got {k!r}")
         if max_distance is not None and not max_distance >= 0:
             raise TextLogError(f"max_distance must be >= 0 or None, got {max_distance!r}")
-        where, vector, wanted = _where(user_id=user_id, session_id=session_id), self._embed([query], query=True), k
-        while True:  # expired entries (TTL) are not answered: ask again for as many more as were dropped
-            result = self._collection.query(
-                query_embeddings=vector, n_results=wanted, where=where, include=["documents", "metadatas", "distances"]
-            )
-            found = [
-                LogHit(id=i, text=t or "", distance=float(d), metadata=dict(m or {}))
-                for i, t, m, d in zip(
-                    result["ids"][0],
-                    (result["documents"] or [[]])[0],
-                    (result["metadatas"] or [[]])[0],
-                    (result["distances"] or [[]])[0],
-                )
-            ]
-            hits = live(found)
-            if len(hits) >= k or len(found) < wanted:
-                break
-            wanted += len(found) - len(hits)
-        hits = hits[:k]
+        if self.collection_for(user_id, create=False) is None:
+            return []
+        hits = self.nearest(self._embed([query], query=True)[0], k, user_id=user_id, session_id=session_id)
         return [h for h in hits if max_distance is None or (h.distance or 0.0) <= max_distance]
 
-    def get(self, ids: str | Sequence[str]) -> list[LogHit]:
-        """The entries with these ids, in the order asked (unknown ids are left out)."""
+    def nearest(
+        self, vector: Any, k: int, *, user_id: str, session_id: str | None = None, where: dict[str, Any] | None = None
+    ) -> list[LogHit]:
+        """The ``k`` live entries (TTL: expired ones are skipped) of the user's collection closest
+        to ``vector``, optionally of one session and matching a Chroma ``where`` filter.
+
+        A session is searched without a filter first: the user's ``_OVERFETCH`` × k nearest entries,
+        kept if they hold ``k`` of the session's (then they are exactly its ``k`` nearest: any closer
+        session entry would be among them). Only a session too small a share of the user's entries
+        for that falls back to Chroma's filter, whose cost grows with the collection.
+        """
+        _scope(user_id, session_id)
+
+        def ranked(collection: Collection) -> list[LogHit]:
+            scoped = session_id is not None
+            filtered = where is not None
+            n = max(_OVERFETCH * k, 64) if scoped and not filtered else k
+            while True:
+                clauses = [c for c in (where, {"session_id": session_id} if scoped and filtered else None) if c]
+                found = hits_from_query(collection.query(
+                    query_embeddings=[vector], n_results=n, where=_all_of(clauses),
+                    include=["documents", "metadatas", "distances"],
+                ))
+                hits = live([h for h in found if not scoped or h.metadata.get("session_id") == session_id])
+                if len(hits) >= k or len(found) < n:  # enough, or everything that matches was ranked
+                    return hits[:k]
+                if scoped and not filtered:  # the session is a small share of the user's entries
+                    if n < _OVERFETCH_LIMIT:
+                        n = min(4 * n, _OVERFETCH_LIMIT)
+                    else:
+                        filtered, n = True, k
+                    continue
+                n += len(found) - len(hits)  # as many more as were expired
+
+        return self._on_user(user_id, ranked, default=[])
+
+    def get(self, ids: str | Sequence[str], *, user_id: str | None = None) -> list[LogHit]:
+        """The entries with these ids, in the order asked (unknown ids are left out). Name the
+        ``user_id`` when it is known: without it every user's collection is asked."""
         ids = self._ids(ids)
         if not ids:
             return []
-        result = self._collection.get(ids=ids, include=["documents", "metadatas"])
-        found = {
-            i: LogHit(id=i, text=t or "", metadata=dict(m or {}))
-            for i, t, m in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
-        }
+
+        def fetch(collection: Collection) -> list[LogHit]:
+            return entries_from_get(collection.get(ids=ids, include=["documents", "metadatas"]))
+
+        found = {h.id: h for user in self._scoped_users(user_id) for h in self._on_user(user, fetch, default=[])}
         return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    def find(self, where: dict[str, Any] | None = None, *, user_id: str | None = None) -> list[LogHit]:
+        """Entries matching a Chroma metadata filter (expired ones included), of one user or of
+        all; for callers that keep their own metadata on entries (the LangGraph store, the verbs)."""
+        def fetch(collection: Collection) -> list[LogHit]:
+            return entries_from_get(collection.get(where=where, include=["documents", "metadatas"]))
+
+        return [h for user in self._scoped_users(user_id) for h in self._on_user(user, fetch, default=[])]
 
     def list(
         self,
@@ -447,13 +459,7 @@ class TextLog:
             raise TextLogError(f"limit must be an int >= 0 or None, got {limit!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise TextLogError(f"offset must be an int >= 0, got {offset!r}")
-        result = self._collection.get(
-            where=_where(user_id=user_id, session_id=session_id), include=["documents", "metadatas"]
-        )
-        hits = [
-            LogHit(id=i, text=t or "", metadata=dict(m or {}))
-            for i, t, m in zip(result["ids"], result["documents"] or [], result["metadatas"] or [])
-        ]
+        hits = self.find(None if session_id is None else {"session_id": session_id}, user_id=user_id)
         hits = hits if include_expired else live(hits)
         hits.sort(key=_log_order)
         end = None if limit is None else offset + limit
@@ -464,18 +470,48 @@ class TextLog:
         if user_id is None:
             if session_id is not None:
                 raise TextLogError("count(session_id=...) needs the user_id too")
-            return self._collection.count()
+            return sum(self._on_user(user, lambda c: c.count(), default=0) for user in self.users())
+        if session_id is None:
+            return self._on_user(user_id, lambda c: c.count(), default=0)
         return len(self._matching_ids(user_id, session_id))
 
+    # -- changing entries in place ----------------------------------------------------------------
+    def put_entries(self, entries: Sequence[LogHit]) -> int:
+        """Store entries exactly as given (ids, text, metadata; each in its ``user_id``'s
+        collection), embedded by this log's function: restoring an archive. Returns how many."""
+        by_user: dict[str, list[LogHit]] = {}
+        for entry in entries:
+            by_user.setdefault(entry.user_id, []).append(entry)
+        step = self._batch_size()
+        for user_id, own in by_user.items():
+            for start in range(0, len(own), step):
+                part = own[start : start + step]
+                texts = [h.text for h in part]
+                vectors = self._embed(texts)
+                self._on_user(user_id, lambda c, p=part, t=texts, v=vectors: c.upsert(
+                    ids=[h.id for h in p], documents=t, metadatas=[dict(h.metadata) for h in p], embeddings=v,
+                ), create=True, default=None)
+        return len(entries)
+
+    def patch_metadata(self, ids: Sequence[str], metadata: dict[str, Any], *, user_id: str) -> None:
+        """Set (``None``: remove) metadata keys on the user's entries ``ids``; their text and vectors,
+        and so the δ-state written from them, stay as they are."""
+        ids = self._ids(ids)
+        if ids:
+            self._on_user(user_id, lambda c: c.update(ids=ids, metadatas=[dict(metadata) for _ in ids]), default=None)
+
     # -- forgetting -------------------------------------------------------------------------------
-    def delete(self, ids: str | Sequence[str]) -> int:
-        """Delete entries by id; returns how many existed."""
+    def delete(self, ids: str | Sequence[str], *, user_id: str | None = None) -> int:
+        """Delete entries by id; returns how many existed. Name the ``user_id`` when it is known."""
         ids = self._ids(ids)
         if not ids:
             return 0
-        present = self._collection.get(ids=ids, include=[])["ids"]
-        self._delete_ids(present)
-        return len(present)
+        removed = 0
+        for user in self._scoped_users(user_id):
+            present = self._on_user(user, lambda c: list(c.get(ids=ids, include=[])["ids"]), default=[])
+            self._delete_ids(user, present)
+            removed += len(present)
+        return removed
 
     def ids_for_hashes(self, hashes: Iterable[str], *, user_id: str, session_id: str) -> list[str]:
         """Every entry (all chunks) whose content hash is in ``hashes``, in one session."""
@@ -483,45 +519,54 @@ class TextLog:
         wanted = sorted(set(hashes))
         if not wanted:
             return []
-        where = _where(user_id=user_id, session_id=session_id, content_hash={"$in": wanted})
-        return list(self._collection.get(where=where, include=[])["ids"])
+        where = _where(session_id=session_id, content_hash={"$in": wanted})
+        return self._on_user(user_id, lambda c: list(c.get(where=where, include=[])["ids"]), default=[])
 
     def delete_session(self, *, user_id: str, session_id: str) -> int:
         """Delete every entry of one session; returns how many."""
         _scope(user_id, session_id)
         ids = self._matching_ids(user_id, session_id)
-        self._delete_ids(ids)
+        self._delete_ids(user_id, ids)
         return len(ids)
 
     def delete_user(self, *, user_id: str) -> int:
-        """Delete every entry of a user, all sessions; returns how many."""
-        _scope(user_id, None)
-        ids = self._matching_ids(user_id, None)
-        self._delete_ids(ids)
-        return len(ids)
+        """Delete every entry of a user, all sessions (their whole collection); returns how many."""
+        count = self.count(user_id=user_id)
+        self._layout.drop(user_id)
+        return count
 
     def reset(self) -> None:
-        """Delete every entry of this log's collection (other collections are untouched)."""
-        self.client.delete_collection(self.config.collection)
-        self._collection = self._open_collection()
+        """Delete every entry of this log: each user's collection (other logs and the audit and
+        retention collections beside this one are untouched)."""
+        self._layout.drop_all()
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _scoped_users(self, user_id: str | None) -> list[str]:
+        return self.users() if user_id is None else [_scope(user_id, None)[0]]
+
     def _matching_ids(self, user_id: str, session_id: str | None) -> list[str]:
         _scope(user_id, session_id)
-        return list(self._collection.get(where=_where(user_id=user_id, session_id=session_id), include=[])["ids"])
+        where = None if session_id is None else {"session_id": session_id}
+        return self._on_user(user_id, lambda c: list(c.get(where=where, include=[])["ids"]), default=[])
 
-    def _delete_ids(self, ids: list[str]) -> None:
+    def _delete_ids(self, user_id: str, ids: list[str]) -> None:
         step = self._batch_size()
         for start in range(0, len(ids), step):
-            self._collection.delete(ids=ids[start : start + step])
+            part = ids[start : start + step]
+            self._on_user(user_id, lambda c, p=part: c.delete(ids=p), default=None)
 
     @staticmethod
     def _ids(ids: str | Iterable[str]) -> list[str]:
+        """The ids, each once, in the order given (Chroma refuses a repeated id)."""
         ids = [ids] if isinstance(ids, str) else list(ids)
         bad = [i for i in ids if not isinstance(i, str) or not i]
         if bad:
             raise TextLogError(f"ids must be non-empty strings, got {bad[:3]!r}")
-        return ids
+        return list(dict.fromkeys(ids))
+
+
+def _all_of(clauses: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return None if not clauses else clauses[0] if len(clauses) == 1 else {"$and": list(clauses)}
 
 
 def _log_order(hit: LogHit) -> tuple[Any, ...]:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from deltamem_agents.paths import textlog_root
 
-_COLLECTION_RULE = "3-512 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
+_COLLECTION_RULE = "3-480 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit"
 
 
 def default_textlog_path() -> Path:
@@ -37,7 +37,7 @@ class TextLogConfig(BaseModel):
 
     path: Path = Field(default_factory=default_textlog_path, description="folder of the embedded store")
     server_url: str | None = Field(None, description="http(s)://host:port of a `chroma run` server")
-    collection: str = Field("deltamem", description=f"Chroma collection name: {_COLLECTION_RULE}")
+    collection: str = Field("deltamem", description=f"name of the log: each user's entries live in the Chroma collection <name>-u<hash of the user id>; {_COLLECTION_RULE}")
     distance: Literal["cosine", "l2", "ip"] = "cosine"
     chunk_chars: int = Field(1000, ge=64, description="most characters in one stored entry")
     chunk_tokens: int | None = Field(
@@ -72,7 +72,7 @@ class TextLogConfig(BaseModel):
     @field_validator("collection")
     @classmethod
     def _collection(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", value) or ".." in value:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,478}[A-Za-z0-9]", value) or ".." in value:
             raise ValueError(f"invalid collection name {value!r}: use {_COLLECTION_RULE}")
         return value
 

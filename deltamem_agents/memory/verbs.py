@@ -164,17 +164,15 @@ class MemoryVerbs:
         _check_id(memory_id)
         validate_id("user_id", user_id)
         log = self._require_log()
-        found = log.collection.get(where={"memory_id": memory_id}, include=["documents", "metadatas"])
-        hits = [LogHit(id=i, text=t or "", metadata=dict(m or {}))
-                for i, t, m in zip(found["ids"], found["documents"] or [], found["metadatas"] or [])]
+        hits = log.find({"memory_id": memory_id}, user_id=user_id)
         if not hits:  # a chunk id (from search), or an entry logged before memory ids existed
-            named = log.get([memory_id, f"{memory_id}-0"])
+            named = log.get([memory_id, f"{memory_id}-0"], user_id=user_id)
             if named:
                 meta = named[0].metadata
                 if meta.get("memory_id") and meta["memory_id"] != memory_id:
                     return self._chunks(meta["memory_id"], user_id, include_expired=include_expired)
                 same = log.ids_for_hashes([meta["content_hash"]], user_id=meta["user_id"], session_id=meta["session_id"])
-                hits = log.get(same)
+                hits = log.get(same, user_id=user_id)
         hits = [h for h in hits if h.metadata.get("user_id") == user_id]
         if not hits:
             raise MemoryNotFoundError(
@@ -245,7 +243,7 @@ class MemoryVerbs:
         except ValueError as exc:
             raise TextLogError(str(exc)) from None
         chunks = self._chunks(memory_id, user_id)
-        self._require_log().collection.update(ids=[c.id for c in chunks], metadatas=[{EXPIRES_AT: expires}] * len(chunks))
+        self._require_log().patch_metadata([c.id for c in chunks], {EXPIRES_AT: expires}, user_id=user_id)
         return self.get(memory_id, user_id=user_id)
 
     def get_all(
@@ -317,9 +315,9 @@ class MemoryVerbs:
                     edit=lambda m: m.model_copy(update={"content": text}) if _hash_of(m, key) == meta["content_hash"] else m,
                 )
             except BaseException:
-                log.delete(new_ids)  # the store is unchanged: take the new entry back out
+                log.delete(new_ids, user_id=user_id)  # the store is unchanged: take the new entry back out
                 raise
-            log.delete([c.id for c in chunks])
+            log.delete([c.id for c in chunks], user_id=user_id)
             self.audit.record("UPDATE", memory_id=memory_id, user_id=user_id, session_id=key.session_id, call=call,
                               old_text=old_text, new_text=text)
         return self.get(memory_id, user_id=user_id)

@@ -621,4 +621,4 @@ def test_search_and_route_on_a_real_textlog():
         calm = router.search_and_route(log, "lovely weather", user_id="ada", state_confidence=0.9)
         assert calm.route == "state"
     finally:
-        client.delete_collection("router-test")
+        log.reset()

@@ -114,9 +114,9 @@ def test_chroma_is_never_asked_to_embed(log):
     # default (which downloads a model); TextLog always supplies the vectors.
     with warnings.catch_warnings(), pytest.raises(ValueError, match="embedding function"):
         warnings.simplefilter("ignore", DeprecationWarning)  # Chroma's "legacy embedding function config"
-        log.collection.add(ids=["x"], documents=["no vector given"])
-    assert log.collection.configuration_json["hnsw"]["space"] == "cosine"
-    assert log.collection.metadata["deltamem:embedding"] == "deltamem-all-minilm-l6-v2"
+        log.collection_for("ada").add(ids=["x"], documents=["no vector given"])
+    assert log.collection_for("ada").configuration_json["hnsw"]["space"] == "cosine"
+    assert log.collection_for("ada").metadata["deltamem:embedding"] == "deltamem-all-minilm-l6-v2"
 
 
 # -- add / search ---------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_injected_ephemeral_client_and_other_embedding_function(embedder):
         log.close()  # an injected client stays open
         assert client.heartbeat() > 0
     finally:
-        client.delete_collection("injected-hashing")
+        log.reset()
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -217,8 +217,19 @@ class DeltaMemStore(BaseStore):
 
     # -- reading ----------------------------------------------------------------------------------------
     def _fetch(self, clauses: list[dict[str, Any]]) -> list[_Entry]:
-        found = self.textlog.collection.get(where=_where([{_ITEM: True}, *clauses]), include=["metadatas"])
-        return _entries(found["ids"], found["metadatas"] or [])
+        found = self.textlog.find(_where([{_ITEM: True}, *clauses]), user_id=self._user_of(clauses))
+        return _entries([h.id for h in found], [h.metadata for h in found])
+
+    def _user_of(self, clauses: list[dict[str, Any]]) -> str | None:
+        """The user whose collection holds every item the clauses can match (the namespace's first
+        label names it), or None: then every user's collection is asked."""
+        for clause in clauses:
+            first = clause.get(_label(0)) if len(clause) == 1 else None
+            if first is None and len(clause) == 1 and isinstance(clause.get(_NS), str):
+                first = (json.loads(clause[_NS]) or [None])[0]
+            if isinstance(first, str):
+                return self.scope((first,)).user_id
+        return None
 
     def _entry(self, namespace: tuple[str, ...], key: str) -> _Entry | None:
         """The item at namespace/key, expired or not (one entry per key: puts keep it so)."""
@@ -239,7 +250,7 @@ class DeltaMemStore(BaseStore):
         for entry in entries:
             ttl = entry.metadata.get(_TTL)
             if ttl is not None:
-                self._patch(entry.chunk_ids, ttl_metadata(float(ttl), now))
+                self._patch(entry, ttl_metadata(float(ttl), now))
 
     def _get(self, op: GetOp) -> Item | None:
         if not op.namespace:
@@ -284,16 +295,18 @@ class DeltaMemStore(BaseStore):
         """The ``want`` closest live, matching items: a Chroma query over the namespace prefix,
         widened until enough items survive the checks made here (or every chunk was ranked)."""
         where = _where([{_ITEM: True}, {_INDEXED: True}, *clauses])
-        total = len(self.textlog.collection.get(where=where, include=[])["ids"])
+        user = self._user_of(clauses)
+        total = len(self.textlog.find(where, user_id=user))
         if total == 0 or want == 0:
             return []
         vector = self._embed_query(query)
+        users = [user] if user is not None else self.textlog.users()
         n = min(total, max(32, 4 * want))
         while True:
-            found = self.textlog.collection.query(query_embeddings=[vector], n_results=n, where=where,
-                                                  include=["metadatas", "distances"])
-            ranked = [e for e in _entries(found["ids"][0], (found["metadatas"] or [[]])[0],
-                                          (found["distances"] or [[]])[0]) if keep(e)]
+            found = sorted((h for u in users for h in self.textlog.nearest(vector, n, user_id=u, where=where)),
+                           key=lambda h: h.distance or 0.0)[:n]
+            ranked = [e for e in _entries([h.id for h in found], [h.metadata for h in found],
+                                          [h.distance or 0.0 for h in found]) if keep(e)]
             if len(ranked) >= want or n >= total:
                 return ranked[:want]
             n = min(total, n * 2)
@@ -336,9 +349,9 @@ class DeltaMemStore(BaseStore):
             return f"{key}: {value_json}", False
         return f"{key}: " + "\n".join(texts), True
 
-    def _patch(self, chunk_ids: list[str], metadata: Mapping[str, Any]) -> None:
+    def _patch(self, entry: _Entry, metadata: Mapping[str, Any]) -> None:
         """Change the metadata of an entry's chunks (never its text, so the δ-state stays right)."""
-        self.textlog.collection.update(ids=list(chunk_ids), metadatas=[dict(metadata) for _ in chunk_ids])
+        self.textlog.patch_metadata(entry.chunk_ids, dict(metadata), user_id=entry.metadata["user_id"])
 
     def _put(self, op: PutOp) -> None:
         namespace, key = tuple(op.namespace), op.key
@@ -372,7 +385,7 @@ class DeltaMemStore(BaseStore):
                 self.memory.update(existing.memory_id, text, user_id=scope.user_id, call="store.put")
                 existing = self._entry(namespace, key)
                 assert existing is not None
-            self._patch(existing.chunk_ids, {**meta, **ttl, **stale})
+            self._patch(existing, {**meta, **ttl, **stale})
 
     # -- TTL ----------------------------------------------------------------------------------------------
     def sweep_ttl(self) -> int:
@@ -390,8 +403,8 @@ class DeltaMemStore(BaseStore):
                 with self.memory.runtime.store.lock(SessionKey(user_id=user_id, session_id=session_id)):
                     # again under the lock: a read may have refreshed one, a put replaced one
                     ids = [c for e in entries for c in e.chunk_ids]
-                    found = self.textlog.collection.get(ids=ids, include=["metadatas", "documents"])
-                    still = [e for e in _entries(found["ids"], found["metadatas"] or [])
+                    found = self.textlog.get(ids, user_id=user_id)
+                    still = [e for e in _entries([h.id for h in found], [h.metadata for h in found])
                              if is_expired(e.metadata, self._clock())]
                     if not still:
                         continue

@@ -65,9 +65,8 @@ def state_texts(store: DeltaMemStore, namespace: tuple[str, ...]) -> list[str]:
 
 
 def log_entries(store: DeltaMemStore, namespace: tuple[str, ...], key: str) -> set[str]:
-    found = store.textlog.collection.get(
-        where={"$and": [{"store.ns": json.dumps(list(namespace))}, {"store.key": key}]}, include=["metadatas"])
-    return {m["memory_id"] for m in found["metadatas"]}
+    found = store.textlog.find({"$and": [{"store.ns": json.dumps(list(namespace))}, {"store.key": key}]})
+    return {h.metadata["memory_id"] for h in found}
 
 
 # -- put / get / update / delete ------------------------------------------------------------------
@@ -204,7 +203,7 @@ def test_index_paths_and_unindexed_items(store):
     ns = ("ada", "docs")
     store.put(ns, "title-only", {"title": "Photosynthesis in ferns", "body": "zzz qqq"}, index=["title"])
     store.put(ns, "hidden", {"text": "ferns and photosynthesis"}, index=False)
-    [doc] = store.textlog.collection.get(where={"store.key": "title-only"}, include=["documents"])["documents"]
+    [doc] = [h.text for h in store.textlog.find({"store.key": "title-only"}, user_id="ada")]
     assert doc == "title-only: Photosynthesis in ferns"  # only the index path was embedded
     hits = store.search(ns, query="photosynthesis in ferns", limit=5)
     assert [h.key for h in hits] == ["title-only", "hidden"]
