@@ -21,7 +21,6 @@ library around it, not the embedding model (``deltamem bench retrieval`` measure
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,10 +36,13 @@ from deltamem_agents.bench.report import Progress
 from deltamem_agents.bench.retrieval import (
     SESSION,
     USER,
+    _exact_top_k,
     _fill,
     _latencies,
     _Precomputed,
     _queries,
+    _recall_at_k,
+    _row,
     _texts,
 )
 from deltamem_agents.reporting.files import write_report
@@ -175,18 +177,6 @@ class _LlamaIndex(_System):
         return list(found.ids or [])
 
 
-def _row(system: str, entries: int, operation: str, ms: list[float], **extra: Any) -> dict[str, Any]:
-    return {"system": system, "entries": entries, "operation": operation, "n": len(ms),
-            "p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3),
-            "mean_ms": round(statistics.fmean(ms), 3), **extra}
-
-
-def _exact(stored: np.ndarray, query_vectors: np.ndarray, k: int) -> np.ndarray:
-    unit = stored / np.linalg.norm(stored, axis=1, keepdims=True)
-    q = query_vectors / np.linalg.norm(query_vectors, axis=1, keepdims=True)
-    return np.argsort(-(q @ unit.T), axis=1, kind="stable")[:, :k]
-
-
 def _measure(
     system: _System, sizes: list[int], texts: list[str], vectors: np.ndarray, adds: list[str], add_vectors: np.ndarray,
     queries: list[str], query_vectors: np.ndarray, k: int, bar: Progress,
@@ -203,12 +193,11 @@ def _measure(
         added = _latencies(lambda t: add_ids.append(system.add(t)), adds[index * per_size : (index + 1) * per_size])
         hits: list[list[str]] = []
         searched = _latencies(lambda q: hits.append(system.search(q, k)), queries)
-        stored_ids = fill_ids[:size] + add_ids
-        exact = _exact(np.concatenate([vectors[:size], add_vectors[: len(add_ids)]]), query_vectors, k)
-        recall = statistics.fmean(len(set(h) & {stored_ids[i] for i in e}) / k for h, e in zip(hits, exact))
-        entries = size + len(add_ids)
-        rows.append(_row(system.name, entries, "add", added))
-        rows.append(_row(system.name, entries, "search", searched, recall_at_k=round(recall, 4)))
+        stored = np.concatenate([vectors[:size], add_vectors[: len(add_ids)]])
+        exact = _exact_top_k(stored, fill_ids[:size] + add_ids, query_vectors, k)
+        scope = {"system": system.name, "entries": size + len(add_ids)}
+        rows.append(scope | _row("add", added))
+        rows.append(scope | _row("search", searched) | {"recall_at_k": _recall_at_k(hits, exact)})
         bar.advance(len(queries))
     return rows
 
