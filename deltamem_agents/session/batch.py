@@ -72,6 +72,8 @@ class BatchRequest(BaseModel):
     session: MemorySession
     message: str | ChatMessage | dict[str, Any] | list[MessageLike] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    tools: list[Any] | None = Field(None, description="ToolSpecs or OpenAI tool dicts (ContinuousBatch only)")
+    tool_choice: str | None = None
 
 
 class BatchPiece(NamedTuple):
@@ -132,10 +134,12 @@ class _Row:
 
 # -- the rows' KV caches as one padded batch ---------------------------------------------------
 class _PaddedBatch:
-    """Stacked, left-padded KV caches of the rows still decoding, with their attention mask.
+    """Stacked, left-padded KV caches of the rows still decoding, with their attention mask
+    and their stacked states.
 
-    The handle holds the stacked states while the batch exists; the cache is updated in place
-    by each step and copied only when rows leave."""
+    The handle holds the stacked states only during a step, so other forwards (another
+    session's turn, a joining row's prefill) may run between steps; the cache is updated in
+    place by each step and copied only when rows join or leave."""
 
     def __init__(self, model: torch.nn.Module, handle: DeltaMemHandle, rows: list[_Row]) -> None:
         self.model, self.handle, self.rows = model, handle, rows
@@ -153,7 +157,7 @@ class _PaddedBatch:
         for b, row in enumerate(rows):
             self.mask[b, length - row.turn.context_length :] = 1
             row.kv = []  # the batch holds the entries now
-        handle.set_state(DeltaMemState.concat([row.turn.state for row in rows]))  # type: ignore[misc]
+        self.state = DeltaMemState.concat([row.turn.state for row in rows])  # type: ignore[misc]
 
     def step(self) -> torch.Tensor:
         """Feed every row's accepted token; returns next-token logits ``[rows, vocab]``."""
@@ -161,17 +165,23 @@ class _PaddedBatch:
         tokens = torch.tensor([[row.token] for row in self.rows], device=device)
         positions = torch.tensor([[row.turn.context_length] for row in self.rows], device=device)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
-        out = self.model(
-            input_ids=tokens, attention_mask=self.mask, position_ids=positions, use_cache=True,
-            **cache_kwargs(self.model, self.cache),
-        )
+        self.handle.set_state(self.state)
+        try:
+            with self.handle.writing(True):
+                out = self.model(
+                    input_ids=tokens, attention_mask=self.mask, position_ids=positions, use_cache=True,
+                    **cache_kwargs(self.model, self.cache),
+                )
+            self.state = self.handle.get_state()
+        finally:
+            self.handle.reset_state()
         self.cache = output_cache(out)
         return out.logits[:, -1, :].float()
 
     def take_out(self, b: int) -> None:
         """Give row ``b`` its own state and unpadded KV entries (it leaves, or is rebuilt)."""
         row, real = self.rows[b], self.mask[b].bool()
-        row.turn.state = self.handle.get_state().select(b)
+        row.turn.state = self.state.select(b)
         row.kv = [(k[b : b + 1, :, real], v[b : b + 1, :, real]) for k, v in _cache_layers(self.cache)]
 
     def keep(self, kept: list[int]) -> None:
@@ -183,7 +193,28 @@ class _PaddedBatch:
         self.mask = self.mask[:, first:]
         layers = [(k.index_select(0, index)[:, :, first:], v.index_select(0, index)[:, :, first:]) for k, v in _cache_layers(self.cache)]
         self.cache = _cache_from_layers(self.model.config, layers)
-        self.handle.set_state(self.handle.get_state().select(kept))
+        self.state = self.state.select(kept)
+
+    def add(self, rows: list[_Row]) -> None:
+        """Stack ``rows`` (holding their own KV entries and state) under the rows decoding:
+        one copy of the cache, left-padded to the longest context."""
+        length = max(self.mask.shape[1], *(row.turn.context_length for row in rows))
+        layers = [
+            (
+                torch.cat([_left_pad(k, length), *(_left_pad(row.kv[i][0], length) for row in rows)]),
+                torch.cat([_left_pad(v, length), *(_left_pad(row.kv[i][1], length) for row in rows)]),
+            )
+            for i, (k, v) in enumerate(_cache_layers(self.cache))
+        ]
+        self.cache = _cache_from_layers(self.model.config, layers)
+        mask = self.mask.new_zeros(len(self.rows) + len(rows), length)
+        mask[: len(self.rows), length - self.mask.shape[1] :] = self.mask
+        for b, row in enumerate(rows, start=len(self.rows)):
+            mask[b, length - row.turn.context_length :] = 1
+            row.kv = []
+        self.mask = mask
+        self.state = DeltaMemState.concat([self.state, *(row.turn.state for row in rows)])  # type: ignore[misc]
+        self.rows = [*self.rows, *rows]
 
 
 # -- the batch ------------------------------------------------------------------------------------
@@ -227,6 +258,8 @@ class SessionBatch:
     @staticmethod
     def _row(index: int, request: BatchRequest) -> _Row:
         """Begin the row's turn: input and options are checked now, before any row is touched."""
+        if request.tools or request.tool_choice is not None:
+            raise SessionError(f"row {index}: tools are not decoded by SessionBatch; use ContinuousBatch or MemorySession.reply")
         try:
             turn = request.session.begin_turn(request.message, options=request.options)
         except SessionError as exc:

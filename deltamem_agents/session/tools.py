@@ -182,6 +182,41 @@ def tool_call_prefix_length(text: str) -> int:
     return 0
 
 
+class VisibleText:
+    """What a streamed answer shows its reader: with tools, tool-call markup is held back
+    (`tool_call_prefix_length`) and the plain text released once it cannot start a call; the
+    single place `MemorySession.stream` and the batched decoders share for it."""
+
+    def __init__(self, *, tools: bool, prefix: str = "") -> None:
+        self.tools = tools
+        self._text = prefix
+        self._shown = 0 if tools else len(prefix)
+
+    def start(self) -> str:
+        """The text to show before any token: the response prefix, when it cannot hold a call."""
+        return "" if self.tools else self._text
+
+    def push(self, piece: str) -> str:
+        """A decoded piece; the text that may be shown now."""
+        self._text += piece
+        if not self.tools:
+            self._shown = len(self._text)
+            return piece
+        visible = len(self._text) - tool_call_prefix_length(self._text)
+        if visible <= self._shown:
+            return ""
+        out, self._shown = self._text[self._shown : visible], visible
+        return out
+
+    def finish(self, content: str) -> str:
+        """At the end of an answer that made no call: the rest of ``content`` that was held
+        back as a possible call but was not one."""
+        if not self.tools or len(content) <= self._shown:
+            return ""
+        out, self._shown = content[self._shown :], len(content)
+        return out
+
+
 def normalize_tool_choice(
     choice: object, names: Sequence[str], *, name_single_tool: bool = False, source: str = "tools"
 ) -> str | None:
@@ -240,6 +275,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "ToolSpecError",
+    "VisibleText",
     "as_tool_spec",
     "forced_call_prefix",
     "format_tool_calls",
