@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, Generic, Literal, TypeVar
 
-__all__ = ["Outcome", "ThreadedStream", "iterate_in_thread"]
+__all__ = ["FairRLock", "Outcome", "ThreadedStream", "iterate_in_thread"]
 
 T = TypeVar("T")
 #: How a producer ended: its iterator ran out, it raised, or the consumer stopped it first.
@@ -28,6 +28,60 @@ Outcome = Literal["finished", "failed", "stopped"]
 POLL_S = 0.1
 
 _ITEM, _ERROR, _END = "item", "error", "end"
+
+
+class FairRLock:
+    """A reentrant lock handed over in arrival order (FIFO).
+
+    ``threading.RLock`` lets the thread that releases it take it straight back, so a loop that
+    locks the model once per token (the server's batch thread) would starve every other thread
+    waiting for the model. Here a release hands the lock to the longest waiter. Same interface
+    as ``RLock``: ``acquire(blocking, timeout)``, ``release``, ``with``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._count = 0
+        self._queue: list[object] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None and not self._queue:
+                self._owner, self._count = me, 1
+                return True
+            if not blocking:
+                return False
+            ticket = object()
+            self._queue.append(ticket)
+            ready = self._cond.wait_for(
+                lambda: self._owner is None and self._queue[0] is ticket, None if timeout < 0 else timeout
+            )
+            if not ready:
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # the next waiter may be first now
+                return False
+            self._queue.pop(0)
+            self._owner, self._count = me, 1
+            return True
+
+    def release(self) -> None:
+        with self._cond:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release a FairRLock this thread does not hold")
+            self._count -= 1
+            if self._count == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class ThreadedStream(Generic[T]):

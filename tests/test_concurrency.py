@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deltamem_agents.concurrency import ThreadedStream, iterate_in_thread
+from deltamem_agents.concurrency import FairRLock, ThreadedStream, iterate_in_thread
 
 WHO = contextvars.ContextVar("who", default="nobody")
 
@@ -135,3 +135,52 @@ def test_a_producer_whose_loop_closed_stops():
     assert loop.run_until_complete(read_one()) == 0
     loop.close()
     assert producer.closed.wait(5) and producer.produced < 10_000
+
+
+# -- FairRLock ---------------------------------------------------------------------------------------
+def test_fair_rlock_hands_the_lock_to_waiters_in_arrival_order():
+    lock, order = FairRLock(), []
+    lock.acquire()
+    queued = []
+
+    def waiter(name: str) -> None:
+        with lock:
+            order.append(name)
+
+    for name in ("a", "b", "c"):
+        thread = threading.Thread(target=waiter, args=(name,))
+        thread.start()
+        queued.append(thread)
+        while len(lock._queue) < len(queued):  # wait until this one is queued
+            time.sleep(0.001)
+    lock.release()
+    # the releasing thread asks again at once: it queues behind the three waiters
+    with lock:
+        order.append("main")
+    for thread in queued:
+        thread.join(timeout=10)
+    assert order == ["a", "b", "c", "main"]
+
+
+def test_fair_rlock_is_reentrant_times_out_and_refuses_a_foreign_release():
+    lock = FairRLock()
+    with lock, lock:  # reentrant
+        result = []
+        thread = threading.Thread(target=lambda: result.append(lock.acquire(timeout=0.05)))
+        thread.start()
+        thread.join()
+        assert result == [False] and lock._queue == []
+        assert lock.acquire(blocking=False)
+        lock.release()
+        def foreign_release() -> None:
+            try:
+                lock.release()
+            except RuntimeError as exc:
+                result.append(str(exc))
+
+        other = threading.Thread(target=foreign_release)
+        other.start()
+        other.join()
+        assert "does not hold" in result[-1]
+    assert lock.acquire(blocking=False)
+    lock.release()

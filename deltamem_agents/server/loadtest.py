@@ -109,9 +109,11 @@ class LoadTestResults(BaseModel):
     completion_tokens: int
     tokens_per_s: float
     wall_s: float
-    batches: int | None = None
-    mean_batch_rows: float | None = None
+    batches: int | None = Field(None, description="batched decode steps")
+    mean_batch_rows: float | None = Field(None, description="turns per batched decode step, on average")
     max_batch_rows: int | None = None
+    prefill_tokens_per_turn: float | None = Field(None, description="new tokens each finished turn prefilled, on average")
+    rebuild_tokens_per_turn: float | None = Field(None, description="context tokens re-fed per finished turn (cold sessions, full windows)")
     problems: list[str] = Field(default_factory=list, description="the first problems found, for reading")
 
 
@@ -119,10 +121,13 @@ class LoadTestReport(BaseModel):
     config: LoadTestConfig
     server: dict[str, Any] = Field(default_factory=dict, description="GET /health after the run")
     results: LoadTestResults
+    role: str = Field("load", description="'single': the one-client baseline run on the same server first")
+    vs_single: float | None = Field(None, description="completion tokens/s over the single-client baseline's, same server")
 
     def row(self) -> dict[str, Any]:
         r = self.results
         return {
+            "run": self.role,
             "batching": self.server.get("batching"),
             "textlog": self.server.get("textlog"),
             "backbone": self.server.get("backbone"),
@@ -139,7 +144,10 @@ class LoadTestReport(BaseModel):
             "max_ms": r.max_ms,
             "turns_per_s": r.turns_per_s,
             "tokens_per_s": r.tokens_per_s,
+            "vs_single": self.vs_single,
             "mean_batch_rows": r.mean_batch_rows,
+            "prefill_tokens_per_turn": r.prefill_tokens_per_turn,
+            "rebuild_tokens_per_turn": r.rebuild_tokens_per_turn,
             "wall_s": r.wall_s,
         }
 
@@ -150,7 +158,9 @@ class LoadTestReport(BaseModel):
             f"{batching}: {r.clients} clients x {r.turns_per_client} turns over {r.sessions} sessions: "
             f"{r.turns_ok}/{r.turns_attempted} ok, {r.errors} errors, {r.abandoned} abandoned, lost {r.lost}, "
             f"corrupted {r.corrupted}; p50 {r.p50_ms} ms, p95 {r.p95_ms} ms; {r.turns_per_s:.2f} turns/s, "
-            f"{r.tokens_per_s:.1f} tokens/s; mean batch {r.mean_batch_rows}"
+            f"{r.tokens_per_s:.1f} tokens/s"
+            + (f" ({self.vs_single:.2f}x the single client)" if self.vs_single is not None else "")
+            + f"; mean batch {r.mean_batch_rows}; prefill {r.prefill_tokens_per_turn} tokens/turn"
         )
 
 
@@ -320,6 +330,13 @@ async def run_loadtest(config: LoadTestConfig, *, transport: httpx.AsyncBaseTran
     b0, b1 = before.get("scheduler", {}), after.get("scheduler", {})
     batches = b1.get("batches", 0) - b0.get("batches", 0)
     rows = b1.get("batched_rows", 0) - b0.get("batched_rows", 0)
+    finished = b1.get("turns_finished", 0) - b0.get("turns_finished", 0)
+
+    def per_turn(name: str) -> float | None:
+        if name not in b1 or not finished:
+            return None
+        return round((b1[name] - b0.get(name, 0)) / finished, 1)
+
     results = LoadTestResults(
         clients=config.clients, sessions=min(config.sessions, config.clients), turns_per_client=config.turns,
         turns_attempted=config.clients * config.turns, turns_ok=len(ok), errors=len(errors), abandoned=abandoned,
@@ -328,13 +345,30 @@ async def run_loadtest(config: LoadTestConfig, *, transport: httpx.AsyncBaseTran
         ttft_p50_ms=_percentile(ttfts, 0.5), turns_per_s=round(len(ok) / wall, 3), completion_tokens=tokens,
         tokens_per_s=round(tokens / wall, 2), wall_s=round(wall, 2), batches=batches if after.get("batching") else None,
         mean_batch_rows=round(rows / batches, 2) if batches else None,
-        max_batch_rows=b1.get("max_batch_rows") if after.get("batching") else None, problems=problems[:20],
+        max_batch_rows=b1.get("max_batch_rows") if after.get("batching") else None,
+        prefill_tokens_per_turn=per_turn("prefill_tokens"), rebuild_tokens_per_turn=per_turn("rebuild_tokens"),
+        problems=problems[:20],
     )
     return LoadTestReport(config=config, server=after, results=results)
 
 
 def run_loadtest_sync(config: LoadTestConfig) -> LoadTestReport:
     return asyncio.run(run_loadtest(config))
+
+
+def run_against_server(config: LoadTestConfig, *, baseline_turns: int = 0, log: Callable[[str], Any] = print) -> list[LoadTestReport]:
+    """Load-test ``config.url``; with ``baseline_turns``, one client alone first on the same
+    server, and the load run's throughput as a ratio over it (``vs_single``)."""
+    reports = []
+    if baseline_turns:
+        log(f"baseline: 1 client x {baseline_turns} turns ...")
+        single = config.model_copy(update={"clients": 1, "sessions": 1, "turns": baseline_turns, "run_id": uuid.uuid4().hex[:8]})
+        reports.append(run_loadtest_sync(single).model_copy(update={"role": "single"}))
+    log(f"running {config.clients} clients x {config.turns} turns over {config.sessions} sessions ...")
+    load = run_loadtest_sync(config)
+    if reports and reports[0].results.tokens_per_s:
+        load = load.model_copy(update={"vs_single": round(load.results.tokens_per_s / reports[0].results.tokens_per_s, 2)})
+    return [*reports, load]
 
 
 # -- a server of its own -----------------------------------------------------------------------------------
@@ -386,9 +420,13 @@ def run_against_new_server(
     batching: bool = True,
     state_only: bool = False,
     threads: int | None = None,
+    baseline_turns: int = 0,
     log: Callable[[str], Any] = print,
-) -> LoadTestReport:
-    """Start `deltamem serve` on a free loopback port with a fresh store, load-test it, stop it."""
+) -> list[LoadTestReport]:
+    """Start `deltamem serve` on a free loopback port with a fresh store, load-test it, stop it.
+
+    ``baseline_turns``: first run one client for that many turns on the same server (warmed up
+    the same way), so the load run's throughput is given as a ratio measured side by side."""
     work = Path(tempfile.mkdtemp(prefix="deltamem-loadtest-"))
     port = _free_port()
     extra = ["--batching" if batching else "--no-batching", "--max-tokens", str(max(config.max_tokens, 1024))]
@@ -405,8 +443,7 @@ def run_against_new_server(
         url = f"http://127.0.0.1:{port}"
         log(f"started a server on {url} (batching {'on' if batching else 'off'}; log {log_path}); waiting for it ...")
         wait_for_health(url, process, log_path)
-        log(f"running {config.clients} clients x {config.turns} turns over {config.sessions} sessions ...")
-        return run_loadtest_sync(config.model_copy(update={"url": url}))
+        return run_against_server(config.model_copy(update={"url": url}), baseline_turns=baseline_turns, log=log)
     finally:
         stop_server(process)
         shutil.rmtree(work, ignore_errors=True)
@@ -443,6 +480,7 @@ __all__ = [
     "TurnRecord",
     "check_sessions",
     "run_against_new_server",
+    "run_against_server",
     "run_loadtest",
     "run_loadtest_sync",
     "serve_command",

@@ -9,9 +9,10 @@
   own bounded pool (shared with the memory verbs), and the bridge's stop flag is also what a
   batched decode watches to leave its batch. The first chunk is awaited before a streamed
   response opens, so input errors still become HTTP statuses.
-- **One model.** Sessions share the runtime's model lock. With batching on, the answers of
-  concurrent turns of different sessions are decoded in one batch (`BatchDecoder`); otherwise
-  one after another.
+- **One model.** Sessions share the runtime's model lock (first come, first served). With
+  batching on, the answers of concurrent turns of different sessions, tool turns included, are
+  decoded by continuous batching (`BatchDecoder`): a turn joins the running batch at the next
+  token step and leaves it when it ends; otherwise one after another.
 - **Faults.** A turn that fails or whose streaming client goes away commits nothing (the
   library's rule); a SIGKILL loses at most the turns in flight, because each turn is committed
   atomically when it ends.
@@ -185,10 +186,18 @@ class TurnScheduler:
         its own thread, and commits nothing."""
         if self.batcher is None:
             self._stats.serial_decodes += 1  # a plain int add: atomic under the GIL
-            yield from self._turn(turn, MemorySession.stream)
+            yield from self._counted(self._turn(turn, MemorySession.stream))
             return
         with self.batcher.expecting() as ticket:
-            yield from self._turn(turn, functools.partial(self.batcher.decode, cancelled=cancelled, ticket=ticket))
+            decoder = functools.partial(self.batcher.decode, cancelled=cancelled, ticket=ticket)
+            yield from self._counted(self._turn(turn, decoder))
+
+    def _counted(self, chunks: Iterator[HybridChunk]) -> Iterator[HybridChunk]:
+        """The turn's chunks; its prefill cost is added to the stats when it ends."""
+        for chunk in chunks:
+            if chunk.reply is not None:
+                self._stats.prefill_tokens += chunk.reply.stats.prefill_tokens
+            yield chunk
 
     def _turn(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:
         return self._stateful(turn, decoder) if turn.key is not None else self._stateless(turn, decoder)
@@ -272,7 +281,7 @@ class TurnScheduler:
         if self.batcher is not None:
             counters = self.batcher.counters
             out.batches, out.batched_rows, out.max_batch_rows = counters.batches, counters.rows, counters.max_rows
-            out.serial_decodes += counters.serial
+            out.batch_joins = counters.joins
         return out
 
     def close(self) -> None:

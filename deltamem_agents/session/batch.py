@@ -180,9 +180,14 @@ class _PaddedBatch:
 
     def take_out(self, b: int) -> None:
         """Give row ``b`` its own state and unpadded KV entries (it leaves, or is rebuilt)."""
-        row, real = self.rows[b], self.mask[b].bool()
+        # A row's real positions are the mask's last `context_length` columns (padding is only
+        # ever added on the left), so a slice copies them: no boolean gather per layer.
+        row = self.rows[b]
+        start = self.mask.shape[1] - row.turn.context_length
         row.turn.state = self.state.select(b)
-        row.kv = [(k[b : b + 1, :, real], v[b : b + 1, :, real]) for k, v in _cache_layers(self.cache)]
+        row.kv = [
+            (k[b : b + 1, :, start:].clone(), v[b : b + 1, :, start:].clone()) for k, v in _cache_layers(self.cache)
+        ]
 
     def keep(self, kept: list[int]) -> None:
         """Keep only rows ``kept`` and drop the padding columns no kept row uses any more."""

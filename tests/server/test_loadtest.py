@@ -58,11 +58,14 @@ def test_the_checker_finds_lost_and_corrupted_turns():
 def test_the_cli_writes_json_and_markdown(live_server, tmp_path):
     result = CliRunner().invoke(
         cli, ["serve-loadtest", "--url", live_server.url, "--clients", "2", "--turns", "2", "--sessions", "1",
-              "--max-tokens", "2", "--out", str(tmp_path)],
+              "--max-tokens", "2", "--baseline-turns", "2", "--out", str(tmp_path)],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "serve.json").read_text())
-    row = report["rows"][0]
+    single, row = report["rows"]
+    assert single["run"] == "single" and single["clients"] == 1 and single["ok"] == 2
     assert report["name"] == "serve" and row["ok"] == 4 and row["lost"] == 0 and row["corrupted"] == 0
+    assert row["run"] == "load" and row["vs_single"] == round(row["tokens_per_s"] / single["tokens_per_s"], 2)
+    assert row["prefill_tokens_per_turn"] > 0  # read from the server's scheduler stats
     assert "machine" in report["meta"] and "api_key" not in json.dumps(report)
     assert "| batching |" in (tmp_path / "serve.md").read_text()
