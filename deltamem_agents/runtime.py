@@ -3,20 +3,33 @@
 It loads the backbone and the adapter once, opens sessions from a `SessionStore` (checking
 that their saved state was written by this very backbone, adapter and config), keeps open
 sessions in memory so their KV cache is reused between turns, and commits each turn.
+
+Open ("warm") sessions form an LRU, optionally bounded by a memory budget (the bytes of their KV
+caches and δ-states) and a count: past it, the least recently used sessions that no turn is using
+(their store lock is free) are dropped; their next turn reopens them from the store and rebuilds
+the context from the log. A warm session is reused only while the store's head is exactly the
+revision it was opened at (turn count, log chain, state checksum, creation time): a session another
+process changed, rewrote, or deleted and recreated meanwhile is reloaded, never served stale.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
+from deltamem_agents.concurrency import FairRLock
 from deltamem_agents.core.config import DeltaMemConfig
 from deltamem_agents.model.adapters import (
     BackboneSignature,
@@ -26,12 +39,13 @@ from deltamem_agents.model.adapters import (
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
 from deltamem_agents.progress import ProgressLike, tracked
 from deltamem_agents.session.session import MemorySession, SessionConfig
-from deltamem_agents.store.base import SessionStore, default_store_root
+from deltamem_agents.store.base import SessionLockTimeout, SessionStore, default_store_root
 from deltamem_agents.store.records import (
     ChatMessage,
     Fingerprint,
     SessionKey,
     SessionMetadata,
+    SessionRecord,
 )
 from deltamem_agents.store.url import is_store_url, open_session_store
 
@@ -70,11 +84,50 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _revision(meta: SessionMetadata) -> tuple[Any, ...]:
+    """What identifies a committed revision of a session: every commit and rewrite changes the
+    turn count, the log chain (a hash of every message) or the state checksum, and a session
+    deleted and created again has another creation time."""
+    return (
+        meta.created_at, meta.turn_count, meta.message_count, meta.log_chain, meta.log_file, meta.state_sha256,
+        meta.fingerprint,
+    )
+
+
+class WarmSessionStats(BaseModel):
+    """The sessions this runtime keeps warm (KV cache + δ-state in memory) and what their LRU
+    did since the runtime started (served as is in the server's ``/health``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sessions: int = Field(0, description="sessions open in memory")
+    bytes: int = Field(0, description="bytes of their KV caches and δ-states, as measured after their last turn")
+    budget_bytes: int | None = Field(None, description="the bound (None: unbounded)")
+    max_sessions: int | None = Field(None, description="the most sessions kept (None: no count bound)")
+    hits: int = Field(0, description="turns that found their session warm and current: only new tokens prefilled")
+    misses: int = Field(0, description="sessions opened from the store: new, evicted, or not yet served here")
+    stale_reloads: int = Field(0, description="warm sessions another process had changed meanwhile: reloaded from the store")
+    evictions: int = Field(0, description="sessions dropped past the budget, least recently used first")
+    busy_skips: int = Field(0, description="evictions passed over because a turn was using the session")
+
+
+@dataclass
+class _Warm:
+    session: MemorySession
+    record: SessionRecord
+    bytes: int = 0
+    #: handed out since its last commit: a turn that opens it twice (the server does) counts once
+    served: bool = False
+
+
 class DeltaMemRuntime:
     """Backbone + δ-mem + session store; the entry point of applications and the CLI.
 
     ``adapter``: ``"auto"`` (the adapter shipped for this backbone, else an untrained one, with a
     warning), a folder of either adapter format, or ``None`` (untrained, ``config`` applies).
+    ``warm_budget_bytes`` and ``max_warm_sessions`` bound the sessions kept open between turns
+    (`set_warm_budget`; ``None``, the default: every opened session stays open); `warm_sessions`
+    reports them.
     """
 
     def __init__(
@@ -90,6 +143,8 @@ class DeltaMemRuntime:
         model: torch.nn.Module | None = None,
         tokenizer: Any = None,
         progress: ProgressLike = True,
+        warm_budget_bytes: int | None = None,
+        max_warm_sessions: int | None = None,
     ) -> None:
         from deltamem_agents.model.backbone import DEFAULT_BACKBONE, load_backbone
 
@@ -108,14 +163,25 @@ class DeltaMemRuntime:
         # A folder, a redis:// URL (see `open_session_store`) or a store object.
         self.store = open_session_store(store)
         self.session_config = session_config or SessionConfig()
-        self.lock = threading.RLock()
+        # first come, first served: the server's batch thread locks it once per token step
+        self.lock = FairRLock()
         self.fingerprint = Fingerprint(
             backbone=self.backbone_name,
             backbone_signature=_sha(BackboneSignature.of(model).model_dump_json(exclude={"name"})),
             adapter=adapter_fingerprint(self.adapter_path) if self.adapter_path else f"untrained-seed{UNTRAINED_SEED}",
             config=_sha(self.handle.config.model_dump_json(exclude={"target_layers"})),
         )
-        self._open: dict[SessionKey, tuple[MemorySession, Any]] = {}
+        # Warm sessions, least recently used first; evicted ones a caller may still hold and save.
+        self._open: OrderedDict[SessionKey, _Warm] = OrderedDict()
+        self._evicted: weakref.WeakKeyDictionary[MemorySession, tuple[SessionKey, SessionRecord]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._warm_guard = threading.Lock()
+        self._warm_bytes = 0  # the sum of the warm sessions' measured bytes
+        self._counts = dict.fromkeys(("hits", "misses", "stale_reloads", "evictions", "busy_skips"), 0)
+        self.warm_budget_bytes: int | None = None
+        self.max_warm_sessions: int | None = None
+        self.set_warm_budget(warm_budget_bytes, max_sessions=max_warm_sessions)
 
     @classmethod
     def shared(
@@ -170,42 +236,155 @@ class DeltaMemRuntime:
 
     # -- sessions ---------------------------------------------------------------------------------
     def session(self, session_id: str, *, user_id: str = "default", config: SessionConfig | None = None) -> MemorySession:
-        """Open (or create) a session; an already open one is returned with its KV cache."""
+        """Open (or create) a session; a warm one is returned with its KV cache, unless the store
+        holds another revision of it (another process committed, rewrote or recreated it)."""
         key = SessionKey(user_id=user_id, session_id=session_id)
         # Locks are always taken in this order (session store, then model): see `rebuild`.
         with self.store.lock(key), self.lock:
-            if key in self._open:
-                session, record = self._open[key]
+            warm = self._open.get(key)
+            if warm is not None:
                 latest = self.store.head(key)
-                if latest is not None and latest.turn_count == record.metadata.turn_count:
-                    return session
-                # Another process committed meanwhile: reopen from the store.
+                if latest is not None and _revision(latest) == _revision(warm.record.metadata):
+                    self._put(key, warm, None if warm.served else "hits")
+                    warm.served = True
+                    self._trim(protect=key)
+                    return warm.session
+                # Another process committed, rewrote or recreated it meanwhile: reopen from the store.
+                self._drop(key, "stale_reloads")
+                logger.info("session %s changed in the store since it was opened here: reloading it", key)
+            else:
+                self._count("misses")
+            self._forget_evicted(key)
             record = self.store.load_or_create(key, self.fingerprint)
             session = MemorySession(
                 self.model, self.tokenizer, self.handle,
                 config=config or self.session_config, state=record.state, messages=record.messages, lock=self.lock,
             )
-            self._open[key] = (session, record)
+            self._put(key, _Warm(session, record, served=True))
+            self._trim(protect=key)
             return session
 
     def save(self, session: MemorySession) -> SessionMetadata:
         """Commit what the session did since it was opened or last saved (atomically)."""
         with self.lock:
-            key = next((k for k, (open_session, _) in self._open.items() if open_session is session), None)
+            key = next((k for k, warm in self._open.items() if warm.session is session), None)
+            if key is None and session in self._evicted:
+                key = self._evicted[session][0]
         if key is None:
             raise ValueError("this session was not opened by this runtime")
         with self.store.lock(key), self.lock:
-            if key not in self._open or self._open[key][0] is not session:
+            warm = self._open.get(key)
+            if warm is not None and warm.session is session:
+                record = warm.record
+            elif warm is None and session in self._evicted:
+                # Evicted from the warm set while its holder kept it: commit it and take it back.
+                record = self._evicted[session][1]
+            else:
                 raise ValueError(f"session {key} was closed or reopened before it was saved")
-            record = self._open[key][1]
             committed = len(record.messages)
             new_messages = session.messages[committed:]
             record = self.store.commit(
                 record, new_messages=new_messages, state=session.state, tokens_written=session.tokens_written
             )
             session.tokens_written = 0
-            self._open[key] = (session, record)
+            self._evicted.pop(session, None)
+            self._put(key, _Warm(session, record))
+            self._trim(own=key)
             return record.metadata
+
+    # -- the warm-session LRU ---------------------------------------------------------------------
+    def set_warm_budget(self, budget_bytes: int | None, *, max_sessions: int | None = None) -> None:
+        """Bound the warm sessions: at most ``budget_bytes`` of KV caches and δ-states and at most
+        ``max_sessions`` sessions (``None``: no bound; ``0`` bytes: keep none after its turn)."""
+        for name, value in (("budget_bytes", budget_bytes), ("max_sessions", max_sessions)):
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0 or None, got {value}")
+        with self.lock:
+            self.warm_budget_bytes, self.max_warm_sessions = budget_bytes, max_sessions
+            self._trim()
+
+    def warm_sessions(self) -> WarmSessionStats:
+        """How many sessions are warm, their bytes, and the LRU's counters (never waits for the
+        model: a server's health check calls it while turns run)."""
+        with self._warm_guard:
+            return WarmSessionStats(
+                sessions=len(self._open), bytes=self._warm_bytes,
+                budget_bytes=self.warm_budget_bytes, max_sessions=self.max_warm_sessions, **self._counts,
+            )
+
+    def is_warm(self, session_id: str, *, user_id: str = "default") -> bool:
+        """Whether the session is open here (its next turn may reuse its KV cache)."""
+        with self._warm_guard:
+            return SessionKey(user_id=user_id, session_id=session_id) in self._open
+
+    # Every change of ``_open`` and the counters happens with ``self.lock`` (so a thread holding it
+    # reads them freely) and the ``_warm_guard`` leaf lock (so `warm_sessions` need not wait for the model).
+    def _put(self, key: SessionKey, warm: _Warm, counter: str | None = None) -> None:
+        """``warm`` is now the most recently used session; its bytes are measured now."""
+        size = warm.session.resident_bytes
+        with self._warm_guard:
+            previous = self._open.get(key)
+            self._warm_bytes += size - (previous.bytes if previous is not None else 0)
+            warm.bytes = size
+            self._open[key] = warm
+            self._open.move_to_end(key)
+            if counter is not None:
+                self._counts[counter] += 1
+
+    def _drop(self, key: SessionKey, counter: str | None = None) -> _Warm | None:
+        with self._warm_guard:
+            if counter is not None:
+                self._counts[counter] += 1
+            warm = self._open.pop(key, None)
+            if warm is not None:
+                self._warm_bytes -= warm.bytes
+            return warm
+
+    def _count(self, counter: str) -> None:
+        with self._warm_guard:
+            self._counts[counter] += 1
+
+    def _over_budget(self) -> bool:
+        budget, most = self.warm_budget_bytes, self.max_warm_sessions
+        if most is not None and len(self._open) > most:
+            return True
+        if budget == 0:
+            return bool(self._open)  # none kept, even a session measured before it held anything
+        return budget is not None and self._warm_bytes > budget
+
+    def _trim(self, *, protect: SessionKey | None = None, own: SessionKey | None = None) -> None:
+        """Evict least recently used sessions while over the budget (called with ``self.lock``).
+        ``protect`` is being handed out and stays; ``own`` is a session whose store lock this
+        thread holds (its turn just committed), evicted last. Any other session is evicted only
+        if its store lock is free right now: one a turn is using is skipped, never taken away."""
+        if not self._over_budget():
+            return
+        for key in [k for k in self._open if k not in (protect, own)]:
+            if not self._over_budget():
+                return
+            with contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(self.store.lock(key, timeout=0))  # never waits
+                except SessionLockTimeout:
+                    self._count("busy_skips")
+                    continue
+                except Exception as exc:  # noqa: BLE001 - e.g. the Redis server is unreachable: keep it
+                    logger.warning("could not check whether session %s is in use, keeping it warm: %s", key, exc)
+                    continue
+                self._evict(key)
+        if own is not None and own != protect and own in self._open and self._over_budget():
+            self._evict(own)
+
+    def _evict(self, key: SessionKey) -> None:
+        warm = self._drop(key, "evictions")
+        assert warm is not None
+        self._evicted[warm.session] = (key, warm.record)
+        logger.debug("evicted warm session %s (%d bytes)", key, warm.bytes)
+
+    def _forget_evicted(self, key: SessionKey) -> None:
+        """Evicted sessions of ``key`` can no longer be saved (it was reopened, closed, rebuilt or deleted)."""
+        for session in [s for s, (k, _) in self._evicted.items() if k == key]:
+            self._evicted.pop(session, None)
 
     def rebuild(
         self,
@@ -233,19 +412,23 @@ class DeltaMemRuntime:
                     bar.advance()
             total = len(record.messages)
             record = self.store.rewrite(record, messages=kept, state=fresh.state, tokens_written=fresh.tokens_written)
-            self._open.pop(key, None)
+            self._drop(key)
+            self._forget_evicted(key)
             logger.info("rebuilt session %s from %d of %d messages", key, len(kept), total)
             return record.metadata
 
     def close(self, session_id: str, *, user_id: str = "default") -> None:
         """Forget an open session's KV cache (its committed turns stay in the store)."""
         with self.lock:
-            self._open.pop(SessionKey(user_id=user_id, session_id=session_id), None)
+            key = SessionKey(user_id=user_id, session_id=session_id)
+            self._drop(key)
+            self._forget_evicted(key)
 
     def delete(self, session_id: str, *, user_id: str = "default") -> bool:
         with self.lock:
             key = SessionKey(user_id=user_id, session_id=session_id)
-            self._open.pop(key, None)
+            self._drop(key)
+            self._forget_evicted(key)
             return self.store.delete(key)
 
     def sessions(self, user_id: str | None = None) -> list[SessionMetadata]:

@@ -63,7 +63,8 @@ def serve(**fields: Any) -> None:
     console.print(
         f"serving model {settings.model_name!r} ({context.memory.runtime.backbone_name}) on {where}; "
         f"sessions in {context.store}; text log: {'off' if context.memory.textlog is None else 'on'}; "
-        f"batching: {'on' if settings.batching else 'off'}; API keys: {len(settings.api_keys) or 'none (loopback only)'}",
+        f"batching: {'on' if settings.batching else 'off'}; warm sessions: up to {settings.warm_sessions_mb} MiB; "
+        f"API keys: {len(settings.api_keys) or 'none (loopback only)'}",
         markup=False, highlight=False, soft_wrap=True,
     )
     if context.memory.runtime.adapter_path is None:
@@ -92,13 +93,16 @@ def serve_loadtest(
     compare_serial: Annotated[
         bool, typer.Option(help="with a started server: also run once with batching off, for comparison")
     ] = False,
+    baseline_turns: Annotated[
+        int, typer.Option(min=0, help="first run 1 client for this many turns on the same server (0: no baseline)")
+    ] = 6,
 ) -> None:
     """Load-test a server: N clients x T turns over S sessions, then check every session's log
     (lost or corrupted turns), latency percentiles and throughput -> serve.json + serve.md."""
     from deltamem_agents.server.loadtest import (
         LoadTestConfig,
         run_against_new_server,
-        run_loadtest_sync,
+        run_against_server,
         write_reports,
     )
 
@@ -109,14 +113,16 @@ def serve_loadtest(
     if url is not None:
         if compare_serial:
             raise fail("--compare-serial needs a started server (leave out --url)")
-        reports = [run_loadtest_sync(config.model_copy(update={"url": url, "api_key": api_key}))]
+        reports = run_against_server(config.model_copy(update={"url": url, "api_key": api_key}), baseline_turns=baseline_turns)
     else:
         modes = [batching, False] if compare_serial and batching else [batching]
         reports = [
-            run_against_new_server(
-                config, backbone=backbone, batching=mode, state_only=state_only, threads=threads, log=err_console.print
-            )
+            report
             for mode in modes
+            for report in run_against_new_server(
+                config, backbone=backbone, batching=mode, state_only=state_only, threads=threads,
+                baseline_turns=baseline_turns, log=err_console.print,
+            )
         ]
     for report in reports:
         console.print(report.summary(), markup=False, highlight=False, soft_wrap=True)

@@ -20,7 +20,8 @@ def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
 
     The store waits ``lock_timeout_s`` for a session held by another process, then the turn
     fails with 503 instead of hanging; with Redis, a dead server's locks expire after
-    ``lock_lease_s``."""
+    ``lock_lease_s``. At most ``warm_sessions_mb`` of sessions stay warm between turns (a runtime
+    given to `build_memory` or `create_app` keeps its own bound: `DeltaMemRuntime.set_warm_budget`)."""
     from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
     from deltamem_agents.session import SessionConfig
     from deltamem_agents.store.url import store_from_env
@@ -45,6 +46,7 @@ def load_runtime(settings: ServerSettings) -> DeltaMemRuntime:
             ),
             session_config=SessionConfig(**session_fields) if session_fields else None,
             device=settings.device, dtype=settings.dtype, progress=False,
+            warm_budget_bytes=settings.warm_sessions_mb * 2**20,
         )
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deltamem_agents.memory.audit import MemoryEvent
 from deltamem_agents.memory.verbs import MemoryItem, ResetReport
+from deltamem_agents.runtime import WarmSessionStats
 from deltamem_agents.store.records import Fingerprint
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -264,10 +265,13 @@ class SchedulerStats(BaseModel):
     turns_failed: int = Field(0, description="ended with an error (nothing committed)")
     turns_cancelled: int = Field(0, description="abandoned by their streaming client (nothing committed)")
     turns_running: int = Field(0, description="running or waiting for their session")
-    batches: int = Field(0, description="batched decodes run")
-    batched_rows: int = Field(0, description="turns decoded in those batches")
-    max_batch_rows: int = 0
-    serial_decodes: int = Field(0, description="answers decoded alone (batching off, tools, a single turn)")
+    batches: int = Field(0, description="batched decode steps (one forward for every running turn)")
+    batched_rows: int = Field(0, description="turns summed over those steps (tokens decoded in batch)")
+    max_batch_rows: int = Field(0, description="the most turns one step decoded")
+    batch_joins: int = Field(0, description="turns that joined the running batch")
+    serial_decodes: int = Field(0, description="answers decoded alone (batching off)")
+    prefill_tokens: int = Field(0, description="tokens prefilled by finished turns (their new messages; context rebuilds apart)")
+    rebuild_tokens: int = Field(0, description="tokens re-fed by finished turns to rebuild a context (a cold session, a full window)")
 
 
 class Health(BaseModel):
@@ -278,6 +282,7 @@ class Health(BaseModel):
     textlog: bool
     auth_required: bool
     scheduler: SchedulerStats
+    warm_sessions: WarmSessionStats = Field(default_factory=WarmSessionStats)
 
 
 # -- sessions ----------------------------------------------------------------------------------------------

@@ -97,6 +97,11 @@ class ServerSettings(BaseModel):
     chroma_url: str | None = Field(None, description="http://HOST:PORT of a `chroma run` server (for several processes)")
     state_only: bool = Field(False, description="no text log and no retrieval: the δ-mem state alone")
     router: str | None = Field(None, description="router policies, e.g. 'cues+retrieval=0.5+state', or a calibration JSON")
+    warm_sessions_mb: int = Field(
+        1024, ge=0,
+        description="MiB of KV caches and δ-states of recently used sessions kept between turns, so a next turn "
+        "prefills only its new messages (least recently used dropped first; 0: none kept)",
+    )
 
     # -- authentication -----------------------------------------------------------------------
     api_keys_file: Path | None = Field(
@@ -120,9 +125,10 @@ class ServerSettings(BaseModel):
     batching: bool = Field(True, description="decode concurrent turns of different sessions in one batch")
     batch_wait_ms: float = Field(
         5000.0, ge=0.0, le=60_000.0,
-        description="longest a batch waits for turns of other sessions still being prepared, to decode them together",
+        description="longest an idle batcher waits for announced turns still being prepared, to start them together "
+        "(once a batch runs, a turn joins it at the next token step)",
     )
-    max_batch_rows: int = Field(16, ge=1, le=256, description="most sessions decoded in one batch")
+    max_batch_rows: int = Field(16, ge=1, le=256, description="most turns decoded in one batch step")
     max_workers: int = Field(64, ge=1, le=1024, description="turns that may run (or wait for the model) at once")
     threads: int | None = Field(
         None, ge=1, description="torch threads for the model (default: torch's choice; 1-2 on a small shared CPU)"

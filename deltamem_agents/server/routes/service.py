@@ -12,7 +12,7 @@ from deltamem_agents.server.schemas import Health, ModelCard, ModelList
 router = APIRouter(tags=["service"])
 
 
-@router.get("/health", response_model=Health, summary="Liveness, configuration and scheduler counters")
+@router.get("/health", response_model=Health, summary="Liveness, configuration, scheduler and warm-session counters")
 async def health(ctx: ServerContext = Depends(context)) -> Health:
     return Health(
         model=ctx.settings.model_name,
@@ -21,6 +21,7 @@ async def health(ctx: ServerContext = Depends(context)) -> Health:
         textlog=ctx.memory.textlog is not None,
         auth_required=ctx.authenticator.required,
         scheduler=ctx.scheduler.stats(),
+        warm_sessions=ctx.memory.runtime.warm_sessions(),
     )
 
 
