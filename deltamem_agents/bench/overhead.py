@@ -3,14 +3,21 @@
 Bare and attached runs are interleaved in one process (attach, measure, detach, measure...)
 so both see the same machine state; peak memory is measured in one fresh child process per
 variant (CPU: peak RSS; CUDA: peak allocated), because a process's peak RSS never goes down.
+Several weight dtypes (``dtypes``, e.g. float32 and bfloat16) are measured one after another.
+
+When ``llama_cpp`` (llama-cpp-python) is importable and the backbone is a GGUF file (the
+embedded default is), the same GGUF decoded by llama.cpp with the same threads is measured in
+the same run, so "δ-mem decode / llama.cpp decode" is a ratio measured side by side.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +96,55 @@ def _peak_memory(variant: str, options: dict[str, Any]) -> float:
     return float(peak)
 
 
+def _gguf_of(backbone: str | None) -> Path | None:
+    """The GGUF file llama.cpp can run for ``backbone`` (an embedded one or a .gguf path), if any."""
+    from deltamem_agents.model.backbone import EMBEDDED_BACKBONES, DEFAULT_BACKBONE, BackboneNotFoundError, find_embedded_gguf
+
+    name = backbone or DEFAULT_BACKBONE
+    if name in EMBEDDED_BACKBONES:
+        try:
+            return find_embedded_gguf(name)[0]
+        except BackboneNotFoundError:
+            return None
+    path = Path(name).expanduser()
+    return path if path.suffix == ".gguf" and path.is_file() else None
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _llama_cpp_timings(gguf: Path, prompt_tokens: int, decode_tokens: int, repeats: int, threads: int) -> dict[str, Any]:
+    """Median prefill and greedy decode tokens/s of llama.cpp on ``gguf``, the same random prompt."""
+    import numpy as np
+    from llama_cpp import Llama, __version__
+
+    llm = Llama(
+        model_path=str(gguf), n_ctx=prompt_tokens + decode_tokens + 16, n_threads=threads, n_threads_batch=threads,
+        n_batch=max(prompt_tokens, 8), verbose=False,
+    )
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, llm.n_vocab(), (prompt_tokens,), generator=generator).tolist()
+    prefills, decodes = [], []
+    for repeat in range(repeats + 1):  # the first round warms up and is dropped
+        llm.reset()
+        start = time.perf_counter()
+        llm.eval(prompt)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(decode_tokens):
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            llm.eval([token])
+        if repeat:
+            prefills.append(prefill)
+            decodes.append(time.perf_counter() - start)
+    return {
+        "prefill_tok_s": round(prompt_tokens / statistics.median(prefills), 1),
+        "decode_tok_s": round(decode_tokens / statistics.median(decodes), 2),
+        "version": __version__,
+    }
+
+
 def run_overhead_bench(
     out_dir: Path,
     *,
@@ -100,17 +156,61 @@ def run_overhead_bench(
     repeats: int = 5,
     device: str | torch.device | None = None,
     dtype: str | None = None,
+    dtypes: Sequence[str | None] | None = None,
     measure_memory: bool = True,
+    llama_cpp: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Prefill and decode tokens/s and peak memory, bare vs attached, side by side."""
-    from deltamem_agents.model.backbone import (
-        default_device,
-        load_backbone,
-        resolve_dtype,
-    )
+    """Prefill and decode tokens/s and peak memory, bare vs attached, side by side, for each
+    weight dtype in ``dtypes`` (default: ``[dtype]``); plus llama.cpp on the same GGUF
+    (``llama_cpp``: None measures it when it is installed and the backbone is a GGUF file)."""
+    from deltamem_agents.model.backbone import default_device
 
     config = config or DeltaMemConfig()
     device = torch.device(device) if device is not None else default_device()
+    rows: list[dict[str, Any]] = []
+    metas: list[dict[str, Any]] = []
+    for each in dtypes or [dtype]:
+        dtype_rows, meta = _measure_dtype(
+            backbone, adapter, config, device, each, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
+            repeats=repeats, measure_memory=measure_memory,
+        )
+        rows += dtype_rows
+        metas.append(meta)
+    gguf = _gguf_of(backbone) if device.type == "cpu" else None
+    llama: dict[str, Any] | None = None
+    if llama_cpp is True and (gguf is None or not llama_cpp_available()):
+        raise RuntimeError("the llama.cpp row needs llama-cpp-python installed and a GGUF backbone")
+    if llama_cpp is not False and gguf is not None and llama_cpp_available():
+        llama = _llama_cpp_timings(gguf, prompt_tokens, decode_tokens, repeats, torch.get_num_threads())
+        rows.append({"variant": "llama.cpp (bare)", "dtype": gguf.name, "prefill_tok_s": llama["prefill_tok_s"],
+                     "decode_tok_s": llama["decode_tok_s"], "peak_mem_mib": None, "delta_params": 0})
+        for row in [r for r in rows if r["variant"] == "delta-mem"]:
+            rows.append({
+                "variant": "delta-mem / llama.cpp", "dtype": row["dtype"],
+                "prefill_tok_s": round(row["prefill_tok_s"] / llama["prefill_tok_s"], 3),
+                "decode_tok_s": round(row["decode_tok_s"] / llama["decode_tok_s"], 3), "peak_mem_mib": None,
+            })
+    meta = {
+        "benchmark": "overhead",
+        "params": {**metas[0]["options"], "dtypes": [m["options"]["dtype"] for m in metas], "repeats": repeats,
+                   "goals": "decode >= 0.95, prefill >= 0.90, memory <= 1.02 (ratios); decode >= 0.5x llama.cpp"},
+        "device": str(device),
+        "machine": machine_info(device),
+        # which δ-mem decode step ran: the fused C++ one applies to CPU float32 only
+        "decode_step": {m["options"]["dtype"]: m["decode_step"] for m in metas},
+        "llama_cpp": None if llama is None else {"version": llama["version"], "gguf": str(gguf), "threads": torch.get_num_threads()},
+    }
+    write_report("overhead", rows, Path(out_dir), meta)
+    return rows
+
+
+def _measure_dtype(
+    backbone: str | None, adapter: str | None, config: DeltaMemConfig, device: torch.device, dtype: str | None, *,
+    prompt_tokens: int, decode_tokens: int, repeats: int, measure_memory: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Bare vs attached for one weight dtype: their rows, the ratio row, and the run's options."""
+    from deltamem_agents.model.backbone import load_backbone, resolve_dtype
+
     torch_dtype = resolve_dtype(dtype, device)
     model, _ = load_backbone(backbone, device=device, dtype=torch_dtype)
     ids = _prompt(model, prompt_tokens, device)
@@ -140,26 +240,19 @@ def run_overhead_bench(
         decode = statistics.median(timings[variant]["decode"])
         rows.append({
             "variant": variant,
+            "dtype": options["dtype"],
             "prefill_tok_s": round(prompt_tokens / prefill, 1),
             "decode_tok_s": round(decode_tokens / decode, 2),
             "peak_mem_mib": round(_peak_memory(variant, options), 1) if measure_memory else None,
             "delta_params": params if variant != "bare" else 0,
         })
     bare, attached = rows
-    relative = {
+    rows.append({
         "variant": "delta-mem / bare",
+        "dtype": options["dtype"],
         "prefill_tok_s": round(attached["prefill_tok_s"] / bare["prefill_tok_s"], 3),
         "decode_tok_s": round(attached["decode_tok_s"] / bare["decode_tok_s"], 3),
         "peak_mem_mib": round(attached["peak_mem_mib"] / bare["peak_mem_mib"], 4) if measure_memory else None,
-    }
-    rows.append(relative)
-    meta = {
-        "benchmark": "overhead",
-        "params": {**options, "repeats": repeats, "goals": "decode >= 0.95, prefill >= 0.90, memory <= 1.02 (ratios)"},
-        "device": str(device),
-        "machine": machine_info(device),
-        # which δ-mem decode step ran: the fused C++ one applies to CPU float32 only
-        "decode_step": fused_decode_status() if device.type == "cpu" and torch_dtype == torch.float32 else "eager",
-    }
-    write_report("overhead", rows, Path(out_dir), meta)
-    return rows
+    })
+    cpu_fp32 = device.type == "cpu" and torch_dtype == torch.float32
+    return rows, {"options": options, "decode_step": fused_decode_status() if cpu_fp32 else "eager"}

@@ -59,14 +59,23 @@ def bench_overhead(
     repeats: int = 5,
     device: Device = None,
     dtype: DtypeOpt = None,
+    dtypes: Annotated[
+        str | None, typer.Option(help="several weight dtypes one after another, e.g. float32,bfloat16 (overrides --dtype)")
+    ] = None,
     memory: Annotated[bool, typer.Option(help="also measure peak memory in child processes")] = True,
+    llama_cpp: Annotated[
+        bool | None,
+        typer.Option("--llama-cpp/--no-llama-cpp", help="measure llama.cpp on the same GGUF too (default: when installed)"),
+    ] = None,
 ) -> None:
-    """Prefill/decode tokens/s and peak memory with δ-mem attached vs the bare backbone."""
+    """Prefill/decode tokens/s and peak memory with δ-mem attached vs the bare backbone (and
+    vs llama.cpp on the same GGUF when llama-cpp-python is installed)."""
     from deltamem_agents.bench.overhead import run_overhead_bench
 
     rows = run_overhead_bench(
         out, backbone=backbone, adapter=adapter, prompt_tokens=prompt_tokens, decode_tokens=decode_tokens,
-        repeats=repeats, device=device, dtype=dtype, measure_memory=memory,
+        repeats=repeats, device=device, dtype=dtype, measure_memory=memory, llama_cpp=llama_cpp,
+        dtypes=[d.strip() for d in dtypes.split(",") if d.strip()] if dtypes else None,
     )
     print_rows(rows, "δ-mem overhead")
     console.print(f"wrote {out / 'overhead.json'} and {out / 'overhead.md'}")
