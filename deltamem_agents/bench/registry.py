@@ -48,6 +48,12 @@ def _overhead(out: Path, *, device: str | None) -> Any:
     return run_overhead_bench(out, device=device, repeats=7)
 
 
+def _ingest(out: Path, *, device: str | None) -> Any:
+    from deltamem_agents.bench.ingest import run_ingest_bench
+
+    return run_ingest_bench(out, device=device, progress=True)
+
+
 def _growth(out: Path, *, device: str | None) -> Any:
     from deltamem_agents.bench.growth import GrowthConfig, run_growth_bench
 
@@ -122,6 +128,19 @@ BENCHMARKS: dict[str, Benchmark] = {
             "0.874x). The cost is the same for any backbone width, so the ratio is at its worst on a model as "
             "small as this one.",
             "deltamem bench overhead", f"{__name__}:_overhead",
+        ),
+        Benchmark(
+            "ingest", "writing a long history",
+            "A synthetic conversation (8k template tokens) written into a fresh `MemorySession` by `ingest`, 512 "
+            "tokens per forward, 1024-token window, side by side in one run with the bare backbone running the "
+            "same forwards on the same tokens (a second copy of it, no δ-mem; its KV cache emptied every 1024 "
+            "tokens). `blocks` is how ingest feeds now: a full window is dropped, not re-prefilled (the state "
+            "holds it), and the last block keeps at least the window's kept share, so nothing is re-prefilled; "
+            "`sliding` is the behaviour before "
+            "(`SessionConfig(ingest_mode=\"sliding\")`): every window fill re-prefills its most recent half, "
+            "writing off. `vs_bare`: tokens/s over the bare backbone's. Goal (issue 23): blocks >= 0.8x bare. "
+            "Design and why: docs/sessions.md, Ingesting long histories.",
+            "deltamem bench ingest", f"{__name__}:_ingest",
         ),
         Benchmark(
             "growth", "one turn as the conversation grows",

@@ -81,6 +81,32 @@ def bench_overhead(
     console.print(f"wrote {out / 'overhead.json'} and {out / 'overhead.md'}")
 
 
+@bench_app.command("ingest")
+@user_errors
+def bench_ingest(
+    out: OutDir = Path("bench-out"),
+    backbone: BackbonePathOpt = None,
+    adapter: Annotated[str | None, typer.Option(help="adapter folder (default: the shipped one, else untrained)")] = None,
+    tokens: Annotated[int, typer.Option(min=16, help="tokens of synthetic conversation to ingest")] = 8192,
+    chunk: Annotated[int, typer.Option(min=1, help="tokens per forward (SessionConfig.prefill_chunk)")] = 512,
+    context_window: Annotated[int, typer.Option(min=16, help="the session's attention window")] = 1024,
+    repeats: int = 2,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: torch's)")] = None,
+    device: Device = None,
+    dtype: DtypeOpt = None,
+) -> None:
+    """Ingest tokens/s (blocks, the default, and sliding) vs the bare backbone's prefill of the
+    same tokens in the same forwards, side by side in one run."""
+    from deltamem_agents.bench.ingest import run_ingest_bench
+
+    rows = run_ingest_bench(
+        out, backbone=backbone, adapter=adapter, tokens=tokens, chunk=chunk, context_window=context_window,
+        repeats=repeats, threads=threads, device=device, dtype=dtype, progress=True,
+    )
+    print_rows(rows, "ingest vs bare prefill")
+    console.print(f"wrote {out / 'ingest.json'} and {out / 'ingest.md'}")
+
+
 @bench_app.command("growth")
 @user_errors
 def bench_growth(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -155,6 +155,37 @@ def text_chunks(blocks: Iterable[str], limit: int) -> Iterator[tuple[str, int]]:
         yield "", rest  # only whitespace: advances the progress bar, nothing to ingest
 
 
+class ChunkProgress:
+    """A `ProgressReporter` for one message's ingest: the tokens fed move the byte bar across
+    that message's bytes, so a long message (a large ``--chunk-chars``) shows progress too."""
+
+    def __init__(self, progress: Any, task: Any, size: int) -> None:
+        self._progress, self._task, self._size = progress, task, size
+        self._total = 0.0
+        self.moved = 0.0
+
+    def start(self, description: str, total: float | None = None, *, completed: float = 0) -> None:
+        self._total = float(total or 0)
+
+    def advance(self, amount: float = 1) -> None:
+        if self._total:
+            step = min(self._size * amount / self._total, self._size - self.moved)
+            self.moved += step
+            self._progress.update(self._task, advance=step)
+
+    def set_description(self, description: str) -> None:
+        return None
+
+    def set_status(self, status: str) -> None:
+        return None
+
+    def note(self, text: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 def check_text(source: TextSource) -> int:
     """Validate the whole input before anything is written; returns its character count."""
     characters = 0
@@ -214,14 +245,15 @@ def ingest(
             metadata = None
             try:
                 for chunk, size in text_chunks(decoded_blocks(stream, source.label), chunk_chars):
+                    within = ChunkProgress(progress, task, size)
                     if chunk:
                         message = ChatMessage(
                             role=role.value, content=chunk, metadata={"source": str(source.path or source.label), "part": parts}
                         )
-                        tokens += current.ingest(message).tokens_written
+                        tokens += current.ingest(message, progress=within).tokens_written
                         metadata = runtime.save(current)
                         parts += 1
-                    progress.update(task, advance=size, parts=parts)
+                    progress.update(task, advance=size - within.moved, parts=parts)
                 progress.update(task, completed=source.size)
             except KeyboardInterrupt:
                 progress.stop()

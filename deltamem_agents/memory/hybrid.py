@@ -37,6 +37,7 @@ from deltamem_agents.memory.textlog import (
     content_hash,
 )
 from deltamem_agents.memory.verbs import MemoryItem, MemoryVerbs, ResetReport
+from deltamem_agents.progress import ProgressLike
 from deltamem_agents.session.session import (
     MemorySession,
     MessageLike,
@@ -371,14 +372,19 @@ class HybridMemory(MemoryVerbs, MemoryRetention):
                 self.textlog.add_message(logged, user_id=user_id, session_id=session_id, turn=turn, source=self.config.log_source)
 
     # -- memory management ----------------------------------------------------------------------------
-    def ingest(self, messages: Sequence[MessageLike] | str, *, session_id: str, user_id: str = "default") -> int:
+    def ingest(
+        self, messages: Sequence[MessageLike] | str, *, session_id: str, user_id: str = "default",
+        progress: ProgressLike = False,
+    ) -> int:
         """Write messages into the state and the log without answering; returns tokens written
-        (`add` does the same and returns the memory ids instead)."""
+        (`add` does the same and returns the memory ids instead). ``progress``: as
+        `MemorySession.ingest` (a reporter, or True for a bar on long inputs)."""
         new = [ChatMessage(role="user", content=messages)] if isinstance(messages, str) else [as_message(m) for m in messages]
-        return self._ingest(new, session_id=session_id, user_id=user_id)[0]
+        return self._ingest(new, session_id=session_id, user_id=user_id, progress=progress)[0]
 
     def _ingest(
-        self, new: list[ChatMessage], *, session_id: str, user_id: str, extra: dict[str, Any] | None = None
+        self, new: list[ChatMessage], *, session_id: str, user_id: str, extra: dict[str, Any] | None = None,
+        progress: ProgressLike = False,
     ) -> tuple[int, list[list[str]]]:
         """`ingest` and `add`: (tokens written, the log's chunk ids of each logged message)."""
         logged_ids: list[list[str]] = []
@@ -386,7 +392,7 @@ class HybridMemory(MemoryVerbs, MemoryRetention):
             session = self.runtime.session(session_id, user_id=user_id)
             turn = sum(m.role == "user" for m in session.messages)
             try:
-                stats = session.ingest(new)
+                stats = session.ingest(new, progress=progress)
                 if self.textlog is not None:
                     for message in new:
                         text = template_view(message)["content"]  # tool calls included, as `_log` does

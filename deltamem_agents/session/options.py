@@ -40,6 +40,11 @@ class SessionConfig(BaseModel):
         0.5, gt=0.0, lt=1.0, description="share of the window kept when it overflows and is rebuilt"
     )
     prefill_chunk: int = Field(512, ge=1, description="tokens per forward when ingesting")
+    ingest_mode: Literal["blocks", "sliding"] = Field(
+        "blocks",
+        description="how ingest meets a full window: 'blocks' drops it (the state holds it; the last block keeps "
+        "at least the kept share, so nothing is re-prefilled); 'sliding' re-prefills its kept share, as replies do",
+    )
     system_prompt: str | None = Field(None, description="a system message put first in a new session")
     generation: GenerationOptions = Field(default_factory=GenerationOptions)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,12 +25,14 @@ from transformers import DynamicCache
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
+from deltamem_agents.progress import ProgressLike
 
 # The message helpers live in chat.py; re-exported here, where callers have always imported them.
 from deltamem_agents.session.chat import (  # noqa: F401
     NOTE_KINDS, ChatEncoder, ChatTemplateError, ConversationForkError, Encoded, MessageLike, SessionError,
     as_message, conversation_key, is_note, template_view, unseen_messages,
 )
+from deltamem_agents.session.feeding import IngestPlan, feed, keep_tokens, shrink_window
 from deltamem_agents.session.options import GenerationOptions, Reply, SessionConfig, TurnStats
 from deltamem_agents.session.sampling import ReplyDecoder, sample_token
 from deltamem_agents.session.tools import (
@@ -94,14 +95,26 @@ class MemorySession:
         so a caller can show or check exactly what a reply was conditioned on."""
         return list(self._window)
 
-    def ingest(self, messages: MessageLike | Sequence[MessageLike] | str, *, write: bool = True) -> TurnStats:
-        """Add messages to the conversation and feed them (writing them into memory)."""
+    @property
+    def resident_bytes(self) -> int:
+        """Bytes of the KV cache and δ-state tensors this session keeps in memory (runtime LRU)."""
+        kv = [getattr(layer, name, None) for layer in getattr(self._cache, "layers", ()) for name in ("keys", "values")]
+        tensors = [*kv, *(self._state.layers.values() if self._state is not None else ())]
+        return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+    def ingest(
+        self, messages: MessageLike | Sequence[MessageLike] | str, *, write: bool = True, progress: ProgressLike = False
+    ) -> TurnStats:
+        """Add messages to the conversation and feed them (writing them into memory). A long input
+        is fed in blocks, without a re-prefill at every window fill (session/feeding.py; the
+        config's ``ingest_mode``). ``progress``: a reporter, or True for a bar from 2048 tokens on."""
         new = self._coerce(messages)
+        plan = IngestPlan(blocks=self.config.ingest_mode == "blocks", progress=progress)
         with self._turn(write) as stats:
             start = len(self.messages)
             self.messages.extend(new)
             try:
-                self._feed_messages(stats, write=write, generation_prompt=False)
+                self._feed_messages(stats, write=write, generation_prompt=False, plan=plan)
             except BaseException:
                 del self.messages[start:]
                 raise
@@ -197,7 +210,7 @@ class MemorySession:
     def _feed_reply_prefix(self, prefix: str, stats: TurnStats, *, write: bool) -> torch.Tensor:
         """Feed the start of the answer as if the model had written it (the answer's segment)."""
         ids = self.encoder.tokenize(prefix)
-        logits = self._feed(Encoded(ids, [self._next_segment] * len(ids), prefix), stats, write=write)
+        logits = feed(self, Encoded(ids, [self._next_segment] * len(ids), prefix), stats, write=write)
         assert self._rendered is not None
         self._rendered += prefix
         return logits
@@ -286,8 +299,11 @@ class MemorySession:
         return out
 
     # -- feeding tokens -----------------------------------------------------------------------------------
-    def _feed_messages(self, stats: TurnStats, *, write: bool, generation_prompt: bool) -> torch.Tensor:
-        """Feed the messages not yet written (and the generation prompt); returns the last logits."""
+    def _feed_messages(
+        self, stats: TurnStats, *, write: bool, generation_prompt: bool, plan: IngestPlan | None = None
+    ) -> torch.Tensor:
+        """Feed the messages not yet written (and the generation prompt; ``plan``: an ingest's);
+        returns the last logits."""
         views = [template_view(m) for m in self.messages]
         start = self._written
         if self._rendered is None:
@@ -307,7 +323,7 @@ class MemorySession:
             )
         if not encoded.ids:
             raise SessionError("the chat template rendered these messages as no tokens")
-        logits = self._feed(encoded, stats, write=write)
+        logits = feed(self, encoded, stats, write=write, plan=plan)
         self._rendered += encoded.text
         self._written = len(self.messages)
         self._next_segment = next_segment
@@ -316,7 +332,7 @@ class MemorySession:
     def _resync(self, views: list[dict[str, Any]], stats: TurnStats) -> None:
         """Rebuild the attention context from the messages already in the state (writing off)."""
         encoded, _ = self.encoder.encode_delta("", views, 0, next_segment=0)
-        keep = encoded.ids[-self._keep_tokens() :] if encoded.ids else []
+        keep = encoded.ids[-keep_tokens(self.config) :] if encoded.ids else []
         self._cache, self._window = None, []
         if keep:
             with self.handle.writing(False):
@@ -324,37 +340,8 @@ class MemorySession:
             stats.window_rebuilt = True
         self._rendered = encoded.text
 
-    def _keep_tokens(self) -> int:
-        return max(1, int(self.config.context_window * self.config.rebuild_keep))
-
-    def _feed(self, encoded: Encoded, stats: TurnStats, *, write: bool) -> torch.Tensor:
-        ids, segments = encoded.ids, encoded.segment_ids
-        started = time.perf_counter()
-        logits = None
-        for run_start, run_end, run_writes in encoded.runs():
-            writes = write and run_writes
-            position = run_start
-            with self.handle.writing(writes):
-                while position < run_end:
-                    if len(self._window) >= self.config.context_window:
-                        self._shrink_window(stats)
-                    room = self.config.context_window - len(self._window)
-                    n = min(room, self.config.prefill_chunk, run_end - position)
-                    logits = self._forward_window(ids[position : position + n], segments[position : position + n], stats)
-                    if writes:
-                        stats.tokens_written += n
-                    position += n
-        stats.prefill_tokens += len(ids)
-        stats.prefill_ms += (time.perf_counter() - started) * 1e3
-        assert logits is not None
-        return logits
-
     def _shrink_window(self, stats: TurnStats) -> None:
-        keep = self._window[-self._keep_tokens() :]
-        self._cache, self._window = None, []
-        with self.handle.writing(False):
-            self._forward_window(keep, None, stats)
-        stats.window_rebuilt = True
+        shrink_window(self, stats)  # the sliding rebuild (session/feeding.py)
 
     def _forward_window(self, ids: list[int], segments: list[int] | None, stats: TurnStats) -> torch.Tensor:
         """One forward of ``ids`` on top of the KV cache; returns the last position's logits."""

@@ -73,7 +73,7 @@ def test_bench_page_and_all_from_the_command_line(tmp_path):
     result = runner.invoke(app, ["bench", "page", "--out", str(reports), "--page", str(tmp_path / "a.md")])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["bench", "all", "--out", str(reports), "--page", str(tmp_path / "b.md"),
-                                 "--skip", "scan,recall,overhead,growth,batch,retrieval,compare,store"])
+                                 "--skip", "scan,recall,overhead,ingest,growth,batch,retrieval,compare,store"])
     assert result.exit_code == 0, result.output
     assert "eval: no runner registered" in result.output
     assert (tmp_path / "a.md").read_text() == (tmp_path / "b.md").read_text()
