@@ -6,9 +6,12 @@ whole batch to drain. A server with many clients needs the opposite: every step 
 turns that are running now. `ContinuousBatch` keeps the padded batch of `session.batch` alive
 between steps:
 
-- `join` begins a row's `Turn` and prefills it alone (the session's own code: window rebuilds,
-  notes, tools note, response prefix); its first token is chosen at the next `step`, where it
-  is stacked under the rows already decoding (one copy of the cache, left-padded).
+- `join` begins a row's `Turn`. When its new tokens are one plain forward on its context
+  (`Turn.begin_batched_prefill`: nothing to rebuild, no notes, no response prefix), they are
+  prefilled at the next `step` in one forward with the other rows joining then; otherwise the
+  session's own code prefills it now (window rebuilds, notes, tools note, response prefix). Its
+  first token is chosen at the next `step`, where it is stacked under the rows already decoding
+  (one copy of the cache, left-padded).
 - `step` chooses one token for every row, takes out the rows that ended or whose window is
   full (rebuilt alone, then stacked again), runs one batched forward and commits every row
   that finished: each turn is committed on its own the moment it ends.
@@ -31,11 +34,15 @@ from typing import NamedTuple
 import torch
 from pydantic import BaseModel, Field
 
+from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
+from deltamem_agents.model.compat import cache_kwargs, output_cache
 from deltamem_agents.session.batch import (
     BatchRequest,
+    KVLayers,
     _cache_from_layers,
     _cache_layers,
+    _left_pad,
     _PaddedBatch,
     _Row,
 )
@@ -62,6 +69,7 @@ class ContinuousStats(BaseModel):
     row_steps: int = Field(0, description="rows summed over those forwards (tokens decoded in batch)")
     max_rows: int = 0
     prefill_tokens: int = Field(0, description="tokens fed by the joining rows' prefills")
+    prefill_forwards: int = Field(0, description="batched forwards that prefilled several joining rows at once")
     prefill_ms: float = 0.0
     merge_ms: float = Field(0.0, description="stacking and unstacking rows' KV caches and states")
     decode_ms: float = 0.0
@@ -86,6 +94,7 @@ class ContinuousBatch:
         self._live: dict[Hashable, _Live] = {}
         self._by_row: dict[int, _Live] = {}  # id(row) -> its live row
         self._joined: list[_Live] = []  # prefilled, not yet stacked
+        self._prefilling: list[tuple[_Live, list[int]]] = []  # to prefill together at the next step
         self._batch: _PaddedBatch | None = None
 
     # -- membership -------------------------------------------------------------------------------
@@ -118,18 +127,23 @@ class ContinuousBatch:
         row = _Row(index=len(self._live), turn=turn)
         started = time.perf_counter()
         try:
-            row.logits = turn.prefill()
+            ids = turn.begin_batched_prefill()
+            if ids is None:  # a context to rebuild, notes, a response prefix...: the session's own prefill
+                row.logits = turn.prefill()
             row.kv = _cache_layers(turn.take_cache())
         except BaseException:
             turn.abort()
             raise
-        self.stats.prefill_ms += (time.perf_counter() - started) * 1e3
-        self.stats.prefill_tokens += turn.stats.prefill_tokens
-        self.stats.joins += 1
         live = _Live(key, row, VisibleText(tools=bool(turn.tools), prefix=turn.gen.response_prefix))
         self._live[key] = live
         self._by_row[id(row)] = live
-        self._joined.append(live)
+        self.stats.joins += 1
+        if ids is None:
+            self.stats.prefill_ms += (time.perf_counter() - started) * 1e3
+            self.stats.prefill_tokens += turn.stats.prefill_tokens
+            self._joined.append(live)
+        else:
+            self._prefilling.append((live, ids))
         text = live.visible.start()
         return [BatchEvent(key, text)] if text else []
 
@@ -141,6 +155,8 @@ class ContinuousBatch:
         del self._by_row[id(live.row)]
         if live in self._joined:
             self._joined.remove(live)
+        elif any(waiting is live for waiting, _ in self._prefilling):
+            self._prefilling = [(w, ids) for w, ids in self._prefilling if w is not live]
         else:
             self._take_out([live.row])
         live.row.turn.abort()
@@ -151,7 +167,7 @@ class ContinuousBatch:
             live.row.turn.abort()
         self._live.clear()
         self._by_row.clear()
-        self._joined = []
+        self._joined, self._prefilling = [], []
         self._batch = None
         self.handle.reset_state()
 
@@ -160,6 +176,8 @@ class ContinuousBatch:
         """One token for every row: choose, regroup, one batched forward, commit the ended rows."""
         events: list[BatchEvent] = []
         ended: list[_Live] = []
+        if self._prefilling:
+            self._prefill_together()
         stacked = self._batch.rows if self._batch is not None else []
         lives = [self._owner(row) for row in stacked] + self._joined
         for live in lives:
@@ -206,6 +224,70 @@ class ContinuousBatch:
         for live in ended:
             events.extend(self._commit(live))
         return events
+
+    # -- joining rows' prefills, as one forward -----------------------------------------------------
+    def _prefill_together(self) -> None:
+        """One forward for the new tokens of every row waiting to join: each row's KV cache
+        left-padded to the longest context, its new tokens left-padded to the longest prompt, an
+        attention mask over both (padding neither reads nor writes the memory), positions of its
+        own. A prefill alone is mostly compute on 2 CPUs, yet one forward for 16 short prompts
+        costs ~2.4x less than 16 forwards (fixed per-forward costs). A failure aborts these rows."""
+        pending, self._prefilling = self._prefilling, []
+        started = time.perf_counter()
+        try:
+            logits, state, kvs = self._forward_prefills([(live.row, ids) for live, ids in pending])
+        except BaseException:
+            for live, _ in pending:
+                del self._live[live.key], self._by_row[id(live.row)]
+                live.row.turn.abort()
+            raise
+        elapsed = (time.perf_counter() - started) * 1e3
+        for b, (live, ids) in enumerate(pending):
+            live.row.kv, live.row.logits = kvs[b], logits[b : b + 1]
+            live.row.turn.finish_batched_prefill(state.select(b), elapsed / len(pending))
+            self.stats.prefill_tokens += len(ids)
+            self._joined.append(live)
+        self.stats.prefill_ms += elapsed
+        self.stats.prefill_forwards += 1
+
+    def _forward_prefills(self, rows: list[tuple[_Row, list[int]]]) -> tuple[torch.Tensor, DeltaMemState, list[KVLayers]]:
+        past = max(row.turn.context_length for row, _ in rows)
+        width = max(len(ids) for _, ids in rows)
+        device = next(self.model.parameters()).device
+        # every row has a context (`plan_batched_prefill`), so a KV cache to stack
+        layers = [
+            (
+                torch.cat([_left_pad(row.kv[i][0], past) for row, _ in rows]),
+                torch.cat([_left_pad(row.kv[i][1], past) for row, _ in rows]),
+            )
+            for i in range(len(rows[0][0].kv))
+        ]
+        cache = _cache_from_layers(self.model.config, layers)
+        input_ids = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+        mask = torch.zeros(len(rows), past + width, dtype=torch.long, device=device)
+        for b, (row, ids) in enumerate(rows):
+            context, n = row.turn.context_length, len(ids)
+            input_ids[b, width - n :] = torch.tensor(ids, device=device)
+            positions[b, width - n :] = torch.arange(context, context + n, device=device)
+            mask[b, past - context : past] = 1
+            mask[b, past + width - n :] = 1
+        self.handle.set_state(DeltaMemState.concat([row.turn.state for row, _ in rows]))  # type: ignore[misc]
+        try:
+            with self.handle.writing(True):
+                out = self.model(
+                    input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **cache_kwargs(self.model, cache),
+                )
+            state = self.handle.get_state()
+        finally:
+            self.handle.reset_state()
+        real = mask.bool()
+        kvs = [
+            [(k[b : b + 1, :, real[b]], v[b : b + 1, :, real[b]]) for k, v in _cache_layers(output_cache(out))]
+            for b in range(len(rows))
+        ]
+        return out.logits[:, -1, :].float(), state, kvs
 
     # -- helpers ----------------------------------------------------------------------------------
     def _owner(self, row: _Row) -> _Live:

@@ -28,13 +28,16 @@ from typing import Any
 import torch
 
 from deltamem_agents.progress import ProgressLike, shows_progress, tracked
-from deltamem_agents.session.chat import Encoded
-from deltamem_agents.session.options import SessionConfig, TurnStats
+from deltamem_agents.session.chat import ChatTemplateError, ChatMessage, Encoded, is_note, template_view
+from deltamem_agents.session.options import GenerationOptions, SessionConfig, TurnStats
 
 #: a `MemorySession` (not imported: session.py imports this module)
 MemorySession = Any
 
-__all__ = ["PROGRESS_MIN_TOKENS", "IngestPlan", "feed", "keep_tokens", "next_forward", "shrink_window"]
+__all__ = [
+    "PROGRESS_MIN_TOKENS", "IngestPlan", "apply_batched_prefill", "feed", "keep_tokens", "next_forward",
+    "plan_batched_prefill", "shrink_window",
+]
 
 #: ``progress=True`` shows a bar for inputs of at least this many tokens (a reporter object
 #: given as ``progress`` is always used)
@@ -122,3 +125,45 @@ def feed(
     stats.prefill_ms += (time.perf_counter() - started) * 1e3
     assert logits is not None
     return logits
+
+
+# -- a turn's prefill as one row of a batched forward (session/continuous.py) ------------------------
+def plan_batched_prefill(
+    session: MemorySession, new: list[ChatMessage], gen: GenerationOptions, *, write: bool
+) -> tuple[Encoded, int] | None:
+    """The tokens a turn's prefill would feed, when feeding them is one forward that a batch of
+    other sessions' prefills may share: the context is in place (nothing to rebuild), they fit
+    the window and one chunk, every one of them is written (no notes), no response prefix, TSW
+    or MSW writes (SSW needs segment ids), and a context to attend to (a padding query with none
+    would attend to nothing). None: prefill alone (`Turn.prefill`). Changes nothing."""
+    config = session.config
+    if (
+        not write or gen.response_prefix or session._rendered is None or session.state is None or not session._window
+        or session.handle.config.write_strategy == "ssw"
+    ):
+        return None
+    pending = [*session.messages[session._written :], *new]
+    if any(is_note(m) for m in pending):
+        return None
+    views = [template_view(m) for m in [*session.messages, *new]]
+    try:
+        encoded, next_segment = session.encoder.encode_delta(
+            session._rendered, views, session._written, next_segment=session._next_segment, add_generation_prompt=True
+        )
+    except ChatTemplateError:
+        return None
+    if not encoded.ids or len(encoded.ids) > config.prefill_chunk or len(session._window) + len(encoded.ids) > config.context_window:
+        return None
+    return encoded, next_segment
+
+
+def apply_batched_prefill(session: MemorySession, encoded: Encoded, next_segment: int, stats: TurnStats, elapsed_ms: float) -> None:
+    """The bookkeeping `feed` does after its forwards, for tokens a batched forward fed: they
+    join the window, the rendered text and the written messages, and count as written."""
+    session._window.extend(encoded.ids)
+    session._rendered += encoded.text
+    session._written = len(session.messages)
+    session._next_segment = next_segment
+    stats.prefill_tokens += len(encoded.ids)
+    stats.tokens_written += len(encoded.ids)
+    stats.prefill_ms += elapsed_ms

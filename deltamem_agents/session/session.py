@@ -32,11 +32,13 @@ from deltamem_agents.session.chat import (  # noqa: F401
     NOTE_KINDS, ChatEncoder, ChatTemplateError, ConversationForkError, Encoded, MessageLike, SessionError,
     as_message, conversation_key, is_note, template_view, unseen_messages,
 )
-from deltamem_agents.session.feeding import IngestPlan, feed, keep_tokens, shrink_window
+from deltamem_agents.session.feeding import (
+    IngestPlan, apply_batched_prefill, feed, keep_tokens, plan_batched_prefill, shrink_window,
+)
 from deltamem_agents.session.options import GenerationOptions, Reply, SessionConfig, TurnStats
 from deltamem_agents.session.sampling import ReplyDecoder, sample_token
 from deltamem_agents.session.tools import (
-    ToolCall, ToolSpec, as_tool_spec, forced_call_prefix, parse_tool_calls, render_tools_prompt, tool_call_prefix_length,
+    ToolCall, ToolSpec, as_tool_spec, forced_call_prefix, parse_tool_calls, render_tools_prompt, VisibleText,
 )
 from deltamem_agents.store.records import ChatMessage
 
@@ -156,24 +158,15 @@ class MemorySession:
         with self.lock, torch.inference_mode():
             try:
                 logits = turn.prefill()
-                prefix = turn.gen.response_prefix
-                pieces: list[str] = [prefix] if prefix else []
-                shown = 0
-                if prefix and not turn.tools:
-                    yield prefix
+                visible = VisibleText(tools=bool(turn.tools), prefix=turn.gen.response_prefix)
+                if start := visible.start():
+                    yield start
                 for piece in turn.decode_alone(logits):
-                    pieces.append(piece)
-                    if not turn.tools:
-                        yield piece
-                        continue
-                    text = "".join(pieces)
-                    visible = len(text) - tool_call_prefix_length(text)
-                    if visible > shown:
-                        yield text[shown:visible]
-                        shown = visible
+                    if shown := visible.push(piece):
+                        yield shown
                 content, calls = turn.split_tool_calls()
-                if turn.tools and not calls and len(content) > shown:
-                    yield content[shown:]  # held back as a possible call, but it was not one
+                if not calls and (rest := visible.finish(content)):
+                    yield rest  # held back as a possible call, but it was not one
                 turn.commit()
             except BaseException:
                 turn.abort()
@@ -340,9 +333,6 @@ class MemorySession:
             stats.window_rebuilt = True
         self._rendered = encoded.text
 
-    def _shrink_window(self, stats: TurnStats) -> None:
-        shrink_window(self, stats)  # the sliding rebuild (session/feeding.py)
-
     def _forward_window(self, ids: list[int], segments: list[int] | None, stats: TurnStats) -> torch.Tensor:
         """One forward of ``ids`` on top of the KV cache; returns the last position's logits."""
         if self._cache is None:
@@ -398,6 +388,7 @@ class Turn:
         self.decoder: ReplyDecoder | None = None
         self._restore_point: tuple[Any, ...] | None = None  # set by prefill, before it touches the session
         self._cache_taken = False
+        self._batched: tuple[Encoded, int] | None = None  # planned by begin_batched_prefill
         self._ended = False
 
     @property
@@ -429,6 +420,27 @@ class Turn:
         self.decoder = ReplyDecoder(session.tokenizer, self.gen, session._stop_ids(), logits.device, sampler=sample_token)
         return logits
 
+    def begin_batched_prefill(self) -> list[int] | None:
+        """Instead of `prefill`: the tokens to feed, when a batched forward of several sessions'
+        prefills can feed them (`plan_batched_prefill`); the caller then takes the KV cache, runs
+        the forward and calls `finish_batched_prefill`. None: use `prefill`; nothing changed."""
+        if self.started:
+            raise RuntimeError("a turn is prefilled once; begin a new turn for the next answer")
+        self._batched = plan_batched_prefill(self.session, self.new, self.gen, write=self.write)
+        if self._batched is None:
+            return None
+        self._restore_point, self.state = self.session._snapshot(), self.session.state
+        self.session.messages.extend(self.new)
+        return list(self._batched[0].ids)
+
+    def finish_batched_prefill(self, state: DeltaMemState, elapsed_ms: float) -> None:
+        """The planned tokens went through a batched forward on this turn's KV cache: ``state``
+        is what it wrote for this row; decoding may start from the logits it gave."""
+        assert self._batched is not None, "begin_batched_prefill first"
+        apply_batched_prefill(self.session, *self._batched, self.stats, elapsed_ms)
+        self.state = state
+        self.decoder = ReplyDecoder(self.session.tokenizer, self.gen, self.session._stop_ids(), self.session.device, sampler=sample_token)
+
     def decode_alone(self, logits: torch.Tensor) -> Iterator[str]:
         """Decode the whole reply with forwards of this session alone (batch size 1), from the
         logits `prefill` returned; yields the text as it is released."""
@@ -441,7 +453,7 @@ class Turn:
                 if token is None:
                     break
                 if self.window_full:
-                    session._shrink_window(self.stats)  # not rebuild_window: the handle holds the state already
+                    shrink_window(session, self.stats)  # not rebuild_window: the handle holds the state already
                 logits = session._forward_window([token], None, self.stats)
                 text = self._token_fed()
                 if text:
@@ -491,7 +503,7 @@ class Turn:
         """Keep the most recent part of the context and re-prefill it alone from `state`, writing
         off (those tokens are in the state already); the new KV cache is the session's."""
         with self._holding_state(write=False):
-            self.session._shrink_window(self.stats)
+            shrink_window(self.session, self.stats)
 
     def take_cache(self) -> DynamicCache | None:
         """Hand the session's KV cache to a caller that runs the forwards on it until `commit`

@@ -181,3 +181,36 @@ def test_bad_rows_are_refused_before_they_touch_anything(model_and_handle, chat_
     with pytest.raises(SessionError, match="another model"):
         ContinuousBatch(model, handle).join("z", BatchRequest(session=MemorySession(other, chat_tokenizer, other_handle), message="Hi"))
     assert len(session.messages) == 1  # only the admitted row's user message
+
+
+def test_rows_joining_together_are_prefilled_in_one_forward_and_equal_alone(model_and_handle, chat_tokenizer):
+    """Warm sessions with contexts of different lengths, new messages of different lengths: one
+    batched prefill forward (padding masked out of attention and memory), the same answers."""
+    model, handle = model_and_handle
+    histories = [["Hi."], ["My train leaves at nine and goes to Lisbon.", "Then Porto."], ["I collect blue teapots."]]
+    alone, batched = _twins(model, handle, chat_tokenizer, histories=histories)
+    questions = ["Where?", "And when does the train from Lisbon to Porto leave, exactly?", QUESTIONS[0]]
+    options = {"max_new_tokens": 6, "ignore_eos": True}
+    expected = [s.reply(q, **options) for s, q in zip(alone, questions)]
+    batch = ContinuousBatch(model, handle)
+    schedule = {0: [(str(i), BatchRequest(session=s, message=q, options=options)) for i, (s, q) in enumerate(zip(batched, questions))]}
+    _, replies, _, _ = _drive(batch, schedule)
+    assert batch.stats.prefill_forwards == 1 and batch.stats.joins == 3
+    for i, (reply, session, twin) in enumerate(zip(expected, batched, alone)):
+        assert replies[str(i)].text == reply.text
+        _assert_same(twin, session, atol=1e-4)
+    assert [r.stats.prefill_tokens for r in replies.values()] == [r.stats.prefill_tokens for r in expected]
+
+
+def test_rows_that_need_their_own_prefill_still_join(model_and_handle, chat_tokenizer):
+    """A new session (no context yet) and a turn with a response prefix are prefilled alone."""
+    model, handle = model_and_handle
+    alone, batched = _twins(model, handle, chat_tokenizer, histories=HISTORIES[:2])
+    options = [{"max_new_tokens": 4}, {"max_new_tokens": 4, "response_prefix": "Sure:"}]
+    expected = [s.reply("Tell me.", **o) for s, o in zip(alone, options)]
+    batch = ContinuousBatch(model, handle)
+    schedule = {0: [(str(i), BatchRequest(session=s, message="Tell me.", options=o)) for i, (s, o) in enumerate(zip(batched, options))]}
+    shown, replies, _, _ = _drive(batch, schedule)
+    assert batch.stats.prefill_forwards == 0
+    assert [replies[str(i)].text for i in range(2)] == [r.text for r in expected]
+    assert shown["1"].startswith("Sure:")
