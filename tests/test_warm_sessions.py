@@ -96,8 +96,9 @@ def test_a_warm_second_turn_prefills_only_its_new_tokens_and_an_evicted_one_ever
     assert not runtime.is_warm("cold") and not runtime.is_warm("warm")
     with _prefilled(runtime.model) as cold_fed:
         _, cold = _turn(runtime, "cold", "What is my name?")
-    assert cold.stats.window_rebuilt
+    assert cold.stats.window_rebuilt and warm.stats.rebuild_tokens == 0
     assert cold_fed[0] == cold.stats.context_tokens - decode_fed  # everything in context was prefilled
+    assert cold.stats.rebuild_tokens + cold.stats.prefill_tokens == cold_fed[0]  # and the stats say so
     assert cold_fed[0] >= len(context) + new_tokens - 2  # (the first answer re-tokenised from its text)
     stats = runtime.warm_sessions()
     assert (stats.hits, stats.misses, stats.sessions, stats.bytes) == (1, 3, 0, 0)

@@ -197,6 +197,7 @@ class TurnScheduler:
         for chunk in chunks:
             if chunk.reply is not None:
                 self._stats.prefill_tokens += chunk.reply.stats.prefill_tokens
+                self._stats.rebuild_tokens += chunk.reply.stats.rebuild_tokens
             yield chunk
 
     def _turn(self, turn: TurnRequest, decoder: TurnDecoder) -> Iterator[HybridChunk]:

@@ -64,6 +64,7 @@ def shrink_window(session: MemorySession, stats: TurnStats) -> None:
     with session.handle.writing(False):
         session._forward_window(kept, None, stats)
     stats.window_rebuilt = True
+    stats.rebuild_tokens += len(kept)
 
 
 def _reporter_for(plan: IngestPlan | None, tokens: int) -> ProgressLike:

@@ -54,7 +54,8 @@ class TurnStats(BaseModel):
 
     tokens_written: int = 0
     context_tokens: int = 0
-    prefill_tokens: int = 0
+    prefill_tokens: int = Field(0, description="new tokens fed: the messages of this call and its generation prompt")
+    rebuild_tokens: int = Field(0, description="context tokens re-fed, writing off, to rebuild the window (a reopened session, a full window)")
     prefill_ms: float = 0.0
     decode_tokens: int = 0
     decode_ms: float = 0.0

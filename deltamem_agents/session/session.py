@@ -331,6 +331,7 @@ class MemorySession:
             with self.handle.writing(False):
                 self._forward_window(keep, None, stats)
             stats.window_rebuilt = True
+            stats.rebuild_tokens += len(keep)
         self._rendered = encoded.text
 
     def _forward_window(self, ids: list[int], segments: list[int] | None, stats: TurnStats) -> torch.Tensor:

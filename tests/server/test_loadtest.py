@@ -66,6 +66,6 @@ def test_the_cli_writes_json_and_markdown(live_server, tmp_path):
     assert single["run"] == "single" and single["clients"] == 1 and single["ok"] == 2
     assert report["name"] == "serve" and row["ok"] == 4 and row["lost"] == 0 and row["corrupted"] == 0
     assert row["run"] == "load" and row["vs_single"] == round(row["tokens_per_s"] / single["tokens_per_s"], 2)
-    assert row["prefill_tokens_per_turn"] > 0  # read from the server's scheduler stats
+    assert row["prefill_tokens_per_turn"] > 0 and row["rebuild_tokens_per_turn"] is not None  # from /health
     assert "machine" in report["meta"] and "api_key" not in json.dumps(report)
     assert "| batching |" in (tmp_path / "serve.md").read_text()
