@@ -11,6 +11,7 @@ from deltamem_agents.session.batch import (
     reply_batch,
     stream_batch,
 )
+from deltamem_agents.session.continuous import BatchEvent, ContinuousBatch, ContinuousStats
 
 # Conversations (chat.py, session.py).
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
@@ -63,6 +64,10 @@ __all__ = [
     "SessionBatch",
     "reply_batch",
     "stream_batch",
+    # continuous batching (continuous.py)
+    "BatchEvent",
+    "ContinuousBatch",
+    "ContinuousStats",
     # conversations (chat.py, session.py, runtime.py)
     "ChatEncoder",
     "ChatTemplateError",
