@@ -53,6 +53,12 @@ class RecallBenchConfig(BaseModel):
         "adapter) or 'open' (the open train pool)")
     max_new_tokens: int = Field(12, ge=1)
     write_window: int = Field(2048, ge=64, description="attention window while the history is written")
+    ingest_mode: Literal["blocks", "sliding"] = Field(
+        "blocks", description="SessionConfig.ingest_mode of the writer: how an ingest meets a full window")
+    history_ingest: Literal["turns", "segments"] = Field(
+        "turns", description="'turns': one ingest call per small-talk exchange (each call is shorter than the "
+        "kept share, so it never feeds in blocks: ingest_mode has no effect); 'segments': the fact and the "
+        "small talk up to each length in one ingest call (a long history imported at once, where it has)")
     device: str | None = None
     dtype: str | None = None
     seed: int = 0
@@ -115,11 +121,31 @@ def _write_snapshots(model: Any, tokenizer: Any, handle: Any, trial: Trial, conf
 
     rng = random.Random(f"distractor-{config.seed}-{trial.pool}-{trial.index}")
     writer = MemorySession(model, tokenizer, handle,
-                           config=SessionConfig(context_window=config.write_window, prefill_chunk=512))
-    writer.ingest([ChatMessage(role="user", content=trial.statement),
-                   ChatMessage(role="assistant", content=rng.choice(vocab.ACKNOWLEDGEMENTS))])
+                           config=SessionConfig(context_window=config.write_window, prefill_chunk=512,
+                                                ingest_mode=config.ingest_mode))
+    fact = [ChatMessage(role="user", content=trial.statement),
+            ChatMessage(role="assistant", content=rng.choice(vocab.ACKNOWLEDGEMENTS))]
     snapshots: dict[int, Any] = {}
     written = 0
+    if config.history_ingest == "segments":
+        # The same small talk, drawn in the same order, but everything up to each length goes in
+        # one ingest call; its length is estimated from the contents (+5 template tokens a message).
+        def size(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False).input_ids) + 5
+
+        pending, planned = fact, 0
+        for length in config.lengths:
+            while planned < length:
+                exchange = [ChatMessage(role="user", content=rng.choice(vocab.FILLER_USER)),
+                            ChatMessage(role="assistant", content=rng.choice(vocab.FILLER_ASSISTANT))]
+                pending += exchange
+                planned += sum(size(m.content) for m in exchange)
+            if pending:
+                writer.ingest(pending)
+                pending = []
+            snapshots[length] = writer.state.clone() if writer.state is not None else None
+        return snapshots
+    writer.ingest(fact)
     for length in config.lengths:
         while written < length:
             stats = writer.ingest([ChatMessage(role="user", content=rng.choice(vocab.FILLER_USER)),

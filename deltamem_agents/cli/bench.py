@@ -173,6 +173,14 @@ def bench_recall(
     seen_vocabulary: Annotated[
         str, typer.Option(help="what the adapter trained on: closed (data/vocab.py lists) or open (the open train pool)")
     ] = "closed",
+    ingest_mode: Annotated[
+        str, typer.Option(help="how the writer's ingest meets a full window: blocks (the default) or sliding")
+    ] = "blocks",
+    history_ingest: Annotated[
+        str, typer.Option(help="turns: one ingest per small-talk exchange (never in blocks); segments: the history "
+                          "up to each length in one ingest call")
+    ] = "turns",
+    write_window: Annotated[int, typer.Option(help="attention window while the history is written")] = 2048,
     device: Device = None,
     dtype: DtypeOpt = None,
 ) -> None:
@@ -181,7 +189,8 @@ def bench_recall(
 
     config = RecallBenchConfig(
         backbone=backbone, adapter=None if adapter == "none" else adapter, lengths=parse_ints(lengths), trials=trials,
-        seen_vocabulary=seen_vocabulary, device=device, dtype=dtype,  # type: ignore[arg-type]
+        seen_vocabulary=seen_vocabulary, ingest_mode=ingest_mode, history_ingest=history_ingest,  # type: ignore[arg-type]
+        write_window=write_window, device=device, dtype=dtype,  # type: ignore[arg-type]
     )
     print_rows(run_recall_bench(out, config, progress=True), "recall: the state alone after N distractor tokens")
     console.print(f"wrote {out / 'recall.json'}, {out / 'recall.md'} and {out / 'recall.png'}")
