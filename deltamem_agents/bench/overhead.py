@@ -116,7 +116,6 @@ def llama_cpp_available() -> bool:
 
 def _llama_cpp_timings(gguf: Path, prompt_tokens: int, decode_tokens: int, repeats: int, threads: int) -> dict[str, Any]:
     """Median prefill and greedy decode tokens/s of llama.cpp on ``gguf``, the same random prompt."""
-    import numpy as np
     from llama_cpp import Llama, __version__
 
     llm = Llama(
@@ -133,8 +132,7 @@ def _llama_cpp_timings(gguf: Path, prompt_tokens: int, decode_tokens: int, repea
         prefill = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(decode_tokens):
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            llm.eval([token])
+            llm.eval([llm.sample(temp=0.0)])  # greedy, as ours
         if repeat:
             prefills.append(prefill)
             decodes.append(time.perf_counter() - start)

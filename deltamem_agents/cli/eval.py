@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from deltamem_agents.cli._common import Device, console, print_rows, user_errors
-from deltamem_agents.cli._runtime import BackbonePathOpt, ThreadsOpt
+from deltamem_agents.cli._runtime import BackbonePathOpt, DtypeOpt, ThreadsOpt
 from deltamem_agents.data.prompts import FREE_PROMPTS
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ def evaluate(
              "share of the replies (0: off)")] = 0,
     free_tokens: Annotated[int, typer.Option(min=1, help="most new tokens of a free-chat reply")] = 256,
     device: Device = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
     progress: bool = True,
 ) -> None:
@@ -102,7 +103,7 @@ def evaluate(
     if controls and len(chosen_data) < 2:
         raise typer.BadParameter(f"the controls {', '.join(controls)} answer with another conversation's state: "
                                  f"give at least 2 conversations, not {len(chosen_data)}")
-    model, tokenizer = load_backbone(backbone, device=device)
+    model, tokenizer = load_backbone(backbone, device=device, dtype=dtype)
     backbone_name = backbone or DEFAULT_BACKBONE
     path = find_shipped_adapter(backbone_name) if adapter == "auto" else None if adapter == "none" else Path(adapter)
     handle = load_adapter(model, path) if path is not None else attach_delta_mem(model)

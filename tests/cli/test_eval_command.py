@@ -64,12 +64,20 @@ def test_free_prompts_and_the_controls_run_through_the_command(chat_tokenizer, t
     from tests.tiny_models import tiny_model
 
     model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096)
-    monkeypatch.setattr(backbone, "load_backbone", lambda *args, **kwargs: (model, chat_tokenizer))
+    loaded = {}
+
+    def load(*args, **kwargs):
+        loaded.update(kwargs)
+        return model, chat_tokenizer
+
+    monkeypatch.setattr(backbone, "load_backbone", load)
     result = runner.invoke(app, ["eval", "--no-perplexity", "--no-progress", "--adapter", "none", "--conversations", "2",
                                  "--max-probes", "1", "--conditions", "state,state_other", "--window", "24",
-                                 "--free-prompts", "2", "--free-tokens", "4", "--out", str(tmp_path), "--name", "cli"],
+                                 "--free-prompts", "2", "--free-tokens", "4", "--out", str(tmp_path), "--name", "cli",
+                                 "--dtype", "float32"],
                            env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
+    assert loaded["dtype"] == "float32"  # --dtype reaches the backbone (the bf16 quality check uses it)
     assert "goal" in result.output and "free chat" in result.output and "content: state − state_other" in result.output
     report = json.loads((tmp_path / "cli.json").read_text())
     assert report["config"]["free_prompts"] == 2 and report["config"]["free_tokens"] == 4
