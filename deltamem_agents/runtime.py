@@ -39,7 +39,11 @@ from deltamem_agents.model.adapters import (
 from deltamem_agents.model.attach import DeltaMemHandle, attach_delta_mem
 from deltamem_agents.progress import ProgressLike, tracked
 from deltamem_agents.session.session import MemorySession, SessionConfig
-from deltamem_agents.store.base import SessionLockTimeout, SessionStore, default_store_root
+from deltamem_agents.store.base import (
+    SessionLockTimeout,
+    SessionStore,
+    default_store_root,
+)
 from deltamem_agents.store.records import (
     ChatMessage,
     Fingerprint,

@@ -98,7 +98,12 @@ def _peak_memory(variant: str, options: dict[str, Any]) -> float:
 
 def _gguf_of(backbone: str | None) -> Path | None:
     """The GGUF file llama.cpp can run for ``backbone`` (an embedded one or a .gguf path), if any."""
-    from deltamem_agents.model.backbone import EMBEDDED_BACKBONES, DEFAULT_BACKBONE, BackboneNotFoundError, find_embedded_gguf
+    from deltamem_agents.model.backbone import (
+        DEFAULT_BACKBONE,
+        EMBEDDED_BACKBONES,
+        BackboneNotFoundError,
+        find_embedded_gguf,
+    )
 
     name = backbone or DEFAULT_BACKBONE
     if name in EMBEDDED_BACKBONES:

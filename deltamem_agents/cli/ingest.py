@@ -34,6 +34,7 @@ from deltamem_agents.cli._runtime import (
     build_runtime,
     session_key,
 )
+from deltamem_agents.progress import NullProgress
 
 
 class Role(str, Enum):
@@ -155,7 +156,7 @@ def text_chunks(blocks: Iterable[str], limit: int) -> Iterator[tuple[str, int]]:
         yield "", rest  # only whitespace: advances the progress bar, nothing to ingest
 
 
-class ChunkProgress:
+class ChunkProgress(NullProgress):
     """A `ProgressReporter` for one message's ingest: the tokens fed move the byte bar across
     that message's bytes, so a long message (a large ``--chunk-chars``) shows progress too."""
 
@@ -172,18 +173,6 @@ class ChunkProgress:
             step = min(self._size * amount / self._total, self._size - self.moved)
             self.moved += step
             self._progress.update(self._task, advance=step)
-
-    def set_description(self, description: str) -> None:
-        return None
-
-    def set_status(self, status: str) -> None:
-        return None
-
-    def note(self, text: str) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def check_text(source: TextSource) -> int:

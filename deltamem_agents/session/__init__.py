@@ -11,10 +11,14 @@ from deltamem_agents.session.batch import (
     reply_batch,
     stream_batch,
 )
-from deltamem_agents.session.continuous import BatchEvent, ContinuousBatch, ContinuousStats
 
 # Conversations (chat.py, session.py).
 from deltamem_agents.session.chat import ChatEncoder, ChatTemplateError
+from deltamem_agents.session.continuous import (
+    BatchEvent,
+    ContinuousBatch,
+    ContinuousStats,
+)
 from deltamem_agents.session.session import (
     ConversationForkError,
     GenerationOptions,

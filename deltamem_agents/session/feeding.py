@@ -28,7 +28,13 @@ from typing import Any
 import torch
 
 from deltamem_agents.progress import ProgressLike, shows_progress, tracked
-from deltamem_agents.session.chat import ChatTemplateError, ChatMessage, Encoded, is_note, template_view
+from deltamem_agents.session.chat import (
+    ChatMessage,
+    ChatTemplateError,
+    Encoded,
+    is_note,
+    template_view,
+)
 from deltamem_agents.session.options import GenerationOptions, SessionConfig, TurnStats
 
 #: a `MemorySession` (not imported: session.py imports this module)

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from deltamem_agents import DeltaMemConfig, attach_delta_mem
-from deltamem_agents.session import BatchRequest, MemorySession, SessionConfig, SessionError
+from deltamem_agents.session import (
+    BatchRequest,
+    MemorySession,
+    SessionConfig,
+    SessionError,
+)
 from deltamem_agents.session.continuous import ContinuousBatch
 from tests.session.test_batch import HISTORIES, QUESTIONS, _assert_same, _twins
 from tests.tiny_models import randomize_memory, tiny_model
