@@ -45,7 +45,7 @@ def _scan(out: Path, *, device: str | None) -> Any:
 def _overhead(out: Path, *, device: str | None) -> Any:
     from deltamem_agents.bench.overhead import run_overhead_bench
 
-    return run_overhead_bench(out, device=device, repeats=7)
+    return run_overhead_bench(out, device=device, repeats=7, dtypes=["float32", "bfloat16"])
 
 
 def _ingest(out: Path, *, device: str | None) -> Any:
@@ -126,7 +126,9 @@ BENCHMARKS: dict[str, Benchmark] = {
             "numbers whose cost on a CPU is dispatch and Python, not arithmetic; on CPU in float32 they run as one "
             "fused C++ call per layer (`decode_step` in the JSON says which path ran; eager PyTorch decoded at "
             "0.874x). The cost is the same for any backbone width, so the ratio is at its worst on a model as "
-            "small as this one.",
+            "small as this one. Each weight dtype measured has its own rows (bfloat16: eager δ-mem step). With "
+            "llama-cpp-python installed, llama.cpp decodes the same GGUF (Q4_1) with the same threads in the same "
+            "run (`delta-mem / llama.cpp`; goal, issue 23: decode >= 0.5x).",
             "deltamem bench overhead", f"{__name__}:_overhead",
         ),
         Benchmark(
@@ -205,10 +207,14 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark(
             "serve", "the server under load",
-            "`deltamem serve` (OpenAI-compatible, cross-session batching) under `deltamem serve-loadtest`: concurrent "
-            "clients, each sending turns to its own and to shared sessions, half of them streamed. Every turn must "
-            "be answered and committed exactly once (`lost` and `corrupted` count the others); latency p50/p95 "
-            "and the turns per second of the whole run.",
+            "`deltamem serve` (OpenAI-compatible, continuous batching across sessions) under `deltamem "
+            "serve-loadtest`: first one client alone (`run` single), then concurrent clients, two per session, half "
+            "of them streamed, on the same server. Every turn must be answered and committed exactly once (`lost` "
+            "and `corrupted` count the others); latency p50/p95 per turn (request to last byte, waiting for the "
+            "session's other client included), completion tokens/s, `vs_single` the load run's tokens/s over the "
+            "single client's, `mean_batch_rows` turns per batched decode step, and the prefill work per turn "
+            "(new tokens; context tokens re-fed: 0 for warm sessions). Goals (issue 23): at 32 clients / 16 "
+            "sessions, tokens/s >= 4x the single client's, p95 <= 6 s per 16-token reply, 0 lost, 0 corrupted.",
             "deltamem serve-loadtest",
         ),
         Benchmark(
