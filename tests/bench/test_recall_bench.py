@@ -90,3 +90,36 @@ def test_the_goal_is_undecided_until_both_lengths_are_run():
     assert summary([row(1024, 90.0)])["met"] is None
     assert summary([row(1024, 90.0), row(4096, 55.0)])["met"] is True
     assert summary([row(1024, 70.0)])["met"] is False
+
+
+def test_ingest_mode_and_history_ingest_options_reach_the_writer(tiny_backbone, reading_adapter, tmp_path, monkeypatch):
+    import torch
+
+    from deltamem_agents.bench import recall
+    from deltamem_agents.runtime import DeltaMemRuntime
+
+    seen: list[RecallBenchConfig] = []
+    monkeypatch.setattr(recall, "run_recall_bench", lambda out, config, progress=False: seen.append(config) or [])
+    result = CliRunner().invoke(app, ["bench", "recall", "--adapter", "none", "--ingest-mode", "sliding",
+                                      "--history-ingest", "segments", "--write-window", "128",
+                                      "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert (seen[0].ingest_mode, seen[0].history_ingest, seen[0].write_window) == ("sliding", "segments", 128)
+    assert RecallBenchConfig().ingest_mode == "blocks" and RecallBenchConfig().history_ingest == "turns"
+
+    runtime = DeltaMemRuntime(tiny_backbone, adapter=reading_adapter, store=tmp_path / "sessions", progress=False)
+    trial = make_trials("seen", RecallBenchConfig(trials=2))[0]
+
+    def states(**fields):
+        config = RecallBenchConfig(lengths=(200, 400), write_window=128, **fields)
+        snaps = recall._write_snapshots(runtime.model, runtime.tokenizer, runtime.handle, trial, config)
+        return [snaps[n].layers for n in (200, 400)]
+
+    def same(a, b):
+        return all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in x)
+
+    # one short ingest per exchange never fills a block: the mode changes nothing
+    assert same(states(ingest_mode="blocks"), states(ingest_mode="sliding"))
+    # the history in one ingest call per length: blocks and sliding write different states
+    assert not same(states(ingest_mode="blocks", history_ingest="segments"),
+                    states(ingest_mode="sliding", history_ingest="segments"))
