@@ -29,15 +29,6 @@ HISTORIES = [
 ]
 
 
-@pytest.fixture
-def model_and_handle(chat_tokenizer, request):
-    config = getattr(request, "param", None) or DeltaMemConfig()
-    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096)
-    handle = attach_delta_mem(model, config)
-    randomize_memory(handle, seed=1)
-    return model, handle
-
-
 def _twins(model, handle, tokenizer, histories=HISTORIES, window=256, history_tokens=6, copies=2):
     """``copies`` lists of sessions with equal histories, caches and states."""
     groups = []

@@ -16,7 +16,7 @@ from deltamem_agents.session import (
 )
 from deltamem_agents.session.continuous import ContinuousBatch
 from tests.session.test_batch import HISTORIES, QUESTIONS, _assert_same, _twins
-from tests.tiny_models import randomize_memory, tiny_model
+from tests.tiny_models import tiny_model
 
 WEATHER = {
     "type": "function",
@@ -26,15 +26,6 @@ WEATHER = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-@pytest.fixture
-def model_and_handle(chat_tokenizer, request):
-    config = getattr(request, "param", None) or DeltaMemConfig()
-    model = tiny_model("llama", vocab_size=len(chat_tokenizer), max_position_embeddings=4096)
-    handle = attach_delta_mem(model, config)
-    randomize_memory(handle, seed=1)
-    return model, handle
 
 
 def _drive(batch: ContinuousBatch, schedule: dict[int, list[tuple[str, BatchRequest]]]):
