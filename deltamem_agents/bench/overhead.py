@@ -71,7 +71,9 @@ def _peak_memory_child(variant: str, options: dict[str, Any], queue: Any) -> Non
     from deltamem_agents.model.backbone import load_backbone
 
     device = torch.device(options["device"])
-    model, _ = load_backbone(options["backbone"], device=device, dtype=options["dtype"], progress=False)
+    model, _ = load_backbone(
+        options["backbone"], device=device, dtype=options["dtype"], weights=options["weights"], progress=False
+    )
     if variant == "delta-mem":
         _attach(model, options["adapter"], DeltaMemConfig(**options["config"]))
     ids = _prompt(model, options["prompt_tokens"], device)
@@ -164,7 +166,8 @@ def run_overhead_bench(
     llama_cpp: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Prefill and decode tokens/s and peak memory, bare vs attached, side by side, for each
-    weight dtype in ``dtypes`` (default: ``[dtype]``); plus llama.cpp on the same GGUF
+    weight dtype in ``dtypes`` (default: ``[dtype]``; ``"bfloat16+int8"`` names a dtype with
+    int8 weights, `deltamem_agents.model.quantize`); plus llama.cpp on the same GGUF
     (``llama_cpp``: None measures it when it is installed and the backbone is a GGUF file)."""
     from deltamem_agents.model.backbone import default_device
 
@@ -195,12 +198,12 @@ def run_overhead_bench(
             })
     meta = {
         "benchmark": "overhead",
-        "params": {**metas[0]["options"], "dtypes": [m["options"]["dtype"] for m in metas], "repeats": repeats,
+        "params": {**metas[0]["options"], "dtypes": [m["label"] for m in metas], "repeats": repeats,
                    "goals": "decode >= 0.95, prefill >= 0.90, memory <= 1.02 (ratios); decode >= 0.5x llama.cpp"},
         "device": str(device),
         "machine": machine_info(device),
-        # which δ-mem decode step ran: the fused C++ one applies to CPU float32 only
-        "decode_step": {m["options"]["dtype"]: m["decode_step"] for m in metas},
+        # which δ-mem decode step ran: the fused C++ one applies on CPU
+        "decode_step": {m["label"]: m["decode_step"] for m in metas},
         "llama_cpp": None if llama is None else {"version": llama["version"], "gguf": str(gguf), "threads": torch.get_num_threads()},
     }
     write_report("overhead", rows, Path(out_dir), meta)
@@ -211,11 +214,13 @@ def _measure_dtype(
     backbone: str | None, adapter: str | None, config: DeltaMemConfig, device: torch.device, dtype: str | None, *,
     prompt_tokens: int, decode_tokens: int, repeats: int, measure_memory: bool,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Bare vs attached for one weight dtype: their rows, the ratio row, and the run's options."""
+    """Bare vs attached for one weight dtype (``"bfloat16+int8"``: with int8 weights): their rows,
+    the ratio row, and the run's options."""
     from deltamem_agents.model.backbone import load_backbone, resolve_dtype
 
-    torch_dtype = resolve_dtype(dtype, device)
-    model, _ = load_backbone(backbone, device=device, dtype=torch_dtype)
+    name, _, weights = (dtype or "").partition("+")
+    torch_dtype = resolve_dtype(name or None, device)
+    model, _ = load_backbone(backbone, device=device, dtype=torch_dtype, weights=weights or "dense")
     ids = _prompt(model, prompt_tokens, device)
     timings: dict[str, dict[str, list[float]]] = {v: {"prefill": [], "decode": []} for v in VARIANTS}
     params = 0
@@ -235,15 +240,17 @@ def _measure_dtype(
 
     options = {
         "backbone": backbone, "adapter": adapter, "config": config.model_dump(), "device": str(device),
-        "dtype": str(torch_dtype).removeprefix("torch."), "prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens,
+        "dtype": str(torch_dtype).removeprefix("torch."), "weights": weights or "dense",
+        "prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens,
     }
+    label = options["dtype"] + (f"+{weights}" if weights and weights != "dense" else "")
     rows: list[dict[str, Any]] = []
     for variant in VARIANTS:
         prefill = statistics.median(timings[variant]["prefill"])
         decode = statistics.median(timings[variant]["decode"])
         rows.append({
             "variant": variant,
-            "dtype": options["dtype"],
+            "dtype": label,
             "prefill_tok_s": round(prompt_tokens / prefill, 1),
             "decode_tok_s": round(decode_tokens / decode, 2),
             "peak_mem_mib": round(_peak_memory(variant, options), 1) if measure_memory else None,
@@ -252,10 +259,11 @@ def _measure_dtype(
     bare, attached = rows
     rows.append({
         "variant": "delta-mem / bare",
-        "dtype": options["dtype"],
+        "dtype": label,
         "prefill_tok_s": round(attached["prefill_tok_s"] / bare["prefill_tok_s"], 3),
         "decode_tok_s": round(attached["decode_tok_s"] / bare["decode_tok_s"], 3),
         "peak_mem_mib": round(attached["peak_mem_mib"] / bare["peak_mem_mib"], 4) if measure_memory else None,
     })
-    cpu_fp32 = device.type == "cpu" and torch_dtype == torch.float32
-    return rows, {"options": options, "decode_step": fused_decode_status() if cpu_fp32 else "eager"}
+    # the fused step takes any CPU backbone dtype (δ-mem's own weights stay float32)
+    return rows, {"options": options, "label": label,
+                  "decode_step": fused_decode_status() if device.type == "cpu" else "eager"}

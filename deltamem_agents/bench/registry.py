@@ -45,7 +45,7 @@ def _scan(out: Path, *, device: str | None) -> Any:
 def _overhead(out: Path, *, device: str | None) -> Any:
     from deltamem_agents.bench.overhead import run_overhead_bench
 
-    return run_overhead_bench(out, device=device, repeats=7, dtypes=["float32", "bfloat16"])
+    return run_overhead_bench(out, device=device, repeats=7, dtypes=["float32", "bfloat16", "bfloat16+int8"])
 
 
 def _ingest(out: Path, *, device: str | None) -> Any:
@@ -123,10 +123,11 @@ BENCHMARKS: dict[str, Benchmark] = {
             "interleaved in one run; peak memory in one child process per variant. Goals: decode >= 0.95x, "
             "prefill >= 0.90x of bare tokens/s, peak memory <= 1.02x. Where decoding's cost comes from: per "
             "generated token, every layer reads and writes its state, a few dozen operations on vectors of 8-32 "
-            "numbers whose cost on a CPU is dispatch and Python, not arithmetic; on CPU in float32 they run as one "
+            "numbers whose cost on a CPU is dispatch and Python, not arithmetic; on CPU they run as one "
             "fused C++ call per layer (`decode_step` in the JSON says which path ran; eager PyTorch decoded at "
             "0.874x). The cost is the same for any backbone width, so the ratio is at its worst on a model as "
-            "small as this one. Each weight dtype measured has its own rows (bfloat16: eager δ-mem step). With "
+            "small as this one. Each weight dtype measured has its own rows; bfloat16+int8 stores the "
+            "backbone's linear weights as int8 (`--weights int8`), the fastest CPU decode. With "
             "llama-cpp-python installed, llama.cpp decodes the same GGUF (Q4_1) with the same threads in the same "
             "run (`delta-mem / llama.cpp`; goal, issue 23: decode >= 0.5x).",
             "deltamem bench overhead", f"{__name__}:_overhead",

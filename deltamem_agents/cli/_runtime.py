@@ -43,7 +43,10 @@ HomeOpt = Annotated[
 UserOpt = Annotated[str, typer.Option("--user", help="user id the sessions belong to")]
 SessionOpt = Annotated[str, typer.Option("--session", "-s", help="session id (or USER/SESSION)")]
 SessionArg = Annotated[str, typer.Argument(help="session id (or USER/SESSION)")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="float32, bfloat16, ... (default: by device)")]
+DtypeOpt = Annotated[
+    str | None,
+    typer.Option("--dtype", help="float32, bfloat16, ...; bfloat16+int8: int8 weights, fastest on CPU (default: by device)"),
+]
 ThreadsOpt = Annotated[int | None, typer.Option(help="torch CPU threads")]
 ContextOpt = Annotated[
     int | None, typer.Option("--context-window", min=16, help="tokens of recent conversation kept in attention")
@@ -117,7 +120,7 @@ def build_runtime(
     """
     import torch
 
-    from deltamem_agents.model.backbone import resolve_dtype
+    from deltamem_agents.model.backbone import resolve_dtype, split_weight_spec
     from deltamem_agents.runtime import DeltaMemRuntime, UntrainedMemoryWarning
     from deltamem_agents.session import SessionConfig
 
@@ -130,7 +133,7 @@ def build_runtime(
             raise fail(f"--device {device}: CUDA is not available on this machine")
     if dtype is not None:
         try:
-            resolve_dtype(dtype, torch.device("cpu"))
+            resolve_dtype(split_weight_spec(dtype)[0], torch.device("cpu"))
         except ValueError as exc:
             raise fail(str(exc)) from None
     adapter_arg: str | None = adapter

@@ -60,7 +60,7 @@ def bench_overhead(
     device: Device = None,
     dtype: DtypeOpt = None,
     dtypes: Annotated[
-        str | None, typer.Option(help="several weight dtypes one after another, e.g. float32,bfloat16 (overrides --dtype)")
+        str | None, typer.Option(help="several weight dtypes one after another, e.g. float32,bfloat16,bfloat16+int8 (+int8: int8 weights; overrides --dtype)")
     ] = None,
     memory: Annotated[bool, typer.Option(help="also measure peak memory in child processes")] = True,
     llama_cpp: Annotated[

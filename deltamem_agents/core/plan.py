@@ -77,7 +77,11 @@ def choose_plan(
     why_eager = _why_not_fused(config, device, dtype, dtype if hidden_dtype is None else hidden_dtype, autograd)
     if why_eager is not None:
         return DecodePlan(StepKind.RECURRENT, why_eager, tokens)
-    return DecodePlan(StepKind.FUSED, "one token per row, CPU float32, no autograd", tokens)
+    return DecodePlan(StepKind.FUSED, "one token per row, CPU float32 weights, no autograd", tokens)
+
+
+#: attention inputs the C++ step takes (it widens half precision to float32 itself)
+_FUSED_HIDDEN_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _why_not_fused(
@@ -95,6 +99,6 @@ def _why_not_fused(
         return f"read width {config.read_dim} is over the C++ step's {FUSED_MAX_READ_DIM}"
     if device.type != "cpu":
         return f"weights on {device.type} (the C++ step is CPU only)"
-    if dtype != torch.float32 or hidden_dtype != torch.float32:
-        return f"weights {dtype}, hidden states {hidden_dtype} (the C++ step is float32 only)"
+    if dtype != torch.float32 or hidden_dtype not in _FUSED_HIDDEN_DTYPES:
+        return f"weights {dtype}, hidden states {hidden_dtype} (the C++ step needs float32 weights)"
     return fused_decode_unavailable()

@@ -42,6 +42,8 @@ import torch
 
 import deltamem_agents.paths as paths
 from deltamem_agents.errors import NotFoundError
+from deltamem_agents.model.attention import use_decode_attention
+from deltamem_agents.model.quantize import WeightFormat, quantize_backbone
 from deltamem_agents.progress import ProgressLike, shows_progress, tracked
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -58,6 +60,7 @@ __all__ = [
     "find_embedded_gguf",
     "load_backbone",
     "resolve_dtype",
+    "split_weight_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +124,20 @@ _DTYPE_NAMES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+def split_weight_spec(dtype: torch.dtype | str | None) -> tuple[torch.dtype | str | None, str]:
+    """``"bfloat16+int8"`` -> ``("bfloat16", "int8")``: a dtype name may carry the weight format
+    (`deltamem_agents.model.quantize`), so every ``--dtype`` option and setting can ask for int8
+    weights; without a ``+`` the weights stay ``"dense"``."""
+    if not isinstance(dtype, str) or "+" not in dtype:
+        return dtype, "dense"
+    name, _, weights = dtype.partition("+")
+    from deltamem_agents.model.quantize import WEIGHT_FORMATS
+
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {weights!r} in dtype {dtype!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+    return name or None, weights
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -467,6 +484,7 @@ def load_backbone(
     dtype: torch.dtype | str | None = None,
     cache_dir: Path | str | None = None,
     progress: ProgressLike = True,
+    weights: WeightFormat | str = "dense",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a frozen causal LM and its tokenizer.
 
@@ -475,11 +493,14 @@ def load_backbone(
             SmolLM2-135M-Instruct; a path to a ``.gguf`` file (converted once and
             cached like the default); a local model folder; or a Hugging Face id.
         device: defaults to ``cuda`` if available, else ``cpu``.
-        dtype: ``torch.dtype`` or a name (``"float32"``, ``"bf16"``, ...). Defaults to
-            float32 on CPU and bfloat16 on CUDA when supported.
+        dtype: ``torch.dtype`` or a name (``"float32"``, ``"bf16"``, ...; ``"bfloat16+int8"``
+            also sets ``weights``). Defaults to float32 on CPU and bfloat16 on CUDA when supported.
         cache_dir: deltamem cache root (default ``$DELTAMEM_CACHE`` or ``~/.cache/deltamem``).
         progress: report a first-time GGUF conversion: ``True`` shows it (plain lines on stderr, or
             what the application installed), ``False`` does not, or a `ProgressReporter` to report to.
+        weights: ``"dense"`` (as loaded) or ``"int8"``: every linear layer's weight stored as int8
+            with per-row scales (`deltamem_agents.model.quantize`), for faster CPU decoding; best
+            with ``dtype="bfloat16"``.
 
     Returns:
         ``(model, tokenizer)``; the model is in eval mode with ``requires_grad`` off.
@@ -490,6 +511,9 @@ def load_backbone(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = torch.device(device) if device is not None else default_device()
+    dtype, spec_weights = split_weight_spec(dtype)
+    if spec_weights != "dense":
+        weights = spec_weights
     dt = resolve_dtype(dtype, dev)
 
     name = DEFAULT_BACKBONE if name_or_path is None else os.fspath(name_or_path)
@@ -521,8 +545,11 @@ def load_backbone(
             ) from err
         raise _not_found(name, err) from err
     model = _finish(model, dev, dt)
+    use_decode_attention(model)  # SDPA, but one-token steps in half precision on CPU as plain matmuls
+    quantized = quantize_backbone(model, weights)
     logger.info(
-        "loaded backbone %r from %s in %.1fs (%d parameters, %s, %s)",
+        "loaded backbone %r from %s in %.1fs (%d parameters, %s, %s%s)",
         name, target, time.perf_counter() - t0, sum(p.numel() for p in model.parameters()), dev, dt,
+        f", {quantized} linear layers int8" if quantized else "",
     )
     return model, tokenizer

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from deltamem_agents.model.quantize import Int8Linear
+
 
 @dataclass(frozen=True)
 class AttentionTarget:
@@ -57,13 +59,14 @@ class MatchedAttention:
 
 
 def find_attention_modules(model: nn.Module) -> list[MatchedAttention]:
-    """All attention modules of ``model`` with q/k/v/o ``nn.Linear`` projections, by layer."""
+    """All attention modules of ``model`` with q/k/v/o ``nn.Linear`` (or int8, `Int8Linear`)
+    projections, by layer."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     target = ATTENTION_TARGETS.get(model_type or "", _STANDARD)
     found: list[MatchedAttention] = []
     for name, module in model.named_modules():
         projections = {head: _unwrap(getattr(module, attr, None)) for head, attr in target.projection_names().items()}
-        if not all(isinstance(p, nn.Linear) for p in projections.values()):
+        if not all(isinstance(p, (nn.Linear, Int8Linear)) for p in projections.values()):
             continue
         layer_index = getattr(module, "layer_idx", None)
         if layer_index is None:

@@ -78,7 +78,9 @@ class ServerSettings(BaseModel):
     backbone: str | None = Field(None, description="backbone name, .gguf file, folder or HF id (default: embedded SmolLM2)")
     adapter: str = Field("auto", description="adapter folder, 'auto' (shipped for the backbone) or 'none' (untrained)")
     device: str | None = Field(None, description="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    dtype: str | None = Field(None, description="float32, bfloat16, ... (default: by device)")
+    dtype: str | None = Field(
+        None, description="float32, bfloat16, ...; bfloat16+int8 for int8 weights (default: by device)"
+    )
     context_window: int | None = Field(None, ge=16, description="tokens of recent conversation kept in attention")
     system_prompt: str | None = Field(None, description="system message put first in every NEW session")
     home: Path | None = Field(

@@ -42,7 +42,8 @@ def test_a_plain_decode_forward_is_fused():
         pytest.param({"delta_o_rmsnorm": True}, {}, "o-norm", id="o-norm"),
         pytest.param({"write_strategy": "msw", "num_state_heads": 64, "rank": 16}, {}, "read width 1024", id="wide"),
         pytest.param({}, {"dtype": torch.float64}, "float64", id="float64"),
-        pytest.param({}, {"hidden_dtype": torch.bfloat16}, "bfloat16", id="bf16-hidden"),
+        pytest.param({}, {"dtype": torch.bfloat16}, "bfloat16", id="bf16-weights"),
+        pytest.param({}, {"hidden_dtype": torch.float64}, "float64", id="float64-hidden"),
         pytest.param({}, {"device": torch.device("cuda")}, "weights on cuda", id="cuda"),
         pytest.param({}, {"device": torch.device("meta")}, "weights on meta", id="meta"),
     ],
@@ -51,6 +52,12 @@ def test_each_reason_for_the_eager_step(config, facts, reason):
     plan = _plan(DeltaMemConfig(**config), **facts)
     assert plan.kind is StepKind.RECURRENT and not plan.fused
     assert reason in plan.reason
+
+
+@pytest.mark.parametrize("hidden_dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_backbone_decodes_with_the_fused_step(hidden_dtype):
+    # float32 δ-mem weights next to a bf16/fp16 backbone: the C++ step widens the hidden state
+    assert _plan(hidden_dtype=hidden_dtype).kind is StepKind.FUSED
 
 
 def test_switched_off_is_eager_and_says_so(monkeypatch):
@@ -98,8 +105,8 @@ def test_the_layer_gathers_the_facts():
     with torch.no_grad():
         assert layer.plan(hidden, state).kind is StepKind.FUSED
         assert layer.plan(hidden, state, write=False).kind is StepKind.READ_ONLY
-        assert layer.plan(torch.randn(2, 20, HIDDEN), state).scan_impl == "chunk"
-        assert layer.plan(hidden.bfloat16(), state).kind is StepKind.RECURRENT
+        assert layer.plan(hidden.bfloat16(), state).kind is StepKind.FUSED  # widened by the C++ step
+        assert layer.plan(hidden.double(), state).kind is StepKind.RECURRENT
     assert "autograd" in layer.plan(hidden, state).reason  # the weights require grad
     layer.requires_grad_(False)
     assert layer.plan(hidden, state).kind is StepKind.FUSED  # grad mode on, nothing to record

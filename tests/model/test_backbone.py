@@ -213,3 +213,30 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype(torch.float64, cpu) == torch.float64
     with pytest.raises(ValueError):
         resolve_dtype("int3", cpu)
+
+
+def test_a_dtype_may_name_the_weight_format() -> None:
+    assert bb.split_weight_spec("bfloat16+int8") == ("bfloat16", "int8")
+    assert bb.split_weight_spec("+int8") == (None, "int8")
+    assert bb.split_weight_spec("float32") == ("float32", "dense")
+    assert bb.split_weight_spec(torch.bfloat16) == (torch.bfloat16, "dense")
+    with pytest.raises(ValueError, match="unknown weight format 'int4'"):
+        bb.split_weight_spec("bfloat16+int4")
+
+
+@pytest.mark.smollm2
+def test_the_fast_cpu_backbone_agrees_with_float32(loaded: Loaded) -> None:
+    """bfloat16 + int8 weights + the decode attention: the same next tokens as float32 on a
+    real prompt (the eval quality check is `deltamem eval --dtype bfloat16+int8`)."""
+    from deltamem_agents.model.attention import DECODE_ATTENTION
+    from deltamem_agents.model.quantize import weight_format
+
+    fast, _ = load_backbone(DEFAULT_BACKBONE, device="cpu", dtype="bfloat16+int8", progress=False)
+    assert weight_format(fast) == "int8" and fast.config._attn_implementation == DECODE_ATTENTION
+    ids = loaded.tokenizer("The capital of France is Paris. The capital of Italy is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = loaded.model.generate(ids, max_new_tokens=6, do_sample=False)
+        got = fast.generate(ids, max_new_tokens=6, do_sample=False)
+        ref_logits, fast_logits = loaded.model(ids).logits[0, -1], fast(ids).logits[0, -1].float()
+    assert torch.nn.functional.cosine_similarity(ref_logits, fast_logits, dim=0) > 0.98
+    assert got[0, ids.shape[1] : ids.shape[1] + 3].tolist() == reference[0, ids.shape[1] : ids.shape[1] + 3].tolist()

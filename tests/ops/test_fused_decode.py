@@ -91,6 +91,23 @@ def test_fused_eager_and_scan_paths_agree(name):
             torch.testing.assert_close(steps[path].corrections[head], correction, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("hidden_dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_hidden_state_is_widened_not_refused(hidden_dtype):
+    """A bf16/fp16 backbone next to float32 δ-mem weights: the fused step takes the hidden
+    state, widens it, and gives what the eager step gives on the widened input."""
+    layer = _layer()
+    hidden = torch.randn(2, 1, HIDDEN).to(hidden_dtype)
+    state = torch.randn(2, layer.config.num_state_heads, layer.config.rank, layer.config.rank)
+    with torch.no_grad():
+        fused_step = layer._fused_step(hidden, state, None)
+        reads, new_state, corrections = _eager(layer, hidden.float(), state, None)
+    assert fused_step is not None, "the fused step refused a half-precision hidden state"
+    torch.testing.assert_close(fused_step.new_state, new_state, atol=1e-5, rtol=1e-5)
+    for head in corrections:
+        assert fused_step.corrections[head].dtype == torch.float32
+        torch.testing.assert_close(fused_step.corrections[head], corrections[head], atol=1e-5, rtol=1e-5)
+
+
 def test_decoding_token_by_token_follows_the_scan():
     """Many fused steps in a row equal the chunked scan over the same tokens (state and reads)."""
     layer = _layer(write_strategy="msw")

@@ -162,9 +162,14 @@ class DecodeStep {
 pybind11::object DecodeStep::operator()(const at::Tensor& w_in_t, const at::Tensor& bias_t, const at::Tensor& w_delta_t,
                                         const at::Tensor& x_in, const at::Tensor& state_in,
                                         const c10::optional<at::Tensor>& mask_in) const {
-  for (const at::Tensor* t : {&x_in, &w_in_t, &bias_t, &w_delta_t, &state_in}) {
+  for (const at::Tensor* t : {&w_in_t, &bias_t, &w_delta_t, &state_in}) {
     if (t->scalar_type() != at::kFloat || !t->device().is_cpu()) return pybind11::none();
   }
+  // a half-precision backbone's hidden states are widened here (one small copy per layer);
+  // the corrections come back in float32 and the projection wrappers cast them
+  const auto x_type = x_in.scalar_type();
+  if (!x_in.device().is_cpu() || (x_type != at::kFloat && x_type != at::kBFloat16 && x_type != at::kHalf))
+    return pybind11::none();
   Shapes sh = sh_;
   const int64_t batch = x_in.size(0);
   const int64_t heads = sh.heads, rank = sh.rank;
@@ -180,7 +185,8 @@ pybind11::object DecodeStep::operator()(const at::Tensor& w_in_t, const at::Tens
                   state_in.size(2) == rank && state_in.size(3) == rank,
               "fused δ-mem decode: state has shape ", state_in.sizes());
 
-  const at::Tensor x = x_in.contiguous(), state = state_in.contiguous();
+  const at::Tensor x = (x_type == at::kFloat ? x_in : x_in.to(at::kFloat)).contiguous();
+  const at::Tensor state = state_in.contiguous();
   const at::Tensor w_in = w_in_t.contiguous(), bias = bias_t.contiguous(), w_delta = w_delta_t.contiguous();
   at::Tensor mask;
   const bool* live = nullptr;
