@@ -90,6 +90,9 @@ def serve_loadtest(
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="batching of the started server")] = True,
     state_only: Annotated[bool, typer.Option("--state-only/--textlog", help="started server without/with the text log")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads of the started server")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="weight dtype of the started server, e.g. bfloat16+int8 (default: by device)")
+    ] = None,
     compare_serial: Annotated[
         bool, typer.Option(help="with a started server: also run once with batching off, for comparison")
     ] = False,
@@ -113,6 +116,8 @@ def serve_loadtest(
     if url is not None:
         if compare_serial:
             raise fail("--compare-serial needs a started server (leave out --url)")
+        if dtype is not None:
+            raise fail("--dtype sets the started server's weights; a server at --url has its own (leave out --url)")
         reports = run_against_server(config.model_copy(update={"url": url, "api_key": api_key}), baseline_turns=baseline_turns)
     else:
         modes = [batching, False] if compare_serial and batching else [batching]
@@ -120,7 +125,7 @@ def serve_loadtest(
             report
             for mode in modes
             for report in run_against_new_server(
-                config, backbone=backbone, batching=mode, state_only=state_only, threads=threads,
+                config, backbone=backbone, batching=mode, state_only=state_only, threads=threads, dtype=dtype,
                 baseline_turns=baseline_turns, log=err_console.print,
             )
         ]

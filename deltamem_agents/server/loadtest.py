@@ -420,6 +420,7 @@ def run_against_new_server(
     batching: bool = True,
     state_only: bool = False,
     threads: int | None = None,
+    dtype: str | None = None,
     baseline_turns: int = 0,
     log: Callable[[str], Any] = print,
 ) -> list[LoadTestReport]:
@@ -435,6 +436,8 @@ def run_against_new_server(
         extra += ["--backbone", backbone]
     if threads:
         extra += ["--threads", str(threads)]
+    if dtype:
+        extra += ["--dtype", dtype]
     log_path = work / "server.log"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with open(log_path, "wb") as server_log:

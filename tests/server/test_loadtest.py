@@ -69,3 +69,11 @@ def test_the_cli_writes_json_and_markdown(live_server, tmp_path):
     assert row["prefill_tokens_per_turn"] > 0 and row["rebuild_tokens_per_turn"] is not None  # from /health
     assert "machine" in report["meta"] and "api_key" not in json.dumps(report)
     assert "| batching |" in (tmp_path / "serve.md").read_text()
+
+
+def test_the_started_servers_dtype_is_refused_with_a_url(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["serve-loadtest", "--url", "http://127.0.0.1:9", "--dtype", "bfloat16+int8", "--out", str(tmp_path)]
+    )
+    assert result.exit_code != 0 and "--dtype sets the started server's weights" in result.output
+    assert not (tmp_path / "serve.json").exists()
