@@ -354,10 +354,21 @@ def test_a_decode_forward_after_a_reset_is_fused_from_a_fresh_state(plans):
         torch.testing.assert_close(tensor, fused_state.layers[index], atol=1e-5, rtol=1e-5)
 
 
-def test_bfloat16_decoding_takes_the_eager_step(plans):
+def test_bfloat16_decoding_takes_the_fused_step_and_equals_the_eager_one(plans):
+    """A bf16 backbone keeps float32 δ-mem weights; the fused step widens its hidden states."""
     chosen, _ = plans
     model = tiny_model("llama", dtype=torch.bfloat16)
-    attach_delta_mem(model, DeltaMemConfig())
+    handle = attach_delta_mem(model, DeltaMemConfig())
+    randomize_memory(handle)
+    token = _ids(batch=2, steps=1)
     with torch.no_grad():
-        model(_ids(batch=1, steps=1))
-    assert [p.kind for p in chosen] == [StepKind.RECURRENT] and "bfloat16" in chosen[0].reason
+        fused_logits = model(token).logits
+        fused_state = handle.get_state()
+        handle.reset_state()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(fused.FUSED_DECODE_ENV, "off")
+            eager_logits = model(token).logits
+    assert [p.kind for p in chosen] == [StepKind.FUSED, StepKind.RECURRENT]
+    for index, tensor in handle.get_state().layers.items():
+        torch.testing.assert_close(tensor, fused_state.layers[index], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused_logits.float(), eager_logits.float(), atol=2e-2, rtol=2e-2)
