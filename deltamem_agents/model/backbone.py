@@ -43,7 +43,11 @@ import torch
 import deltamem_agents.paths as paths
 from deltamem_agents.errors import NotFoundError
 from deltamem_agents.model.attention import use_decode_attention
-from deltamem_agents.model.quantize import WeightFormat, quantize_backbone
+from deltamem_agents.model.quantize import (
+    WEIGHT_FORMATS,
+    WeightFormat,
+    quantize_backbone,
+)
 from deltamem_agents.progress import ProgressLike, shows_progress, tracked
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -133,8 +137,6 @@ def split_weight_spec(dtype: torch.dtype | str | None) -> tuple[torch.dtype | st
     if not isinstance(dtype, str) or "+" not in dtype:
         return dtype, "dense"
     name, _, weights = dtype.partition("+")
-    from deltamem_agents.model.quantize import WEIGHT_FORMATS
-
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"unknown weight format {weights!r} in dtype {dtype!r}; use one of {', '.join(WEIGHT_FORMATS)}")
     return name or None, weights
