@@ -216,11 +216,15 @@ def _measure_dtype(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Bare vs attached for one weight dtype (``"bfloat16+int8"``: with int8 weights): their rows,
     the ratio row, and the run's options."""
-    from deltamem_agents.model.backbone import load_backbone, resolve_dtype
+    from deltamem_agents.model.backbone import (
+        load_backbone,
+        resolve_dtype,
+        split_weight_spec,
+    )
 
-    name, _, weights = (dtype or "").partition("+")
-    torch_dtype = resolve_dtype(name or None, device)
-    model, _ = load_backbone(backbone, device=device, dtype=torch_dtype, weights=weights or "dense")
+    name, weights = split_weight_spec(dtype)
+    torch_dtype = resolve_dtype(name, device)
+    model, _ = load_backbone(backbone, device=device, dtype=torch_dtype, weights=weights)
     ids = _prompt(model, prompt_tokens, device)
     timings: dict[str, dict[str, list[float]]] = {v: {"prefill": [], "decode": []} for v in VARIANTS}
     params = 0
@@ -240,10 +244,10 @@ def _measure_dtype(
 
     options = {
         "backbone": backbone, "adapter": adapter, "config": config.model_dump(), "device": str(device),
-        "dtype": str(torch_dtype).removeprefix("torch."), "weights": weights or "dense",
+        "dtype": str(torch_dtype).removeprefix("torch."), "weights": weights,
         "prompt_tokens": prompt_tokens, "decode_tokens": decode_tokens,
     }
-    label = options["dtype"] + (f"+{weights}" if weights and weights != "dense" else "")
+    label = options["dtype"] + (f"+{weights}" if weights != "dense" else "")
     rows: list[dict[str, Any]] = []
     for variant in VARIANTS:
         prefill = statistics.median(timings[variant]["prefill"])

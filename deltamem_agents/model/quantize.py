@@ -59,21 +59,24 @@ class Int8Linear(nn.Module):
     def weight(self) -> Tensor:
         """The dequantized weight, a fresh tensor: for code that inspects a projection's weight
         (shape, dtype, δ-mem's ``base_slice`` initialisation); never used by ``forward``."""
-        return self.weight_int8.to(self.scales.dtype) * self.scales[:, None]
+        return self._widened(self.scales)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // self.in_features
         scales = self.scales if self.scales.dtype == x.dtype else self.scales.to(x.dtype)
         if rows > PACKED_MAX_ROWS or (torch.is_grad_enabled() and x.requires_grad) or not self._can_pack(x):
-            # widened for this call: int8 * scale promotes in one op, then one dense matmul
-            weight = self.weight_int8 * scales[:, None]
-            return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.linear(x, self._widened(scales), bias)
         flat = x.reshape(rows, self.in_features).contiguous()
         out = torch.ops.aten._weight_int8pack_mm(flat, self.weight_int8, scales)
         out = out.reshape(*x.shape[:-1], self.out_features)
         if self.bias is not None:
             out = out + (self.bias if self.bias.dtype == x.dtype else self.bias.to(x.dtype))
         return out
+
+    def _widened(self, scales: Tensor) -> Tensor:
+        """The weight in ``scales``' dtype: int8 x scale promotes in one op (no separate cast)."""
+        return self.weight_int8 * scales[:, None]
 
     def _can_pack(self, x: Tensor) -> bool:
         """Whether the packed kernel takes ``x``: on CPU in float32 or float16, and in bfloat16
