@@ -205,6 +205,9 @@ def bench_retrieval(
     threads: Annotated[int | None, typer.Option(help="torch threads for the embedding model")] = None,
     layouts: Annotated[str, typer.Option(help="where the entries live: one-session, many-sessions, many-users")] = (
         "one-session,many-sessions,many-users"),
+    embedded_fill: Annotated[int | None, typer.Option(
+        help="embed at most this many fill texts; the rest of the log gets perturbed copies of their vectors "
+             "(for logs too large to embed: 1M texts take ~2 h on 2 CPUs)")] = None,
 ) -> None:
     """TextLog add/search latency p50/p95 (and search recall@k against brute force) on real Chroma as
     the log grows, for several layouts of users and sessions; embedding apart, and the router."""
@@ -214,7 +217,8 @@ def bench_retrieval(
     )
 
     config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads,
-                                  layouts=tuple(p.strip() for p in layouts.split(",") if p.strip()))
+                                  layouts=tuple(p.strip() for p in layouts.split(",") if p.strip()),
+                                  embedded_fill=embedded_fill)
     print_rows(run_retrieval_bench(out, config, progress=True), "text log and router latency")
     console.print(f"wrote {out / 'retrieval.json'}, {out / 'retrieval.md'} and {out / 'retrieval.png'}")
 

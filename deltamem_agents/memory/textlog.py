@@ -23,8 +23,10 @@ entry keeps its memory id, see `deltamem_agents.memory.verbs`).
 
 Each user's entries live in their own Chroma collection (`TextLog.collection_for`): Chroma
 answers a metadata filter by scanning the collection, so one collection shared by every user made
-each search pay for all of them. A log written by an older version (every user in one collection)
-is moved into per-user collections when it is first opened.
+each search pay for all of them. For the same reason each session also has a small index of its
+own (ids and vectors, `deltamem_agents.memory.textlog_sessions`), where a session is searched.
+A log written by an older version (every user in one collection, or no session indexes) is
+moved into this layout when it is first opened.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from deltamem_agents.memory.textlog_config import (
     TextLogConfig,
     chroma_run_command,
 )
+from deltamem_agents.memory.textlog_sessions import INDEXED_MARK, SessionIndexes
 from deltamem_agents.store.records import (
     ChatMessage,
     InvalidSessionIdError,
@@ -61,8 +64,7 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-_OVERFETCH = 8  # session search: unfiltered candidates per wanted hit before Chroma's filter is used
-_OVERFETCH_LIMIT = 256
+_SCOPE_KEYS = ("user_id", "session_id")  # where an entry lives: never patched (the session index follows it)
 _T = TypeVar("_T")
 DOCUMENT_ROLE = "document"
 DOCUMENT_TURN = -1
@@ -156,9 +158,14 @@ class TextLog:
         self.client = client if client is not None else self._make_client()
         self._layout = UserCollections(
             self.client, self.config.collection, distance=self.config.distance, embedding=self._embedding_name,
+            batch_size=self._batch_size(), created_metadata={INDEXED_MARK: 1},
+            on_open=lambda collection: self._indexes.ensure_indexed(collection),
+        )
+        self._indexes = SessionIndexes(
+            self.client, self._layout.name, log_name=self.config.collection, distance=self.config.distance,
             batch_size=self._batch_size(),
         )
-        self._layout.move_shared_collection()
+        self._layout.move_shared_collection(self._indexes.add_rows)
         self._layout.check_any()  # refuse a model mismatch at once, not at first use
 
     @classmethod
@@ -355,6 +362,7 @@ class TextLog:
         for start in range(0, len(chunks), step):
             part = slice(start, start + step)
             vectors = self._embed(chunks[part])
+            self._indexes.add(user_id, session_id, ids[part], vectors)  # the index first: see textlog_sessions
             # upsert: two writers racing on the same content converge on the same entries
             self._on_user(user_id, lambda c, p=part, v=vectors: c.upsert(
                 ids=ids[p], documents=chunks[p], metadatas=metadatas[p], embeddings=v,
@@ -392,35 +400,41 @@ class TextLog:
         """The ``k`` live entries (TTL: expired ones are skipped) of the user's collection closest
         to ``vector``, optionally of one session and matching a Chroma ``where`` filter.
 
-        A session is searched without a filter first: the user's ``_OVERFETCH`` × k nearest entries,
-        kept if they hold ``k`` of the session's (then they are exactly its ``k`` nearest: any closer
-        session entry would be among them). Only a session too small a share of the user's entries
-        for that falls back to Chroma's filter, whose cost grows with the collection.
+        A session without a ``where`` is searched in its own index (`SessionIndexes`): no
+        metadata filter, so the cost follows the session's size, not the user's. A ``where``
+        is Chroma's filter on the user's collection, whose cost grows with the collection.
         """
         _scope(user_id, session_id)
+        if session_id is not None and where is None:
+            return self._session_nearest(vector, k, user_id=user_id, session_id=session_id)
+        clauses = [c for c in (where, None if session_id is None else {"session_id": session_id}) if c]
 
         def ranked(collection: Collection) -> list[LogHit]:
-            scoped = session_id is not None
-            filtered = where is not None
-            n = max(_OVERFETCH * k, 64) if scoped and not filtered else k
+            n = k
             while True:
-                clauses = [c for c in (where, {"session_id": session_id} if scoped and filtered else None) if c]
                 found = hits_from_query(collection.query(
                     query_embeddings=[vector], n_results=n, where=_all_of(clauses),
                     include=["documents", "metadatas", "distances"],
                 ))
-                hits = live([h for h in found if not scoped or h.metadata.get("session_id") == session_id])
+                hits = live(found)
                 if len(hits) >= k or len(found) < n:  # enough, or everything that matches was ranked
                     return hits[:k]
-                if scoped and not filtered:  # the session is a small share of the user's entries
-                    if n < _OVERFETCH_LIMIT:
-                        n = min(4 * n, _OVERFETCH_LIMIT)
-                    else:
-                        filtered, n = True, k
-                    continue
                 n += len(found) - len(hits)  # as many more as were expired
 
         return self._on_user(user_id, ranked, default=[])
+
+    def _session_nearest(self, vector: Any, k: int, *, user_id: str, session_id: str) -> list[LogHit]:
+        """The session's index ranks; the user's collection confirms each id and gives its text
+        and metadata (an id it lacks is a stale index entry, an expired one is skipped)."""
+        n = k
+        while True:
+            ranked = self._indexes.nearest(user_id, session_id, vector, n)
+            ids = [i for i, _ in ranked]
+            stored = {h.id: h for h in self.get(ids, user_id=user_id) if h.metadata.get("session_id") == session_id}
+            hits = live([stored[i].model_copy(update={"distance": d}) for i, d in ranked if i in stored])
+            if len(hits) >= k or len(ranked) < n:
+                return hits[:k]
+            n = max(2 * n, n + len(ranked) - len(hits))
 
     def get(self, ids: str | Sequence[str], *, user_id: str | None = None) -> list[LogHit]:
         """The entries with these ids, in the order asked (unknown ids are left out). Name the
@@ -476,19 +490,24 @@ class TextLog:
         return len(self._matching_ids(user_id, session_id))
 
     # -- changing entries in place ----------------------------------------------------------------
-    def put_entries(self, entries: Sequence[LogHit]) -> int:
+    def put_entries(self, entries: Sequence[LogHit], *, vectors: Sequence[Any] | None = None) -> int:
         """Store entries exactly as given (ids, text, metadata; each in its ``user_id``'s
-        collection), embedded by this log's function: restoring an archive. Returns how many."""
-        by_user: dict[str, list[LogHit]] = {}
-        for entry in entries:
-            by_user.setdefault(entry.user_id, []).append(entry)
+        collection), embedded by this log's function unless their ``vectors`` are given (one per
+        entry, of this log's embedding model): restoring an archive, filling a benchmark."""
+        if vectors is not None and len(vectors) != len(entries):
+            raise TextLogError(f"put_entries got {len(vectors)} vectors for {len(entries)} entries")
+        by_user: dict[str, list[int]] = {}
+        for row, entry in enumerate(entries):
+            by_user.setdefault(entry.user_id, []).append(row)
         step = self._batch_size()
-        for user_id, own in by_user.items():
-            for start in range(0, len(own), step):
-                part = own[start : start + step]
+        for user_id, rows in by_user.items():
+            for start in range(0, len(rows), step):
+                part = [entries[r] for r in rows[start : start + step]]
                 texts = [h.text for h in part]
-                vectors = self._embed(texts)
-                self._on_user(user_id, lambda c, p=part, t=texts, v=vectors: c.upsert(
+                given = None if vectors is None else [vectors[r] for r in rows[start : start + step]]
+                vectors_now = self._embed(texts) if given is None else given
+                self._indexes.add_rows(user_id, [h.id for h in part], [h.metadata for h in part], vectors_now)
+                self._on_user(user_id, lambda c, p=part, t=texts, v=vectors_now: c.upsert(
                     ids=[h.id for h in p], documents=t, metadatas=[dict(h.metadata) for h in p], embeddings=v,
                 ), create=True, default=None)
         return len(entries)
@@ -497,6 +516,9 @@ class TextLog:
         """Set (``None``: remove) metadata keys on the user's entries ``ids``; their text and vectors,
         and so the δ-state written from them, stay as they are."""
         ids = self._ids(ids)
+        moving = sorted(set(metadata) & set(_SCOPE_KEYS))
+        if moving:
+            raise TextLogError(f"patch_metadata cannot change {moving}: an entry stays in its user and session")
         if ids:
             self._on_user(user_id, lambda c: c.update(ids=ids, metadatas=[dict(metadata) for _ in ids]), default=None)
 
@@ -508,8 +530,9 @@ class TextLog:
             return 0
         removed = 0
         for user in self._scoped_users(user_id):
-            present = self._on_user(user, lambda c: list(c.get(ids=ids, include=[])["ids"]), default=[])
-            self._delete_ids(user, present)
+            present = self.get(ids, user_id=user)
+            self._delete_ids(user, [h.id for h in present])
+            self._indexes.remove_rows(user, [h.id for h in present], [h.metadata for h in present])  # after: see there
             removed += len(present)
         return removed
 
@@ -527,18 +550,21 @@ class TextLog:
         _scope(user_id, session_id)
         ids = self._matching_ids(user_id, session_id)
         self._delete_ids(user_id, ids)
+        self._indexes.drop(user_id, session_id)
         return len(ids)
 
     def delete_user(self, *, user_id: str) -> int:
         """Delete every entry of a user, all sessions (their whole collection); returns how many."""
         count = self.count(user_id=user_id)
         self._layout.drop(user_id)
+        self._indexes.drop_user(user_id)
         return count
 
     def reset(self) -> None:
         """Delete every entry of this log: each user's collection (other logs and the audit and
         retention collections beside this one are untouched)."""
         self._layout.drop_all()
+        self._indexes.drop_all()
 
     # -- helpers ----------------------------------------------------------------------------------
     def _scoped_users(self, user_id: str | None) -> list[str]:

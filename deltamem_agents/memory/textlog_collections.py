@@ -73,10 +73,17 @@ class UserCollections:
     process deleted (`drop`, `drop_all`). Reading a user who has no collection creates none.
     """
 
-    def __init__(self, client: ClientAPI, log_name: str, *, distance: str, embedding: str, batch_size: int) -> None:
+    def __init__(
+        self, client: ClientAPI, log_name: str, *, distance: str, embedding: str, batch_size: int,
+        on_open: Callable[[Collection], None] | None = None, created_metadata: dict[str, Any] | None = None,
+    ) -> None:
         self.client, self.log_name, self.distance, self.embedding = client, log_name, distance, embedding
         self.batch_size = max(1, batch_size)
         self._open: dict[str, Collection] = {}
+        # on_open: run once per handle before first use (the session indexes' one-time indexing);
+        # created_metadata: more keys on a collection this layout creates (never on an existing one)
+        self._on_open = on_open
+        self._created_metadata = dict(created_metadata or {})
 
     def name(self, user_id: str) -> str:
         return f"{self.log_name}{USER_MARK}{hashlib.sha256(user_id.encode()).hexdigest()[:24]}"
@@ -107,7 +114,7 @@ class UserCollections:
                 name=self.name(user_id),
                 configuration={"hnsw": {"space": self.distance}},
                 metadata={"deltamem:embedding": self.embedding, "deltamem:schema": TEXTLOG_SCHEMA_VERSION,
-                          "deltamem:log": self.log_name, "deltamem:user_id": user_id},
+                          "deltamem:log": self.log_name, "deltamem:user_id": user_id, **self._created_metadata},
                 embedding_function=None,  # the log embeds itself: Chroma's default EF would download a model
             )
         else:
@@ -116,6 +123,8 @@ class UserCollections:
             except _missing():
                 return None
         self.check(collection)
+        if self._on_open is not None:
+            self._on_open(collection)
         self._open[user_id] = collection
         return collection
 
@@ -159,10 +168,12 @@ class UserCollections:
             except _missing():
                 pass
 
-    def move_shared_collection(self) -> None:
+    def move_shared_collection(self, before_write: Callable[[str, list[str], list[Any], list[Any]], None]) -> None:
         """Move the entries of a version-1 log (every user in the one collection named after the
         log) into per-user collections, ids, vectors and metadata as they are, then drop it. Each
-        batch is copied before it is deleted, so an interrupted move resumes at the next open."""
+        batch is copied before it is deleted, so an interrupted move resumes at the next open.
+        ``before_write(user_id, ids, metadatas, embeddings)`` runs before each user's batch is
+        written (the session indexes)."""
         try:
             shared = self.client.get_collection(self.log_name, embedding_function=None)
         except _missing():
@@ -179,6 +190,8 @@ class UserCollections:
             for user_id, rows in by_user.items():
                 collection = self.get(user_id)
                 assert collection is not None
+                before_write(user_id, [batch["ids"][i] for i in rows], [(batch["metadatas"] or [])[i] for i in rows],
+                             [batch["embeddings"][i] for i in rows])
                 collection.upsert(
                     ids=[batch["ids"][i] for i in rows],
                     documents=[(batch["documents"] or [])[i] for i in rows],

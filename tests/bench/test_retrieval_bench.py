@@ -73,3 +73,29 @@ def test_bulk_filled_entries_have_the_shape_textlog_writes(tmp_path):
     role = entries[-1].metadata["role"]
     again = log.add_message(ChatMessage(role=role, content=entries[-1].text), user_id=USER, session_id=SESSION, turn=9)
     assert again == [entries[-1].id] and log.count() == 6
+    # filled through TextLog, so the session's index has them: a session search finds them
+    found = log.search(texts[2], user_id=USER, session_id=SESSION, k=6)
+    assert {h.id for h in found} == {e.id for e in entries}
+
+
+def test_a_log_larger_than_what_is_embedded_gets_perturbed_copies(tmp_path):
+    config = RetrievalBenchConfig(sizes=(20, 60), samples=3, router_samples=5, fill_batch=16, embedded_fill=20,
+                                  layouts=("one-session",))
+    rows = run_retrieval_bench(tmp_path, config)
+    fill = json.loads((tmp_path / "retrieval.json").read_text())["meta"]["fill"]
+    assert (fill["embedded_entries"], fill["copied_entries"]) == (20, 40)
+    assert all(r["recall_at_k"] == 1.0 for r in rows if r["operation"] == "search, vector given")
+
+
+def test_copies_are_unit_vectors_near_their_base():
+    from deltamem_agents.bench.retrieval import _with_copies
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((10, EMBEDDING_DIM)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    out = _with_copies(base, 35, 0.6, seed=0)
+    assert out.shape == (35, EMBEDDING_DIM) and np.allclose(out[:10], base)
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    cosine = np.sum(out[10:] * base[np.arange(10, 35) % 10], axis=1)
+    assert np.allclose(cosine, 1 / np.sqrt(1 + 0.6**2), atol=0.05)  # noise almost orthogonal to the base in 384 dims
+    assert not np.allclose(out[10], out[20])  # two copies of one base differ
