@@ -208,6 +208,7 @@ def bench_retrieval(
     embedded_fill: Annotated[int | None, typer.Option(
         help="embed at most this many fill texts; the rest of the log gets perturbed copies of their vectors "
              "(for logs too large to embed: 1M texts take ~2 h on 2 CPUs)")] = None,
+    fill_batch: Annotated[int, typer.Option(help="entries per bulk write while filling")] = 1000,
 ) -> None:
     """TextLog add/search latency p50/p95 (and search recall@k against brute force) on real Chroma as
     the log grows, for several layouts of users and sessions; embedding apart, and the router."""
@@ -218,7 +219,7 @@ def bench_retrieval(
 
     config = RetrievalBenchConfig(sizes=parse_ints(sizes), samples=samples, threads=threads,
                                   layouts=tuple(p.strip() for p in layouts.split(",") if p.strip()),
-                                  embedded_fill=embedded_fill)
+                                  embedded_fill=embedded_fill, fill_batch=fill_batch)
     print_rows(run_retrieval_bench(out, config, progress=True), "text log and router latency")
     console.print(f"wrote {out / 'retrieval.json'}, {out / 'retrieval.md'} and {out / 'retrieval.png'}")
 

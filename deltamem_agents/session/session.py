@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from deltamem_agents.concurrency import FairRLock
 from deltamem_agents.core.state import DeltaMemState
 from deltamem_agents.model.attach import DeltaMemHandle
 from deltamem_agents.model.compat import cache_kwargs, output_cache
@@ -58,7 +59,7 @@ class MemorySession:
         config: SessionConfig | None = None,
         state: DeltaMemState | None = None,
         messages: Iterable[MessageLike] = (),
-        lock: threading.RLock | None = None,
+        lock: threading.RLock | FairRLock | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer

@@ -137,9 +137,15 @@ def test_add_search_delete_through_a_chroma_server(server, embedder):
         hits = log.search("favourite drink", user_id="ada", k=3)
         assert "cardamom" in hits[0].text and {h.metadata["user_id"] for h in hits} == {"ada"}
         assert log.get(ids)[0].metadata["content_hash"]
+        # a session is searched in its own index on the server (no metadata filter)
+        index = log._indexes.name("ada", "trip")
+        assert index in {c.name for c in log.client.list_collections()}
+        found = log.search("Which train goes to Lisbon?", user_id="ada", session_id="trip", k=2)
+        assert "Lisbon" in found[0].text and found[0].distance is not None
 
         assert log.delete(ids) == 1
         assert log.delete_session(user_id="ada", session_id="trip") == 1 + len(doc_ids)
+        assert index not in {c.name for c in log.client.list_collections()}
         assert log.count(user_id="ada") == 0
         assert log.delete_user(user_id="bob") == 1
         assert log.count() == 0
