@@ -156,14 +156,15 @@ class TextLog:
         self._embedding_name = _ef_name(embedding_function)
         self._owns_client = client is None
         self.client = client if client is not None else self._make_client()
+        batch_size = self._batch_size()  # one ask: against a Chroma server it is a request
         self._layout = UserCollections(
             self.client, self.config.collection, distance=self.config.distance, embedding=self._embedding_name,
-            batch_size=self._batch_size(), created_metadata={INDEXED_MARK: 1},
+            batch_size=batch_size, created_metadata={INDEXED_MARK: 1},
             on_open=lambda collection: self._indexes.ensure_indexed(collection),
         )
         self._indexes = SessionIndexes(
             self.client, self._layout.name, log_name=self.config.collection, distance=self.config.distance,
-            batch_size=self._batch_size(),
+            batch_size=batch_size,
         )
         self._layout.move_shared_collection(self._indexes.add_rows)
         self._layout.check_any()  # refuse a model mismatch at once, not at first use
@@ -400,9 +401,8 @@ class TextLog:
         """The ``k`` live entries (TTL: expired ones are skipped) of the user's collection closest
         to ``vector``, optionally of one session and matching a Chroma ``where`` filter.
 
-        A session without a ``where`` is searched in its own index (`SessionIndexes`): no
-        metadata filter, so the cost follows the session's size, not the user's. A ``where``
-        is Chroma's filter on the user's collection, whose cost grows with the collection.
+        A session without a ``where`` is searched in its own index (`SessionIndexes`), at a cost
+        that follows the session's size; a ``where`` is Chroma's filter, which grows with the user's.
         """
         _scope(user_id, session_id)
         if session_id is not None and where is None:
@@ -429,8 +429,8 @@ class TextLog:
         n = k
         while True:
             ranked = self._indexes.nearest(user_id, session_id, vector, n)
-            ids = [i for i, _ in ranked]
-            stored = {h.id: h for h in self.get(ids, user_id=user_id) if h.metadata.get("session_id") == session_id}
+            stored = {h.id: h for h in self.get([i for i, _ in ranked], user_id=user_id)
+                      if h.metadata.get("session_id") == session_id}
             hits = live([stored[i].model_copy(update={"distance": d}) for i, d in ranked if i in stored])
             if len(hits) >= k or len(ranked) < n:
                 return hits[:k]
@@ -530,10 +530,10 @@ class TextLog:
             return 0
         removed = 0
         for user in self._scoped_users(user_id):
-            present = self.get(ids, user_id=user)
-            self._delete_ids(user, [h.id for h in present])
-            self._indexes.remove_rows(user, [h.id for h in present], [h.metadata for h in present])  # after: see there
-            removed += len(present)
+            present = self._on_user(user, lambda c: c.get(ids=ids, include=["metadatas"]), default={"ids": []})
+            self._delete_ids(user, list(present["ids"]))
+            self._indexes.remove_rows(user, present["ids"], present.get("metadatas") or [])  # after: see there
+            removed += len(present["ids"])
         return removed
 
     def ids_for_hashes(self, hashes: Iterable[str], *, user_id: str, session_id: str) -> list[str]:

@@ -66,6 +66,34 @@ def _missing() -> tuple[type[Exception], ...]:
     return NotFoundError, ValueError
 
 
+def delete_collection_if_present(client: ClientAPI, name: str) -> None:
+    """Drop a collection; one that is already gone (or that another process removed meanwhile) is fine."""
+    try:
+        client.delete_collection(name)
+    except _missing():
+        pass
+
+
+def on_fresh_handle(
+    open_: Callable[[], Collection | None], forget: Callable[[], None], op: Callable[[Collection], _T], default: _T,
+) -> _T:
+    """``op`` on the handle ``open_`` gives (``default`` when it gives none); a handle whose
+    collection another process deleted is forgotten and reopened, once."""
+    from chromadb.errors import NotFoundError
+
+    for attempt in (0, 1):
+        collection = open_()
+        if collection is None:
+            return default
+        try:
+            return op(collection)
+        except NotFoundError:  # deleted by another process since it was opened here
+            forget()
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 class UserCollections:
     """The per-user Chroma collections of one log (named ``log_name``) on one client.
 
@@ -139,34 +167,17 @@ class UserCollections:
 
     def on_user(self, user_id: str, op: Callable[[Collection], _T], *, create: bool = False, default: _T) -> _T:
         """``op`` on the user's collection (``default`` when it has none and ``create`` is off)."""
-        from chromadb.errors import NotFoundError
-
-        for attempt in (0, 1):
-            collection = self.get(user_id, create=create)
-            if collection is None:
-                return default
-            try:
-                return op(collection)
-            except NotFoundError:  # deleted by another process since it was opened here
-                self._open.pop(user_id, None)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        return on_fresh_handle(lambda: self.get(user_id, create=create), lambda: self._open.pop(user_id, None),
+                               op, default)
 
     def drop(self, user_id: str) -> None:
         self._open.pop(user_id, None)
-        try:
-            self.client.delete_collection(self.name(user_id))
-        except _missing():
-            pass  # no collection, or another process removed it meanwhile
+        delete_collection_if_present(self.client, self.name(user_id))
 
     def drop_all(self) -> None:
         self._open.clear()
         for collection in self.all().values():
-            try:
-                self.client.delete_collection(collection.name)
-            except _missing():
-                pass
+            delete_collection_if_present(self.client, collection.name)
 
     def move_shared_collection(self, before_write: Callable[[str, list[str], list[Any], list[Any]], None]) -> None:
         """Move the entries of a version-1 log (every user in the one collection named after the
@@ -223,4 +234,7 @@ def hits_from_query(result: Any) -> list[LogHit]:
     ]
 
 
-__all__ = ["TEXTLOG_SCHEMA_VERSION", "LogHit", "TextLogError", "UserCollections", "entries_from_get", "hits_from_query"]
+__all__ = [
+    "TEXTLOG_SCHEMA_VERSION", "LogHit", "TextLogError", "UserCollections", "delete_collection_if_present",
+    "entries_from_get", "hits_from_query", "on_fresh_handle",
+]

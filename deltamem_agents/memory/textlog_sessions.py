@@ -21,6 +21,12 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from deltamem_agents.memory.textlog_collections import (
+    _missing,
+    delete_collection_if_present,
+    on_fresh_handle,
+)
+
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
@@ -29,12 +35,6 @@ INDEXED_MARK = "deltamem:session_index"  # set on a user's collection whose sess
 SESSION_KEY = "deltamem:session_id"  # set on an index collection (a user's collection never has it)
 SESSION_MARK = "-s"  # an index is named <user collection>-s<24 hex digits of sha256(session_id)>
 _T = TypeVar("_T")
-
-
-def _missing() -> tuple[type[Exception], ...]:
-    from chromadb.errors import NotFoundError
-
-    return NotFoundError, ValueError
 
 
 class SessionIndexes:
@@ -50,7 +50,8 @@ class SessionIndexes:
         self._open: dict[tuple[str, str], Collection] = {}
 
     def name(self, user_id: str, session_id: str) -> str:
-        return f"{self._user_collection_name(user_id)}{SESSION_MARK}{hashlib.sha256(session_id.encode()).hexdigest()[:24]}"
+        digest = hashlib.sha256(session_id.encode()).hexdigest()[:24]
+        return f"{self._user_collection_name(user_id)}{SESSION_MARK}{digest}"
 
     def _get(self, user_id: str, session_id: str, *, create: bool) -> Collection | None:
         key = (user_id, session_id)
@@ -74,19 +75,8 @@ class SessionIndexes:
         return collection
 
     def _on(self, user_id: str, session_id: str, op: Callable[[Collection], _T], *, create: bool, default: _T) -> _T:
-        from chromadb.errors import NotFoundError
-
-        for attempt in (0, 1):
-            collection = self._get(user_id, session_id, create=create)
-            if collection is None:
-                return default
-            try:
-                return op(collection)
-            except NotFoundError:  # dropped by another process since it was opened here
-                self._open.pop((user_id, session_id), None)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        return on_fresh_handle(lambda: self._get(user_id, session_id, create=create),
+                               lambda: self._open.pop((user_id, session_id), None), op, default)
 
     # -- keeping the invariant --------------------------------------------------------------------
     def add(self, user_id: str, session_id: str, ids: Sequence[str], vectors: Sequence[Any]) -> None:
@@ -113,11 +103,7 @@ class SessionIndexes:
             self._on(user_id, session_id, lambda c, p=part: c.delete(ids=p), create=False, default=None)
 
     def drop(self, user_id: str, session_id: str) -> None:
-        self._open.pop((user_id, session_id), None)
-        try:
-            self.client.delete_collection(self.name(user_id, session_id))
-        except _missing():
-            pass
+        self._drop_named(self.name(user_id, session_id))
 
     def drop_user(self, user_id: str) -> None:
         """Every index of one user (after the user's collection is gone)."""
@@ -131,10 +117,7 @@ class SessionIndexes:
 
     def _drop_named(self, name: str) -> None:
         self._open = {k: c for k, c in self._open.items() if c.name != name}
-        try:
-            self.client.delete_collection(name)
-        except _missing():
-            pass
+        delete_collection_if_present(self.client, name)
 
     def _indexes(self, keep: Callable[[dict[str, Any]], bool]) -> list[Collection]:
         found = []
